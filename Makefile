@@ -1,0 +1,58 @@
+# Multimodal video emotion analysis. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+TORCH_VERSION := 2.13.0
+VIDEO ?=
+OUT ?= out
+CONFIG ?= configs/fusion_tiny.yaml
+PROFILE ?= default
+DATA ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv analyze test test-slow train models bench evaluate-face evaluate-audio evaluate-text clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# torch first, pinned: a range alone would pull a newer CUDA build (gigabytes)
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create the virtual environment (torch 2.13.0 first, then the project)
+
+analyze: $(STAMP) ## per-second emotion timeline: make analyze VIDEO=clip.mp4 [OUT=out] [ARGS='--set frames_per_second=2']
+	@test -n "$(VIDEO)" || { echo "usage: make analyze VIDEO=path/to/video.mp4 [OUT=out]"; exit 2; }
+	$(BIN)/python -m pipeline analyze $(VIDEO) --out $(OUT) $(ARGS)
+
+test: $(STAMP) ## run the test suite (slow and GPU tests skipped)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) ## run the slow tests too (long videos, training runs)
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+train: $(STAMP) ## train the fusion head: make train CONFIG=configs/fusion_tiny.yaml [ARGS=--resume]
+	$(BIN)/python -m pipeline train $(CONFIG) $(ARGS)
+
+models: $(STAMP) ## fetch hub models into the cache (needs a network): make models [PROFILE=full]
+	$(BIN)/python -m pipeline models fetch --profile $(PROFILE)
+
+bench: $(STAMP) ## speed and peak memory per stage, per minute of video
+	$(BIN)/python -m bench.pipeline_bench $(ARGS)
+
+evaluate-face: $(STAMP) ## face model on a FER2013-format .npz: make evaluate-face DATA=file.npz
+	$(BIN)/python -m pipeline evaluate face --data $(DATA)
+
+evaluate-audio: $(STAMP) ## audio model on a RAVDESS-named folder or path,label CSV
+	$(BIN)/python -m pipeline evaluate audio --data $(DATA)
+
+evaluate-text: $(STAMP) ## text model on a MELD CSV / GoEmotions TSV / dair-ai file
+	$(BIN)/python -m pipeline evaluate text --data $(DATA)
+
+clean: ## remove outputs and caches (not the venv)
+	rm -rf $(OUT) .pytest_cache runs

@@ -1,0 +1,186 @@
+"""FaceCNN: a small VGG-style network that classifies a grey face crop into the 7 LABELS.
+
+Plain PyTorch, built from its config alone (the constructor never downloads anything). The
+preprocessing the network was trained with lives here too (``prepare``), so the video pipeline
+and the evaluator feed the network exactly what training fed it.
+
+Shape of the network (defaults): four stages of two 3x3 conv+BN+ReLU blocks, widths
+32/64/128/256, 2x2 max-pool between stages (40 -> 20 -> 10 -> 5), global average pool, dropout,
+a linear layer to ``embed_dim`` (the embedding the fusion head consumes) and a linear classifier.
+Logits come out in ``pipeline.labels.LABELS`` order (training remaps FER2013's class order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.labels import NUM_LABELS
+
+
+@dataclass(frozen=True)
+class FaceCNNConfig:
+    # FER2013 images are 48x48; the net sees ``input_size`` px. Training takes random
+    # ``input_size`` crops of the 48 px image, inference resizes the face to 48 (``source_size``)
+    # and takes the centre crop, so a face fills the same fraction of the input in both.
+    source_size: int = 48
+    input_size: int = 40
+    in_channels: int = 1            # grey, as FER2013 is
+    # Pixel statistics of FER2013 Training (uint8 scaled to [0, 1]), measured over all 28,709
+    # images: mean 0.5136, std 0.3067 (rounded).
+    mean: float = 0.514
+    std: float = 0.307
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage; a 2x2 pool follows each but the last
+    convs_per_stage: int = 2        # VGG-style pairs of 3x3 convs
+    embed_dim: int = 256            # width of the embedding handed to the fusion head
+    dropout: float = 0.3            # before the embedding and the classifier; FER2013 overfits fast
+    num_classes: int = NUM_LABELS   # 7, in LABELS order
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class FaceCNN(nn.Module):
+    def __init__(self, config: FaceCNNConfig | None = None):
+        super().__init__()
+        if config is None:
+            config = FaceCNNConfig()
+        if isinstance(config.widths, list):  # a config rebuilt from JSON metadata carries lists
+            config = FaceCNNConfig(**{**config.__dict__, "widths": tuple(config.widths)})
+        self.config = config
+        layers: list[nn.Module] = []
+        cin = config.in_channels
+        for i, width in enumerate(config.widths):
+            for _ in range(config.convs_per_stage):
+                layers.append(_conv_bn_relu(cin, width))
+                cin = width
+            if i < len(config.widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.embed = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout),
+                                   nn.Linear(cin, config.embed_dim), nn.BatchNorm1d(config.embed_dim),
+                                   nn.ReLU(inplace=True))
+        self.drop = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.embed_dim, config.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (N, in_channels, S, S) as made by ``prepare``; returns (logits (N,7), embedding (N,embed_dim))."""
+        emb = self.embed(self.pool(self.features(x)))
+        return self.classifier(self.drop(emb)), emb
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_embedding(x)[0]
+
+
+def _as_config(config: FaceCNNConfig | dict | None) -> FaceCNNConfig:
+    if config is None:
+        return FaceCNNConfig()
+    if isinstance(config, dict):
+        return FaceCNNConfig(**{**config, "widths": tuple(config.get("widths", FaceCNNConfig.widths))})
+    return config
+
+
+def normalise(images: torch.Tensor, config: FaceCNNConfig) -> torch.Tensor:
+    """uint8 (N,1,H,W) tensor -> float32 standardised with the training statistics."""
+    return (images.float() / 255.0 - config.mean) / config.std
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+def prepare(crops: np.ndarray, config: FaceCNNConfig | dict | None = None) -> torch.Tensor:
+    """Grey uint8 face crops (N,H,W) (or one (H,W)) -> float32 tensor (N,1,S,S) ready for FaceCNN.
+
+    Each crop is resized to ``source_size`` (48, FER2013's size; INTER_AREA when shrinking,
+    INTER_LINEAR when enlarging), centre-cropped to ``input_size`` and standardised with the
+    training mean/std, exactly as validation did during training.
+    """
+    config = _as_config(config)
+    images = to_source_size(crops, config)
+    return normalise(center_crop(images, config.input_size), config).contiguous()
+
+
+def to_source_size(crops: np.ndarray, config: FaceCNNConfig | dict | None = None) -> torch.Tensor:
+    """Grey uint8 crops (N,H,W) or one (H,W) -> uint8 tensor (N,1,source_size,source_size)."""
+    config = _as_config(config)
+    crops = np.asarray(crops)
+    if crops.ndim == 2:
+        crops = crops[None]
+    if crops.ndim == 4 and crops.shape[-1] in (1, 3):  # tolerate (N,H,W,1) / BGR by converting to grey
+        crops = np.stack([c[..., 0] if c.shape[-1] == 1 else cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) for c in crops])
+    if crops.ndim != 3:
+        raise ValueError(f"prepare: expected grey crops (N,H,W), got shape {crops.shape}")
+    if crops.dtype != np.uint8:
+        crops = np.clip(crops, 0, 255).astype(np.uint8)
+    s = config.source_size
+    if crops.shape[1:] == (s, s):
+        return torch.from_numpy(np.ascontiguousarray(crops))[:, None]
+    out = np.empty((len(crops), s, s), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        interp = cv2.INTER_AREA if min(crop.shape) > s else cv2.INTER_LINEAR
+        out[i] = cv2.resize(np.ascontiguousarray(crop), (s, s), interpolation=interp)
+    return torch.from_numpy(out)[:, None]
+
+
+# Test-time augmentation views of a batch of 48 px images (uint8 (N,1,48,48) tensor):
+# "flip" = centre crop + its mirror; "crops10" = the four corner crops, the centre crop and
+# their mirrors (the classic 10-crop). Logits are averaged over views.
+TTA_MODES = (None, "flip", "crops10")
+
+
+def tta_views(images: torch.Tensor, config: FaceCNNConfig, mode: str | None) -> list[torch.Tensor]:
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {mode!r}; choose from {TTA_MODES}")
+    s, full = config.input_size, images.shape[-1]
+    crops = [center_crop(images, s)]
+    if mode == "crops10":
+        d = full - s
+        crops += [images[..., t:t + s, l:l + s] for t, l in ((0, 0), (0, d), (d, 0), (d, d))]
+    if mode in ("flip", "crops10"):
+        crops += [torch.flip(c, dims=[-1]) for c in crops]
+    return [normalise(c, config).contiguous() for c in crops]
+
+
+@torch.no_grad()
+def predict_logits(model: FaceCNN, images: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+    """Mean logits over the TTA views of uint8 48 px images (N,1,48,48); model in eval mode."""
+    device = next(model.parameters()).device
+    views = tta_views(images, model.config, mode)
+    cl = torch.channels_last  # 1.5x faster convs on CPU (oneDNN), same results
+    return torch.stack([model(v.to(device, memory_format=cl)).float() for v in views]).mean(0).cpu()
+
+
+# TTA the pipeline uses by default (see models/weights/face_cnn.md for the measured gain and cost).
+DEFAULT_TTA: str | None = None
+
+
+@torch.no_grad()
+def predict(model: FaceCNN, crops: np.ndarray, tta: str | None = DEFAULT_TTA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey uint8 face crops (N,H,W) -> (logits (N,7) in LABELS order, embedding (N,embed_dim)),
+    both averaged over the TTA views; the one call the video pipeline needs."""
+    device = next(model.parameters()).device
+    views = tta_views(to_source_size(crops, model.config), model.config, tta)
+    outs = [model.forward_with_embedding(v.to(device, memory_format=torch.channels_last)) for v in views]
+    logits = torch.stack([o[0].float() for o in outs]).mean(0).cpu()
+    return logits, torch.stack([o[1].float() for o in outs]).mean(0).cpu()

@@ -1,0 +1,143 @@
+"""A Wav2Vec2 speech-emotion classifier from a local Hugging Face folder, mapped onto our LABELS.
+
+``load_dir(path)`` reads a folder in the hub layout (config.json, model.safetensors,
+preprocessor_config.json) of a ``Wav2Vec2ForSequenceClassification`` with local_files_only and
+use_safetensors, so it never downloads and never unpickles. Fetching and caching the folder is
+models.hub's job.
+
+Label mapping: each checkpoint label goes through ``pipeline.labels.canonical``.
+* several checkpoint labels onto one of ours (e.g. "calm" and "neutral"): their probabilities add;
+* checkpoint labels with no Ekman class ("contempt", "other") or that we do not know at all
+  ("LABEL_3"): dropped, and the remaining probability mass is renormalised to sum to 1;
+* our labels the checkpoint lacks (many SER models have no "disgusted" or "surprised"): 0.
+A checkpoint none of whose labels map raises ValueError. ``label_map`` / ``missing`` say what happened.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.labels import LABEL_INDEX, LABELS, NUM_LABELS, UnknownLabelError, canonical
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE_HZ = 16000   # every Wav2Vec2 checkpoint is trained on 16 kHz audio
+DEFAULT_BATCH = 8        # waves per forward pass; 8 x 10 s through wav2vec2-base is ~2 GB on CPU
+REQUIRED_FILES = ("config.json", "preprocessor_config.json")
+
+
+def label_mapping(id2label: dict) -> dict[int, int | None]:
+    """Checkpoint class id -> index into LABELS, or None where it has no Ekman class / is unknown."""
+    out: dict[int, int | None] = {}
+    for cid, name in sorted((int(k), v) for k, v in id2label.items()):
+        try:
+            ours = canonical(str(name))
+        except UnknownLabelError:
+            log.warning("checkpoint label %r is not an emotion we know; its probability is dropped", name)
+            ours = None
+        out[cid] = None if ours is None else LABEL_INDEX[ours]
+    return out
+
+
+def map_probs(probs: np.ndarray, mapping: dict[int, int | None]) -> np.ndarray:
+    """(N, C checkpoint classes) probabilities -> (N, 7) over LABELS, renormalised over mapped classes."""
+    out = np.zeros((probs.shape[0], NUM_LABELS), dtype=np.float64)
+    for cid, ours in mapping.items():
+        if ours is not None:
+            out[:, ours] += probs[:, cid]
+    total = out.sum(axis=1, keepdims=True)
+    return (out / np.maximum(total, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class HFAudioClassifier:
+    model: torch.nn.Module
+    feature_extractor: object
+    label_map: dict[int, int | None]
+    path: str
+    device: torch.device
+    missing: tuple[str, ...] = field(default=())   # our labels the checkpoint cannot predict (always 0)
+    dropped: tuple[str, ...] = field(default=())   # checkpoint labels whose mass is renormalised away
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def predict(self, waves: list[np.ndarray], batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+        """16 kHz mono waves -> (probs (N, 7) float32 over LABELS, embeddings (N, hidden) float32).
+
+        The embedding is the last hidden layer mean-pooled over the wave's own frames (padding
+        excluded). Waves are batched by length; checkpoints whose feature extractor does not use
+        an attention mask (wav2vec2-base style, group-norm front end) see padding, so for those
+        waves of different lengths are run one at a time to keep outputs independent of batching.
+        """
+        n = len(waves)
+        probs = np.zeros((n, NUM_LABELS), dtype=np.float32)
+        embs = np.zeros((n, self.embedding_dim), dtype=np.float32)
+        if n == 0:
+            return probs, embs
+        use_mask = bool(getattr(self.feature_extractor, "return_attention_mask", False))
+        order = sorted(range(n), key=lambda i: len(waves[i]))
+        batches, current = [], []
+        for i in order:
+            if current and (len(current) == batch_size or
+                            (not use_mask and len(waves[i]) != len(waves[current[0]]))):
+                batches.append(current)
+                current = []
+            current.append(i)
+        batches.append(current)
+        for idx in batches:
+            batch = [np.asarray(waves[i], dtype=np.float32).reshape(-1) for i in idx]
+            batch = [w if len(w) >= 400 else np.pad(w, (0, 400 - len(w))) for w in batch]  # >= 25 ms
+            inputs = self.feature_extractor(batch, sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt",
+                                            padding=True, return_attention_mask=use_mask)
+            values = inputs["input_values"].to(self.device)
+            mask = inputs.get("attention_mask") if use_mask else None
+            mask = mask.to(self.device) if mask is not None else None
+            out = self.model(input_values=values, attention_mask=mask, output_hidden_states=True)
+            hidden = out.hidden_states[-1]                                   # (B, frames, hidden)
+            if mask is not None:
+                fmask = self.model._get_feature_vector_attention_mask(hidden.shape[1], mask).to(hidden.dtype)
+            else:
+                fmask = torch.ones(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device)
+            pooled = (hidden * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True).clamp_min(1)
+            p = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+            probs[idx] = map_probs(p, self.label_map)
+            embs[idx] = pooled.float().cpu().numpy()
+        return probs, embs
+
+
+def load_dir(path: str | Path, device: str | torch.device = "cpu") -> HFAudioClassifier:
+    """Load a local Wav2Vec2ForSequenceClassification folder; never touches the network."""
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a folder (expected a Hugging Face model folder)")
+    absent = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if absent or not any(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"{path}: missing {', '.join(absent) or 'model.safetensors'} "
+                                "(need config.json, model.safetensors, preprocessor_config.json)")
+    device = torch.device(device)
+    extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(path), local_files_only=True)
+    if getattr(extractor, "sampling_rate", SAMPLE_RATE_HZ) != SAMPLE_RATE_HZ:
+        raise ValueError(f"{path}: feature extractor expects {extractor.sampling_rate} Hz, not 16 kHz")
+    model = Wav2Vec2ForSequenceClassification.from_pretrained(str(path), local_files_only=True,
+                                                              use_safetensors=True)
+    model.to(device).eval()
+    mapping = label_mapping(model.config.id2label)
+    if all(v is None for v in mapping.values()):
+        raise ValueError(f"{path}: none of the checkpoint's labels {list(model.config.id2label.values())} "
+                         f"map onto {', '.join(LABELS)}")
+    mapped = {v for v in mapping.values() if v is not None}
+    missing = tuple(name for i, name in enumerate(LABELS) if i not in mapped)
+    dropped = tuple(str(model.config.id2label[c]) for c, v in mapping.items() if v is None)
+    if missing:
+        log.info("%s: no class for %s; those probabilities are always 0", path.name, ", ".join(missing))
+    return HFAudioClassifier(model=model, feature_extractor=extractor, label_map=mapping, path=str(path),
+                             device=device, missing=missing, dropped=dropped)

@@ -1,0 +1,282 @@
+"""The three modality encoders behind one interface.
+
+Each model is wrapped in a ``Predictor``: ``predict(batch) -> (probs (N,7) over LABELS,
+embeddings (N,D))`` plus ``describe()`` for the run record. The encoders turn a modality's
+stream into per-second ``ModalityScores`` (or None where the modality is missing):
+
+- FaceEncoder: sampled frames -> detection -> tracking -> aligned crops -> CNN, per identity;
+- AudioEncoder: 16 kHz chunks -> a window of context centred on each second -> model, VAD-gated;
+- TextEncoder: transcript words on the grid -> the words around each second -> text model.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from models import hub, registry
+from pipeline.faces import FaceDetector, FaceTracker, aligned_crop
+from pipeline.labels import LABELS, NUM_LABELS
+from pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
+
+log = logging.getLogger(__name__)
+
+FACE_CROP_PX = 96          # crops handed to face models; each model's prepare() resizes (ours: 48)
+
+
+class Predictor(Protocol):
+    def predict(self, batch: Any) -> tuple[np.ndarray, np.ndarray]: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
+def _softmax(logits: torch.Tensor) -> np.ndarray:
+    return torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float32)
+
+
+@dataclass
+class _Shipped:
+    """A model of ours loaded through models.registry."""
+    loaded: registry.LoadedModel
+    device: torch.device
+
+    def describe(self) -> dict[str, Any]:
+        return self.loaded.describe()
+
+
+class ShippedFace(_Shipped):
+    def predict(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from models.face_cnn import prepare
+
+        x = prepare(crops_bgr, self.loaded.module.config).to(self.device)
+        with torch.inference_mode():
+            logits, emb = self.loaded.module.forward_with_embedding(x)
+        return _softmax(logits), emb.float().cpu().numpy()
+
+
+class ShippedAudio(_Shipped):
+    @property
+    def window_s(self) -> float:
+        return float(self.loaded.module.config.window_s)
+
+    def predict(self, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            logits, emb = self.loaded.module.forward_with_embedding(x)
+        return _softmax(logits), emb.float().cpu().numpy()
+
+
+class ShippedText(_Shipped):
+    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.loaded.module.predict(list(texts))
+
+
+@dataclass
+class _HubAdapter:
+    """A Hugging Face classifier from models.hf_* whose ``predict`` already maps labels to ours."""
+    model: Any
+    source: str
+
+    def predict(self, batch):
+        return self.model.predict(batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.source, "arch": type(self.model).__name__, "sha256": getattr(self.model, "sha256", None)}
+
+
+def load_predictor(modality: str, name: str, *, device: torch.device, offline: bool) -> Predictor:
+    """Shipped name / safetensors path through the registry; hub name, repo id or HF folder otherwise."""
+    shipped = {"face": ShippedFace, "audio": ShippedAudio, "text": ShippedText}[modality]
+    if name in registry.SHIPPED or name.endswith(".safetensors"):
+        return shipped(registry.load(name, device=device, offline=offline), device)
+    folder, source = hub.resolve_hf(name, offline=offline)
+    if modality == "face":
+        from models.hf_face import load_dir
+    elif modality == "audio":
+        from models.hf_audio import load_dir
+    else:
+        from models.hf_text import load_dir
+    return _HubAdapter(load_dir(folder, device=str(device)), source)
+
+
+def _entry(probs: np.ndarray, emb: np.ndarray | None, **details) -> ModalityScores:
+    probs = np.asarray(probs, dtype=np.float32)
+    return ModalityScores(probs=probs / max(float(probs.sum()), 1e-8), embedding=emb, details=details)
+
+
+class FaceEncoder:
+    def __init__(self, predictor: Predictor, detector: FaceDetector, *, batch_size: int = 64,
+                 primary_face: str = "dominant"):
+        self.predictor, self.detector = predictor, detector
+        self.batch_size, self.primary_face = batch_size, primary_face
+
+    def observe(self, frames: Iterable[Frame]) -> tuple[list[FaceObservation], FaceTracker, int]:
+        """Detect, track and classify every face in the frames; crops go through the CNN in batches."""
+        tracker = FaceTracker()
+        pending: list[tuple[float, int, Any, np.ndarray]] = []
+        observations: list[FaceObservation] = []
+        n_frames = 0
+
+        def flush():
+            if not pending:
+                return
+            probs, embs = self.predictor.predict(np.stack([p[3] for p in pending]))
+            for (t, fid, box, _), p, e in zip(pending, probs, embs):
+                observations.append(FaceObservation(t, fid, box, p, e))
+            pending.clear()
+
+        for frame in frames:
+            n_frames += 1
+            boxes = self.detector.detect(frame.image)
+            for box, fid in zip(boxes, tracker.update(frame.t_s, boxes)):
+                pending.append((frame.t_s, fid, box, aligned_crop(frame.image, box, FACE_CROP_PX)))
+            if len(pending) >= self.batch_size:
+                flush()
+        flush()
+        return observations, tracker, n_frames
+
+    def _primary(self, tracker: FaceTracker, observations: list[FaceObservation]) -> int | None:
+        if self.primary_face == "dominant":
+            return tracker.dominant_id()
+        if self.primary_face == "largest":
+            return max(observations, key=lambda o: o.box.area).face_id if observations else None
+        return int(self.primary_face)
+
+    def per_second(self, observations: list[FaceObservation], tracker: FaceTracker, n_seconds: int) -> list[ModalityScores | None]:
+        primary = self._primary(tracker, observations)
+        by_second: dict[int, list[FaceObservation]] = defaultdict(list)
+        for obs in observations:
+            by_second[min(int(obs.t_s), n_seconds - 1)].append(obs)
+        out: list[ModalityScores | None] = []
+        for second in range(n_seconds):
+            obs = by_second.get(second, [])
+            if not obs:
+                out.append(None)
+                continue
+            ids = sorted({o.face_id for o in obs})
+            per_id = {}
+            for fid in ids:
+                mine = [o for o in obs if o.face_id == fid]
+                p = np.mean([o.probs for o in mine], axis=0)
+                per_id[fid] = (p, np.mean([o.embedding for o in mine], axis=0), mine)
+            # the configured face when it is on screen, else the largest one this second
+            chosen = primary if primary in per_id else max(ids, key=lambda f: np.mean([o.box.area for o in per_id[f][2]]))
+            p, emb, _ = per_id[chosen]
+            n_faces = max(sum(1 for o in obs if o.t_s == t) for t in {o.t_s for o in obs})
+            faces = [{"face_id": fid, "label": LABELS[int(np.argmax(v[0]))],
+                      "scores": {l: round(float(x), 4) for l, x in zip(LABELS, v[0])},
+                      "frames": len(v[2])} for fid, v in per_id.items()]
+            out.append(_entry(p, emb, n_faces=int(n_faces), face_id=int(chosen), faces=faces))
+        return out
+
+
+def audio_windows(chunks: Iterable[AudioChunk], n_seconds: int, window_s: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(second, context window centred on it, the second's own samples), streaming with a bounded buffer."""
+    buf = np.zeros(0, dtype=np.float32)
+    buf_start = 0            # sample index of buf[0]
+    sr = None
+    second = 0
+    half = window_s / 2
+
+    def cut(sec: int, end_of_stream_at: int | None):
+        lo = max(0, int(round((sec + 0.5 - half) * sr)))
+        hi = int(round((sec + 0.5 + half) * sr))
+        if end_of_stream_at is not None:
+            hi = min(hi, end_of_stream_at)
+            lo = max(0, min(lo, hi - int(window_s * sr)))  # keep a full window at the end of the clip
+        own = buf[max(0, sec * sr - buf_start): max(0, (sec + 1) * sr - buf_start)]
+        return buf[lo - buf_start: hi - buf_start], own
+
+    for chunk in chunks:
+        sr = chunk.sample_rate_hz
+        buf = np.concatenate([buf, chunk.samples])
+        while second < n_seconds and buf_start + len(buf) >= int(round((second + 0.5 + half) * sr)):
+            window, own = cut(second, None)
+            yield second, window, own
+            second += 1
+            keep_from = max(0, int(round((second + 0.5 - half) * sr)) - int(window_s * sr))
+            if keep_from > buf_start:
+                buf, buf_start = buf[keep_from - buf_start:], keep_from
+    if sr is None:
+        return
+    end = buf_start + len(buf)
+    while second < n_seconds and second * sr < end:
+        window, own = cut(second, end)
+        yield second, window, own
+        second += 1
+
+
+class AudioEncoder:
+    def __init__(self, predictor: Predictor, *, window_s: float, min_speech_fraction: float, batch_size: int = 16):
+        self.predictor, self.window_s = predictor, window_s
+        self.min_speech_fraction, self.batch_size = min_speech_fraction, batch_size
+
+    def per_second(self, chunks: Iterable[AudioChunk], n_seconds: int) -> list[ModalityScores | None]:
+        from pipeline.vad import speech_mask
+
+        out: list[ModalityScores | None] = [None] * n_seconds
+        batch: list[tuple[int, np.ndarray, float]] = []
+        sr = 16_000
+
+        def flush():
+            if not batch:
+                return
+            longest = max(len(w) for _, w, _ in batch)
+            waves = np.zeros((len(batch), longest), dtype=np.float32)
+            for i, (_, w, _) in enumerate(batch):
+                waves[i, :len(w)] = w
+            probs, embs = self.predictor.predict(waves)
+            for (sec, _, frac), p, e in zip(batch, probs, embs):
+                out[sec] = _entry(p, e, speech_fraction=round(frac, 3))
+            batch.clear()
+
+        for second, window, own in audio_windows(chunks, n_seconds, self.window_s):
+            if len(own) < sr * 0.1:
+                continue
+            frac = float(np.mean(speech_mask(own, sr))) if len(own) else 0.0
+            if frac < self.min_speech_fraction:
+                continue  # silence, music, noise: audio stays null for this second
+            batch.append((second, window, frac))
+            if len(batch) >= self.batch_size:
+                flush()
+        flush()
+        return out
+
+
+def words_per_second(transcript: Transcript, n_seconds: int) -> list[list[str]]:
+    """Each word lands in the second that holds its midpoint."""
+    grid: list[list[str]] = [[] for _ in range(n_seconds)]
+    for seg in transcript.segments:
+        for w in seg.words:
+            sec = int((w.start_s + w.end_s) / 2)
+            if 0 <= sec < n_seconds:
+                grid[sec].append(w.text)
+    return grid
+
+
+class TextEncoder:
+    def __init__(self, predictor: Predictor, *, context_s: float, english_only: bool = True):
+        self.predictor, self.context_s, self.english_only = predictor, context_s, english_only
+
+    def per_second(self, transcript: Transcript, n_seconds: int) -> list[ModalityScores | None]:
+        grid = words_per_second(transcript, n_seconds)
+        ctx = int(round(self.context_s))
+        contexts: dict[int, str] = {}
+        for sec, words in enumerate(grid):
+            if words:
+                lo, hi = max(0, sec - ctx), min(n_seconds, sec + ctx + 1)
+                contexts[sec] = " ".join(w for s in range(lo, hi) for w in grid[s]).strip()
+        unique = sorted(set(contexts.values()))
+        out: list[ModalityScores | None] = [None] * n_seconds
+        if not unique:
+            return out
+        probs, embs = self.predictor.predict(unique)
+        index = {t: i for i, t in enumerate(unique)}
+        for sec, text in contexts.items():
+            i = index[text]
+            out[sec] = _entry(probs[i], embs[i], words=" ".join(grid[sec]), context=text)
+        return out

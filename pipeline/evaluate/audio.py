@@ -1,0 +1,118 @@
+"""Evaluate a speech emotion model on labelled audio: ``run(data, model=..., device=...) -> dict``.
+
+``data`` is either
+* a folder holding RAVDESS-named files ``03-01-EE-II-SS-RR-AA.flac|wav`` at any depth (labels from
+  ``pipeline.labels.ravdess_fields``, calm -> neutral); other files are ignored; or
+* a CSV manifest with columns ``path,label``: labels in our seven names (or any synonym
+  ``pipeline.labels.canonical`` knows; rows mapping to no Ekman class are dropped), relative
+  paths resolved against the CSV's folder.
+Audio is read with soundfile (librosa as fallback), made mono, resampled to the model's rate and
+scored clip-level (pipeline.audio_windows.score_clip: 3 s windows every 1 s, probabilities
+averaged). Files that cannot be read are skipped with a warning and counted in ``skipped``.
+
+Returns ``pipeline.metrics.report`` over the 7 labels plus model, sha256, data, format, n.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.labels import LABEL_INDEX, LABELS, canonical, ravdess_fields
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".flac", ".wav")
+
+
+def _fail(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path}: {why}")
+
+
+def _ravdess_folder(root: Path) -> list[tuple[Path, int]]:
+    items = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        fields = ravdess_fields(path.stem)
+        if fields is not None and fields["label"] is not None:
+            items.append((path, LABEL_INDEX[fields["label"]]))
+    return items
+
+
+def _manifest(path: Path) -> list[tuple[Path, int]]:
+    items = []
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = [c.strip().lstrip("\ufeff").lower() for c in (reader.fieldnames or [])]
+            if "path" not in header or "label" not in header:
+                raise _fail(path, f"a manifest needs columns path,label (found {','.join(header) or 'none'})")
+            reader.fieldnames = header
+            for line_no, row in enumerate(reader, 2):
+                try:
+                    label = canonical(row["label"] or "")
+                except ValueError:
+                    raise _fail(path, f"line {line_no}: unknown label {row['label']!r}") from None
+                if label is None:
+                    continue
+                audio = Path((row["path"] or "").strip())
+                items.append((audio if audio.is_absolute() else path.parent / audio, LABEL_INDEX[label]))
+    except OSError as exc:
+        raise _fail(path, f"cannot read ({exc.strerror})") from None
+    return items
+
+
+def read_examples(data: str | Path) -> tuple[list[tuple[Path, int]], str]:
+    """((audio path, label index) pairs, format 'ravdess-folder' | 'csv'); ValueError when unusable."""
+    data = Path(data)
+    if data.is_dir():
+        items, fmt = _ravdess_folder(data), "ravdess-folder"
+        if not items:
+            raise _fail(data, "no RAVDESS-named audio files (03-01-EE-II-SS-RR-AA.flac|wav) in this folder")
+    elif data.is_file() and data.suffix.lower() == ".csv":
+        items, fmt = _manifest(data), "csv"
+        if not items:
+            raise _fail(data, "the manifest has no labelled rows")
+    elif data.exists():
+        raise _fail(data, "expected a folder of RAVDESS-named audio or a .csv manifest (path,label)")
+    else:
+        raise _fail(data, "no such file or folder")
+    return items, fmt
+
+
+def run(data: Path, *, model: str = "audio-cnn", device: str = "cpu") -> dict:
+    """Metrics of ``model`` (a registry name or .safetensors path) on labelled audio ``data``."""
+    from models import registry
+    from pipeline.audio_windows import load_audio_file, score_clip
+    from pipeline.metrics import report
+
+    data = Path(data)
+    items, fmt = read_examples(data)
+    loaded = registry.load(model, device=device)
+    if loaded.arch != "audio_cnn":
+        raise ValueError(f"{model}: architecture {loaded.arch!r} is not an audio model")
+    rate = loaded.module.config.sample_rate_hz
+    y_true, y_pred, skipped = [], [], 0
+    for path, label in items:
+        try:
+            wave = load_audio_file(path, rate)
+        except Exception as exc:  # unreadable or missing file: count it, keep going
+            log.warning("%s: skipped (%s)", path, exc)
+            skipped += 1
+            continue
+        if wave.size == 0:
+            log.warning("%s: skipped (no samples)", path)
+            skipped += 1
+            continue
+        probs = score_clip(loaded.module, wave, rate)
+        y_true.append(label)
+        y_pred.append(int(np.argmax(probs)))
+    if not y_true:
+        raise _fail(data, f"none of the {len(items)} listed audio files could be read")
+    result = report(y_true, y_pred, list(LABELS))
+    result.update(model=loaded.name, sha256=loaded.sha256, data=str(data), format=fmt,
+                  n=len(y_true), n_files=len(y_true), skipped=skipped)
+    log.info("%s on %s (%s, n=%d, skipped %d): UAR %.4f, accuracy %.4f", loaded.name, data, fmt,
+             len(y_true), skipped, result["uar"], result["accuracy"])
+    return result

@@ -1,0 +1,151 @@
+"""Face detection (YuNet, or OpenCV's Haar cascade as the offline fallback), aligned crops, tracking.
+
+Crops are grey, eyes levelled (when the detector gives keypoints), square around the face box
+with a margin, at the size the expression model asks for. The tracker gives each person a
+stable ``face_id`` across frames by box overlap, so a user can follow one face.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.records import FaceBox
+
+log = logging.getLogger(__name__)
+
+# YuNet thresholds: OpenCV model-zoo demo defaults (score 0.9 is strict; 0.7 keeps profile faces).
+YUNET_SCORE_THRESHOLD = 0.7
+YUNET_NMS_THRESHOLD = 0.3
+YUNET_TOP_K = 5000
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+CROP_MARGIN = 0.12   # fraction of the box added on each side; FER2013 crops include brow and chin
+MIN_FACE_PX = 24     # smaller boxes carry no usable expression at 48 px input
+
+
+class FaceDetector:
+    """YuNet when a model file is given, Haar cascade otherwise. ``name`` says which ran."""
+
+    def __init__(self, yunet_model: str | Path | None = None, *, score_threshold: float = YUNET_SCORE_THRESHOLD):
+        self._yunet = None
+        self._haar = None
+        if yunet_model is not None:
+            self._yunet = cv2.FaceDetectorYN.create(str(yunet_model), "", (320, 320), score_threshold,
+                                                    YUNET_NMS_THRESHOLD, YUNET_TOP_K)
+            self.name = f"yunet:{Path(yunet_model).name}"
+        else:
+            cascade = Path(cv2.data.haarcascades) / HAAR_CASCADE
+            self._haar = cv2.CascadeClassifier(str(cascade))
+            if self._haar.empty():
+                raise RuntimeError(f"{cascade}: OpenCV Haar cascade could not be loaded")
+            self.name = f"haar:{HAAR_CASCADE}"
+
+    def detect(self, image_bgr: np.ndarray) -> list[FaceBox]:
+        h, w = image_bgr.shape[:2]
+        boxes: list[FaceBox] = []
+        if self._yunet is not None:
+            self._yunet.setInputSize((w, h))
+            _, faces = self._yunet.detect(image_bgr)
+            for row in (faces if faces is not None else []):
+                x, y, bw, bh = (float(v) for v in row[:4])
+                boxes.append(FaceBox(x, y, bw, bh, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32)))
+        else:
+            grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+            found, _, weights = self._haar.detectMultiScale3(grey, scaleFactor=1.1, minNeighbors=5,
+                                                              minSize=(MIN_FACE_PX, MIN_FACE_PX), outputRejectLevels=True)
+            for (x, y, bw, bh), wgt in zip(found, np.ravel(weights) if len(found) else []):
+                boxes.append(FaceBox(float(x), float(y), float(bw), float(bh), float(min(1.0, wgt / 10.0))))
+        return [b for b in boxes if min(b.w, b.h) >= MIN_FACE_PX]
+
+
+def aligned_crop(image_bgr: np.ndarray, box: FaceBox, size_px: int) -> np.ndarray:
+    """(size_px, size_px, 3) uint8 BGR crop, rotated so the eyes are level when keypoints exist.
+
+    Colour is kept: each face model's own ``prepare`` converts (our CNN to grey 48 px)."""
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    side = max(box.w, box.h) * (1 + 2 * CROP_MARGIN)
+    angle = 0.0
+    if box.landmarks is not None:
+        (rx, ry), (lx, ly) = box.landmarks[0], box.landmarks[1]
+        angle = float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+    scale = size_px / side
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    matrix[0, 2] += size_px / 2 - cx
+    matrix[1, 2] += size_px / 2 - cy
+    return cv2.warpAffine(image_bgr, matrix, (size_px, size_px), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def iou(a: FaceBox, b: FaceBox) -> float:
+    x1, y1 = max(a.x, b.x), max(a.y, b.y)
+    x2, y2 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _Track:
+    face_id: int
+    box: FaceBox
+    last_t_s: float
+    n_seen: int = 1
+    area_sum: float = field(default=0.0)
+
+
+class FaceTracker:
+    """Greedy IoU (then centre-distance) association; a track ends after ``max_gap_s`` unseen."""
+
+    def __init__(self, *, iou_threshold: float = 0.3, max_gap_s: float = 2.0, max_centre_shift: float = 0.6):
+        self.iou_threshold = iou_threshold
+        self.max_gap_s = max_gap_s
+        self.max_centre_shift = max_centre_shift  # in units of the track box's size
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self.presence: dict[int, float] = {}      # face_id -> sum of box areas seen (size x time)
+
+    def _match_cost(self, track: _Track, box: FaceBox) -> float | None:
+        overlap = iou(track.box, box)
+        if overlap >= self.iou_threshold:
+            return 1.0 - overlap
+        dx = (track.box.x + track.box.w / 2) - (box.x + box.w / 2)
+        dy = (track.box.y + track.box.h / 2) - (box.y + box.h / 2)
+        shift = np.hypot(dx, dy) / max(track.box.w, track.box.h)
+        size_ratio = box.area / max(track.box.area, 1e-6)
+        if shift <= self.max_centre_shift and 0.5 <= size_ratio <= 2.0:
+            return 1.0 + shift
+        return None
+
+    def update(self, t_s: float, boxes: list[FaceBox]) -> list[int]:
+        """Assign a face_id to each box (same order as ``boxes``)."""
+        self._tracks = [tr for tr in self._tracks if t_s - tr.last_t_s <= self.max_gap_s]
+        pairs = []
+        for ti, track in enumerate(self._tracks):
+            for bi, box in enumerate(boxes):
+                cost = self._match_cost(track, box)
+                if cost is not None:
+                    pairs.append((cost, ti, bi))
+        ids: list[int | None] = [None] * len(boxes)
+        used_tracks: set[int] = set()
+        for cost, ti, bi in sorted(pairs):
+            if ti in used_tracks or ids[bi] is not None:
+                continue
+            track = self._tracks[ti]
+            track.box, track.last_t_s, track.n_seen = boxes[bi], t_s, track.n_seen + 1
+            ids[bi] = track.face_id
+            used_tracks.add(ti)
+        for bi, box in enumerate(boxes):
+            if ids[bi] is None:
+                self._tracks.append(_Track(self._next_id, box, t_s))
+                ids[bi] = self._next_id
+                self._next_id += 1
+        for box, fid in zip(boxes, ids):
+            self.presence[fid] = self.presence.get(fid, 0.0) + box.area
+        return [int(i) for i in ids]
+
+    def dominant_id(self) -> int | None:
+        """The face seen largest and longest (sum of box areas over frames)."""
+        return max(self.presence, key=self.presence.get) if self.presence else None

@@ -1,0 +1,108 @@
+"""Late fusion of the per-second modality scores.
+
+Two fusers:
+- ``average``: confidence-weighted average of the present modalities' probabilities. The weight
+  of modality m is ``w_m * c_m``, with ``w_m`` from the config (``modality_weights``) and
+  ``c_m`` = its top probability (a peaked distribution counts more than a flat one). Missing
+  modalities take no part; with none present the second's fused entry is null.
+- ``head``: the trained FusionHead (models/fusion_head.py), used only when the encoders it was
+  trained on (recorded in its metadata) are the ones configured; otherwise the run says why and
+  falls back to the average.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from models import registry
+from models.fusion_head import MODALITIES
+from pipeline.labels import NUM_LABELS
+from pipeline.records import ModalityScores
+
+log = logging.getLogger(__name__)
+
+Row = Sequence[ModalityScores | None]  # one second: (face, audio, text)
+
+
+def average(row: Row, weights: Sequence[float]) -> ModalityScores | None:
+    total = np.zeros(NUM_LABELS, dtype=np.float64)
+    norm = 0.0
+    used = []
+    for name, entry, w in zip(MODALITIES, row, weights):
+        if entry is None or w <= 0:
+            continue
+        c = float(np.max(entry.probs))
+        total += w * c * entry.probs
+        norm += w * c
+        used.append(name)
+    if norm <= 0:
+        return None
+    return ModalityScores(probs=(total / norm).astype(np.float32), details={"method": "average", "modalities": used})
+
+
+@dataclass
+class HeadFuser:
+    loaded: registry.LoadedModel
+
+    @property
+    def encoders(self) -> dict[str, str]:
+        return dict(self.loaded.meta.get("encoders", {}))
+
+    def fuse(self, rows: list[Row]) -> list[ModalityScores | None]:
+        n = len(rows)
+        probs = torch.zeros(n, len(MODALITIES), NUM_LABELS)
+        mask = torch.zeros(n, len(MODALITIES))
+        cfg = self.loaded.module.config
+        embs = [torch.zeros(n, d) for d in cfg.embed_dims] if cfg.embed_dims else None
+        for i, row in enumerate(rows):
+            for j, entry in enumerate(row):
+                if entry is not None:
+                    probs[i, j] = torch.from_numpy(entry.probs)
+                    mask[i, j] = 1
+                    if embs is not None and entry.embedding is not None:
+                        embs[j][i] = torch.from_numpy(np.asarray(entry.embedding, dtype=np.float32))
+        with torch.inference_mode():
+            out = torch.softmax(self.loaded.module(probs, mask, embs), dim=-1).numpy()
+        return [None if mask[i].sum() == 0 else
+                ModalityScores(probs=out[i].astype(np.float32), details={
+                    "method": "head", "modalities": [m for m, k in zip(MODALITIES, mask[i]) if k > 0]})
+                for i in range(n)]
+
+
+def head_mismatch(head: registry.LoadedModel, encoder_ids: dict[str, str]) -> str | None:
+    """Why the head cannot be used with these encoders (None if it can)."""
+    recorded = head.meta.get("encoders") or {}
+    for modality in MODALITIES:
+        want, have = recorded.get(modality), encoder_ids.get(modality)
+        if want and have and want != have:
+            return (f"fusion head {head.name} was trained on {modality} encoder {want[:12]}…, "
+                    f"but this run uses {have[:12]}…")
+        if want and not have:
+            return f"fusion head {head.name} expects a {modality} encoder that this run does not have"
+    return None
+
+
+def fuse_all(rows: list[Row], *, method: str, weights: Sequence[float], head: HeadFuser | None) -> list[ModalityScores | None]:
+    if method == "head" and head is not None:
+        return head.fuse(rows)
+    return [average(row, weights) for row in rows]
+
+
+def smooth(fused: list[ModalityScores | None], window_s: int) -> list[ModalityScores | None]:
+    """Centred moving average over neighbouring seconds that have a fused entry (gaps stay gaps)."""
+    if window_s <= 1:
+        return fused
+    half = window_s // 2
+    out: list[ModalityScores | None] = []
+    for i, entry in enumerate(fused):
+        if entry is None:
+            out.append(None)
+            continue
+        neigh = [f.probs for f in fused[max(0, i - half): i + half + 1] if f is not None]
+        p = np.mean(neigh, axis=0).astype(np.float32)
+        out.append(ModalityScores(probs=p / p.sum(), details={**entry.details, "smoothing_window_s": window_s}))
+    return out

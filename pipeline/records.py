@@ -1,0 +1,114 @@
+"""Records that cross module boundaries. Frozen; units in the field names; array shapes in comments."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TAIL_TOLERANCE_S = 0.1  # containers often round audio/video lengths by a frame or an AAC packet
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    duration_s: float
+    fps: float | None            # average frame rate of the video stream; None without video
+    width: int | None            # display width after rotation
+    height: int | None
+    rotation_deg: int            # display rotation applied to decoded frames (0, 90, 180, 270)
+    has_video: bool
+    has_audio: bool
+    video_codec: str | None
+    audio_codec: str | None
+    audio_sample_rate_hz: int | None
+    is_still_image: bool = False
+
+    @property
+    def n_seconds(self) -> int:
+        """Entries on the per-second grid: every started second counts, at least one. A tail
+        shorter than TAIL_TOLERANCE_S (stream-length rounding) joins the previous second."""
+        import math
+        return max(1, math.ceil(self.duration_s - TAIL_TOLERANCE_S))
+
+
+@dataclass(frozen=True)
+class Frame:
+    t_s: float                   # presentation time
+    image: np.ndarray            # (H, W, 3) uint8 BGR, rotation already applied
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    start_s: float
+    samples: np.ndarray          # (n,) float32 mono in [-1, 1]
+    sample_rate_hz: int
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + len(self.samples) / self.sample_rate_hz
+
+
+@dataclass(frozen=True)
+class Word:
+    start_s: float
+    end_s: float
+    text: str
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_s: float
+    end_s: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    segments: tuple[Segment, ...]
+    language: str | None         # ISO 639-1 code when known
+    source: str                  # "whisper:<model>" or "file:<path>"
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    x: float                     # top-left corner, pixels of the (rotated) frame
+    y: float
+    w: float
+    h: float
+    score: float
+    landmarks: np.ndarray | None = None   # (5, 2) pixels: right eye, left eye, nose, mouth right, mouth left
+
+    @property
+    def area(self) -> float:
+        return self.w * self.h
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    t_s: float
+    face_id: int
+    box: FaceBox
+    probs: np.ndarray            # (7,) over LABELS
+    embedding: np.ndarray        # (D,)
+
+
+@dataclass(frozen=True)
+class ModalityScores:
+    """One modality's result for one second of the timeline (absent seconds are None, not this)."""
+    probs: np.ndarray            # (7,) over LABELS, sums to 1
+    embedding: np.ndarray | None = None   # (D,) encoder embedding, used by the fusion head
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-able extras (n_faces, text, ...)
+
+
+@dataclass(frozen=True)
+class SecondEntry:
+    start_s: float
+    end_s: float
+    face: ModalityScores | None
+    audio: ModalityScores | None
+    text: ModalityScores | None
+    fused: ModalityScores | None
+    fused_raw: ModalityScores | None = None   # before temporal smoothing

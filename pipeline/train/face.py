@@ -1,0 +1,256 @@
+"""Train FaceCNN on FER2013 Training, validate on PublicTest, and export the shipped weights.
+
+    python -m pipeline.train.face --out runs/face [--epochs N] [--no-augment] [--resume]
+                                  [--threads N] [--device auto|cpu|cuda] [--export]
+
+Every epoch writes last.pt (and best.pt when PublicTest accuracy improves) through RunDir, so a
+run killed at any point resumes with ``--resume`` and a partial run can still be exported.
+``--export`` writes models/weights/face_cnn.safetensors from best.pt (float16 when that keeps
+the PublicTest accuracy) and records its checksum.
+
+Throughput choices (measured on this project's 2-core AVX-512 CPU, 1 thread, batch 128): bf16
+autocast + channels_last make a step 2.8x faster than float32 NCHW (191 vs 536 ms), so both are
+on by default; on CUDA the trainer uses bf16 autocast too.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models import registry, weights_io
+from models.face_cnn import FaceCNN, FaceCNNConfig, predict_logits
+from pipeline.data import data_path
+from pipeline.evaluate.face import read_fer_npz
+from pipeline.labels import LABELS
+from pipeline.metrics import report
+from pipeline.train.common import RunDir, seed_everything, select_device
+
+log = logging.getLogger("pipeline.train.face")
+
+TRAIN_NPZ = ("faces", "fer2013", "fer2013_train_28709.npz")
+VAL_NPZ = ("faces", "fer2013", "fer2013_publictest_3589.npz")
+VERSION = "1.0.0"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: FaceCNNConfig = dataclasses.field(default_factory=FaceCNNConfig)
+    epochs: int = 50              # sized to finish in ~75 min at ~90 s/epoch on 1 contended core
+    batch_size: int = 128
+    lr: float = 0.1               # peak LR of SGD-Nesterov (BN net, batch 128)
+    warmup_epochs: float = 2.0    # linear warm-up, then cosine to 0 over the remaining epochs
+    momentum: float = 0.9
+    weight_decay: float = 5e-4    # on conv/linear weights only (not BN, not biases)
+    label_smoothing: float = 0.1  # FER2013 labels are noisy (~10% disputed in FER+ relabelling)
+    augment: bool = True
+    # augmentation ranges: shift of the 40 px crop inside 48 px (+-4 px = the whole slack),
+    # rotation +-10 degrees, scale 0.9..1.1, flip p=0.5, random erasing p=0.5 of 2-15% area.
+    max_shift_px: float = 4.0
+    max_rotate_deg: float = 10.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    erase_p: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.15)
+    seed: int = 0
+
+
+def augment_batch(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """uint8 (N,1,48,48) -> normalised float (N,1,S,S): one random affine per image (shift,
+    rotation, scale, flip) sampled straight at S px, then random erasing. Without augmentation it
+    is the centre crop, i.e. exactly models.face_cnn.prepare."""
+    mc = cfg.model
+    x = (images.float() / 255.0 - mc.mean) / mc.std
+    n, s, full = x.shape[0], mc.input_size, x.shape[-1]
+    if not cfg.augment:
+        off = (full - s) // 2
+        return x[..., off:off + s, off:off + s].contiguous()
+    ang = torch.empty(n).uniform_(-cfg.max_rotate_deg, cfg.max_rotate_deg) * math.pi / 180
+    scale = torch.empty(n).uniform_(*cfg.scale_range)
+    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+    shift = torch.empty(n, 2).uniform_(-cfg.max_shift_px, cfg.max_shift_px) * 2 / full
+    k = (s / full) / scale  # output [-1,1] covers s px of the full image, zoomed by `scale`
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = k * torch.cos(ang) * flip
+    theta[:, 0, 1] = -k * torch.sin(ang)
+    theta[:, 1, 0] = k * torch.sin(ang) * flip
+    theta[:, 1, 1] = k * torch.cos(ang)
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # pad = mean grey
+    # random erasing: one rectangle per chosen image set to 0 (= the mean after normalisation)
+    area = torch.empty(n).uniform_(*cfg.erase_area) * s * s
+    aspect = torch.exp(torch.empty(n).uniform_(math.log(0.5), math.log(2.0)))
+    h = (area * aspect).sqrt().clamp(2, s).long()
+    w = (area / aspect).sqrt().clamp(2, s).long()
+    top = (torch.rand(n) * (s - h + 1).float()).long()
+    left = (torch.rand(n) * (s - w + 1).float()).long()
+    rows, cols = torch.arange(s).view(1, s, 1), torch.arange(s).view(1, 1, s)
+    box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + h).view(-1, 1, 1))
+           & (cols >= left.view(-1, 1, 1)) & (cols < (left + w).view(-1, 1, 1)))
+    box &= (torch.rand(n) < cfg.erase_p).view(-1, 1, 1)
+    return x.masked_fill(box[:, None], 0.0).contiguous()
+
+
+def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine to zero, as a pure function of the step (so resume is exact)."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def evaluate(model: FaceCNN, images: torch.Tensor, labels: np.ndarray, *, tta: str | None = None,
+             batch_size: int = 512) -> tuple[dict, float]:
+    """report() over LABELS plus the mean cross-entropy, on uint8 48 px images (N,1,48,48)."""
+    model.eval()
+    logits = torch.cat([predict_logits(model, images[i:i + batch_size], tta)
+                        for i in range(0, len(images), batch_size)])
+    loss = float(F.cross_entropy(logits, torch.from_numpy(labels)))
+    return report(labels, logits.argmax(1).numpy(), LABELS), loss
+
+
+def train(args: argparse.Namespace) -> RunDir:
+    cfg = TrainConfig(epochs=args.epochs, augment=not args.no_augment, seed=args.seed)
+    device = select_device(args.device)
+    torch.set_num_threads(args.threads)
+    seed_everything(cfg.seed)
+    run = RunDir(args.out, cfg)
+    x_train, y_train = read_fer_npz(data_path(*TRAIN_NPZ))
+    x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
+    train_images = torch.from_numpy(x_train)[:, None]
+    val_images = torch.from_numpy(x_val)[:, None]
+    log.info("FER2013 train %d, PublicTest %d; device %s, %d thread(s), augment=%s",
+             len(x_train), len(x_val), device, args.threads, cfg.augment)
+
+    model = FaceCNN(cfg.model).to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    start_epoch, best = 0, -1.0
+    ckpt = run.load_checkpoint("last") if args.resume else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng_torch"])
+        start_epoch, best = ckpt["epoch"] + 1, ckpt["best_metric"]
+        log.info("resumed from %s at epoch %d (best val accuracy %.4f)", run.last, start_epoch, best)
+    elif args.resume:
+        log.info("--resume: no checkpoint in %s, starting fresh", run.path)
+
+    steps = len(x_train) // cfg.batch_size  # drop the last partial batch (BN needs > 1 sample)
+    y_train_t = torch.from_numpy(y_train)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        perm = torch.randperm(len(x_train))
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=20, leave=False)
+        for i in bar:
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x = augment_batch(train_images[idx], cfg).to(device).to(memory_format=torch.channels_last)
+            y = y_train_t[idx].to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(epoch * steps + i, steps, cfg)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += len(y)
+            if i % 25 == 0:
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        val, val_loss = evaluate(model, val_images, y_val)
+        is_best = val["accuracy"] > best
+        best = max(best, val["accuracy"])
+        run.log_epoch({"epoch": epoch + 1, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+                       "val_loss": val_loss, "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)})
+        run.save_checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_metric=best,
+                            config=cfg, is_best=is_best)
+        if is_best:
+            run.save_figures(val["confusion_matrix"], list(LABELS), title=f"PublicTest, epoch {epoch + 1}")
+        else:
+            run.save_figures(None, list(LABELS))
+    return run
+
+
+def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_path("face-cnn")) -> dict:
+    """best.pt -> safetensors (float16 if it keeps PublicTest accuracy), checksum recorded."""
+    ckpt = run.load_checkpoint("best")
+    if ckpt is None:
+        raise SystemExit(f"{run.best}: no best checkpoint to export; train first")
+    import json
+    cfg_dict = json.loads(ckpt["config_json"])
+    mcfg = FaceCNNConfig(**{**cfg_dict["model"], "widths": tuple(cfg_dict["model"]["widths"])})
+    model = FaceCNN(mcfg)
+    model.load_state_dict(ckpt["model"])
+    x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
+    val_images = torch.from_numpy(x_val)[:, None]
+    metrics = {mode or "none": evaluate(model, val_images, y_val, tta=mode)[0] for mode in (None, "flip", "crops10")}
+    half = FaceCNN(mcfg)
+    half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in ckpt["model"].items()})
+    half_acc = evaluate(half, val_images, y_val)[0]["accuracy"]
+    dtype = torch.float16 if half_acc >= metrics["none"]["accuracy"] - 0.001 else None
+    history = run.history()
+    extra = {
+        "version": VERSION,
+        "training_data": "FER2013 Training split, 28,709 grey 48x48 faces (research use)",
+        "split": {"train": "FER2013 Training (28,709)", "validation": "FER2013 PublicTest (3,589)"},
+        "metrics": {"publictest": {k: {m: v[m] for m in ("accuracy", "macro_f1", "uar", "per_class_recall")}
+                                   for k, v in metrics.items()},
+                    "float16_accuracy": half_acc, "best_epoch": int(ckpt["epoch"]) + 1},
+        "train_config": cfg_dict,
+        "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
+        "command": (f"python -m pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
+                    + ("" if cfg_dict["augment"] else " --no-augment") + f" --threads {args.threads} --export"),
+        "hardware": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}",
+    }
+    digest = weights_io.save(out, model, arch="face_cnn", config=mcfg, extra=extra, dtype=dtype)
+    if out.resolve() == registry.shipped_path("face-cnn").resolve():
+        registry.record_checksum(out)
+    log.info("exported %s (%s, sha256 %s): PublicTest accuracy %.4f (flip %.4f, 10-crop %.4f), float16 %.4f",
+             out, "float16" if dtype else "float32", digest[:12], metrics["none"]["accuracy"],
+             metrics["flip"]["accuracy"], metrics["crops10"]["accuracy"], half_acc)
+    return extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m pipeline.train.face", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/face"), help="run folder (checkpoints, metrics, figures)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--no-augment", action="store_true", help="train on centre crops only (ablation)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--export", action="store_true", help="after training, export best.pt to models/weights/")
+    p.add_argument("--export-to", type=Path, default=None, help="export to this path instead (no checksum recorded)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run = train(args)
+    if args.export or args.export_to:
+        export(run, args, **({"out": args.export_to} if args.export_to else {}))
+
+
+if __name__ == "__main__":
+    main()

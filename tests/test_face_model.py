@@ -1,0 +1,153 @@
+"""FaceCNN, prepare(), weight round trip, training augmentation, pipeline.evaluate.face."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import registry, weights_io
+from models.face_cnn import FaceCNN, FaceCNNConfig, predict_logits, prepare, tta_views
+from pipeline.evaluate.face import read_fer_npz, run
+from pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS
+
+SMALL = FaceCNNConfig(widths=(8, 16), embed_dim=12)  # tiny but same code paths as the shipped net
+
+
+@pytest.fixture(scope="module")
+def model() -> FaceCNN:
+    torch.manual_seed(0)
+    net = FaceCNN(SMALL)
+    with torch.no_grad():  # non-trivial BN statistics and classifier, so the round trip checks them
+        for m in net.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        net.classifier.weight.normal_(0, 0.5)
+    return net.eval()
+
+
+def constant_model(label: str) -> FaceCNN:
+    """A FaceCNN that predicts ``label`` for every input (zero weights, one positive bias)."""
+    net = FaceCNN(SMALL).eval()
+    with torch.no_grad():
+        net.classifier.weight.zero_()
+        net.classifier.bias.zero_()
+        net.classifier.bias[LABEL_INDEX[label]] = 5.0
+    return net
+
+
+def test_output_shapes_and_label_order(model):
+    x = torch.randn(3, 1, SMALL.input_size, SMALL.input_size)
+    logits, emb = model.forward_with_embedding(x)
+    assert logits.shape == (3, len(LABELS)) == (3, 7)
+    assert emb.shape == (3, SMALL.embed_dim)
+    assert torch.equal(model(x), logits)
+    default = FaceCNN()
+    assert default.classifier.out_features == 7 and default.config.in_channels == 1
+
+
+def test_prepare_shape_dtype_and_normalisation():
+    cfg = FaceCNNConfig()
+    out = prepare(np.full((2, 90, 70), 128, np.uint8), cfg)
+    assert out.shape == (2, 1, cfg.input_size, cfg.input_size) and out.dtype == torch.float32
+    assert torch.allclose(out, torch.full_like(out, (128 / 255 - cfg.mean) / cfg.std), atol=1e-5)
+    # a 48 px crop is not resized, only centre-cropped; a single (H,W) crop gets a batch axis
+    img = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    one = prepare(img, cfg)
+    off = (48 - cfg.input_size) // 2
+    want = (torch.from_numpy(img[off:off + cfg.input_size, off:off + cfg.input_size]).float() / 255 - cfg.mean) / cfg.std
+    assert one.shape == (1, 1, cfg.input_size, cfg.input_size)
+    assert torch.allclose(one[0, 0], want, atol=1e-6)
+    with pytest.raises(ValueError):
+        prepare(np.zeros((2, 3, 4, 5, 6), np.uint8), cfg)
+
+
+def test_training_without_augmentation_matches_prepare():
+    """The trainer's validation input is exactly what prepare() gives the pipeline."""
+    from pipeline.train.face import TrainConfig, augment_batch
+    imgs = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    cfg = TrainConfig(augment=False)
+    assert torch.allclose(augment_batch(torch.from_numpy(imgs)[:, None], cfg), prepare(imgs, cfg.model))
+    # augmented batches keep the shape and stay finite
+    out = augment_batch(torch.from_numpy(imgs)[:, None], TrainConfig())
+    assert out.shape == (4, 1, 40, 40) and torch.isfinite(out).all()
+
+
+def test_tta_views():
+    imgs = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
+    assert len(tta_views(imgs, SMALL, None)) == 1
+    assert len(tta_views(imgs, SMALL, "flip")) == 2
+    assert len(tta_views(imgs, SMALL, "crops10")) == 10
+    with pytest.raises(ValueError):
+        tta_views(imgs, SMALL, "bogus")
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_save_and_registry_load_round_trip(model, tmp_path, dtype):
+    path = tmp_path / "face.safetensors"
+    digest = weights_io.save(path, model, arch="face_cnn", config=SMALL, extra={"version": "test"}, dtype=dtype)
+    loaded = registry.load(path)
+    assert loaded.arch == "face_cnn" and loaded.sha256 == digest and loaded.meta["version"] == "test"
+    assert loaded.meta["labels"] == list(LABELS)
+    x = prepare(np.random.default_rng(2).integers(0, 256, (5, 48, 48), dtype=np.uint8), SMALL)
+    with torch.no_grad():
+        if dtype is None:
+            assert torch.equal(loaded.module(x), model(x))
+        else:
+            assert torch.allclose(loaded.module(x), model(x), atol=5e-2)
+
+
+def write_fer(path, labels, classes=None, size=48):
+    rng = np.random.default_rng(3)
+    arrays = {"images": rng.integers(0, 256, (len(labels), size, size), dtype=np.uint8),
+              "labels": np.asarray(labels, dtype=np.int64)}
+    if classes is not None:
+        arrays["classes"] = np.asarray(classes)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_evaluate_accuracy_with_known_predictions(tmp_path):
+    weights = tmp_path / "happy.safetensors"
+    weights_io.save(weights, constant_model("happy"), arch="face_cnn", config=SMALL)
+    fer_happy, fer_sad = FER2013_CLASSES.index("happy"), FER2013_CLASSES.index("sad")
+    # no `classes` key: FER2013 order; 3 of 5 faces happy
+    data = write_fer(tmp_path / "fer.npz", [fer_happy, fer_sad, fer_happy, fer_happy, fer_sad])
+    out = run(data, model=str(weights))
+    assert out["accuracy"] == pytest.approx(0.6)
+    assert out["per_class_recall"]["happy"] == 1.0 and out["per_class_recall"]["sad"] == 0.0
+    assert out["confusion_matrix"][LABEL_INDEX["sad"]][LABEL_INDEX["happy"]] == 2
+    assert out["data"] == str(data) and out["model"] == str(weights) and len(out["sha256"]) == 64
+    assert "macro_f1" in out
+    # a file with its own class order (and 64 px crops): index 0 is "happy" there
+    own = write_fer(tmp_path / "own.npz", [0, 1, 0], classes=["happiness", "anger"], size=64)
+    out = run(own, model=str(weights), tta="flip")
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["support"]["angry"] == 1
+
+
+def test_evaluate_bad_input_names_the_file(tmp_path):
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(ValueError, match="nope.npz"):
+        run(missing)
+    wrong = tmp_path / "wrong_keys.npz"
+    np.savez(wrong, x=np.zeros((2, 48, 48), np.uint8), y=np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="wrong_keys.npz.*'images'"):
+        read_fer_npz(wrong)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_text("not a zip")
+    with pytest.raises(ValueError, match="garbage.npz"):
+        read_fer_npz(garbage)
+    bad_label = write_fer(tmp_path / "bad_label.npz", [0, 9])
+    with pytest.raises(ValueError, match="bad_label.npz"):
+        read_fer_npz(bad_label)
+
+
+@pytest.mark.skipif(not registry.shipped_path("face-cnn").exists(), reason="shipped face_cnn.safetensors not present")
+def test_shipped_model_loads_and_verifies():
+    path = registry.shipped_path("face-cnn")
+    assert registry.recorded_checksums().get(path.name) == weights_io.sha256_file(path)
+    loaded = registry.load("face-cnn")  # raises ChecksumError on a mismatch
+    assert loaded.arch == "face_cnn" and loaded.meta["labels"] == list(LABELS)
+    assert path.stat().st_size < 10 * 2**20
+    x = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
+    assert predict_logits(loaded.module, x, "flip").shape == (2, 7)

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from models.fusion_head import FusionHead, FusionHeadConfig
+from pipeline import fuse
+from pipeline.labels import LABEL_INDEX, NUM_LABELS
+from pipeline.records import ModalityScores
+
+
+def scores(label: str, conf: float) -> ModalityScores:
+    p = np.full(NUM_LABELS, (1 - conf) / (NUM_LABELS - 1), np.float32)
+    p[LABEL_INDEX[label]] = conf
+    return ModalityScores(p)
+
+
+def test_average_ignores_missing_modalities_and_weights_confidence():
+    fused = fuse.average([scores("happy", 0.9), None, scores("sad", 0.4)], (1, 1, 1))
+    assert fused.details["modalities"] == ["face", "text"]
+    assert np.argmax(fused.probs) == LABEL_INDEX["happy"]
+    assert fused.probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert fuse.average([None, None, None], (1, 1, 1)) is None
+
+
+def test_modality_weights_can_switch_a_modality_off():
+    fused = fuse.average([scores("happy", 0.9), scores("angry", 0.5), None], (0, 1, 1))
+    assert np.argmax(fused.probs) == LABEL_INDEX["angry"] and fused.details["modalities"] == ["audio"]
+
+
+def test_smoothing_keeps_gaps_and_averages_neighbours():
+    seq = [scores("happy", 0.9), scores("sad", 0.9), None, scores("happy", 0.9)]
+    out = fuse.smooth(seq, 3)
+    assert out[2] is None
+    assert np.argmax(out[1].probs) == LABEL_INDEX["happy"]       # a one-second blip is smoothed away
+    assert fuse.smooth(seq, 1) is seq
+
+
+def test_head_masks_missing_modalities():
+    torch.manual_seed(0)
+    head = FusionHead(FusionHeadConfig()).eval()
+    probs = torch.softmax(torch.randn(4, 3, NUM_LABELS), -1)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 0, 0], [0, 1, 1]], dtype=torch.float32)
+    probs2 = probs.clone()
+    probs2[1, 1:] = torch.rand(2, NUM_LABELS)      # what is under a mask must not matter
+    a, b = head(probs, mask), head(probs2, mask)
+    assert torch.allclose(a[1], b[1]) and a.shape == (4, NUM_LABELS)
+
+
+def test_head_mismatch_is_explained():
+    from models.registry import LoadedModel
+    head = LoadedModel("fusion-head", "fusion_head", FusionHead(), {"encoders": {"face": "a" * 64, "audio": "b" * 64}}, "c", "p")
+    assert fuse.head_mismatch(head, {"face": "a" * 64, "audio": "b" * 64, "text": "x"}) is None
+    assert "face encoder" in fuse.head_mismatch(head, {"face": "d" * 64, "audio": "b" * 64})

@@ -1,0 +1,179 @@
+"""Text model: shapes, delta weights round trip, base checksum, evaluation formats, hf_text loading."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from models import registry, weights_io  # noqa: E402
+from models.text_model import BaseModelError, TextEmotionConfig, TextEmotionModel, base_dir  # noqa: E402
+from pipeline.labels import LABEL_INDEX, LABELS  # noqa: E402
+
+SENTENCES = ["I am so happy, this is wonderful!", "I am furious, I hate you", "ok.",
+             "What? No way, I did not expect that at all!", "The meeting is at three."]
+DELTA_MAX_BYTES = 15_000_000  # the shipped text delta must stay under ~15 MB (repo size budget)
+
+
+@pytest.fixture(scope="module")
+def model() -> TextEmotionModel:
+    torch.manual_seed(0)
+    m = TextEmotionModel(TextEmotionConfig())
+    m.load_base()
+    with torch.no_grad():  # make the delta differ from the base so the round trip means something
+        m.head.weight.normal_(0, 0.5)
+        m.bert.encoder.layer[5].output.dense.bias.add_(0.05)
+        for v in m.delta_state_dict().values():  # fp16 round, as the file stores it
+            v.copy_(v.half().float())
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def delta_file(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "text_test.safetensors"
+    weights_io.save(path, model.delta_state_dict(), arch="text_minilm", config=model.config,
+                    extra={"version": "test"}, dtype=torch.float16)
+    return path
+
+
+def test_shapes_and_predict_order(model):
+    enc = model.tokenize(SENTENCES)
+    logits, emb = model.forward_with_embedding(enc["input_ids"], enc["attention_mask"])
+    assert logits.shape == (5, len(LABELS)) and emb.shape == (5, 384)
+    assert torch.allclose(model(enc["input_ids"], enc["attention_mask"]), logits)
+    probs, embs = model.predict(SENTENCES, batch_size=2)  # length-sorted batches, returned in input order
+    assert probs.dtype == np.float32 and probs.shape == (5, 7) and embs.shape == (5, 384)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    single, _ = model.predict([SENTENCES[3]])
+    np.testing.assert_allclose(probs[3], single[0], atol=1e-5)
+    assert model.predict([])[0].shape == (0, 7)
+
+
+def test_delta_small_and_registry_round_trip(model, delta_file):
+    assert delta_file.stat().st_size < DELTA_MAX_BYTES
+    state, meta = weights_io.read(delta_file)
+    assert meta["arch"] == "text_minilm" and meta["labels"] == list(LABELS)
+    assert not any(k.startswith("bert.embeddings") or ".layer.0." in k or ".layer.1." in k for k in state)
+    loaded = registry.load(delta_file)
+    ref, _ = model.predict(SENTENCES)
+    got, _ = loaded.module.predict(SENTENCES)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_base_checksum_and_delta_keys_checked(model):
+    bad = TextEmotionModel(TextEmotionConfig(base_sha256="0" * 64))
+    with pytest.raises(BaseModelError, match="SHA-256"):
+        bad.load_weights(model.delta_state_dict())
+    with pytest.raises(ValueError, match="delta keys"):
+        TextEmotionModel(TextEmotionConfig()).load_weights({"head.weight": torch.zeros(7, 384)})
+
+
+# ---- pipeline.evaluate.text ---------------------------------------------------------------------
+
+def _write_tiny_sets(tmp_path):
+    meld = tmp_path / "meld.csv"
+    meld.write_text('Sr No.,Utterance,Speaker,Emotion,Sentiment\n'
+                    '1,"Oh, great, thanks!",Joey,joy,positive\n2,I hate this.,Ross,anger,negative\n'
+                    '3,Fine.,Rachel,neutral,neutral\n4,"No, no, no...",Monica,sadness,negative\n')
+    go = tmp_path / "go"
+    go.mkdir()
+    (go / "labels.txt").write_text("anger\ndisgust\nfear\njoy\nneutral\nsadness\nsurprise\n")
+    (go / "dev.tsv").write_text("This is gross\t1\tid1\nWow really?\t6\tid2\nmixed feelings\t0,3\tid3\n"
+                                "I am scared\t2\tid4\n")
+    dair = tmp_path / "dair.txt"
+    dair.write_text("text;label_name\ni feel so loved;love\ni feel terrified;fear\ni am glad;joy\n")
+    return meld, go / "dev.tsv", dair
+
+
+def test_evaluate_formats_and_label_mapping(tmp_path):
+    from pipeline.evaluate.text import detect_format, read_examples
+    meld, go, dair = _write_tiny_sets(tmp_path)
+    assert [detect_format(p) for p in (meld, go, dair)] == ["meld", "goemotions", "dair"]
+    t, y, _ = read_examples(meld)
+    assert t[0] == "Oh, great, thanks!" and [LABELS[i] for i in y] == ["happy", "angry", "neutral", "sad"]
+    t, y, _ = read_examples(go)  # the anger+joy row is ambiguous and skipped
+    assert t == ["This is gross", "Wow really?", "I am scared"]
+    assert [LABELS[i] for i in y] == ["disgusted", "surprised", "fearful"]
+    t, y, _ = read_examples(dair)  # "love" has no Ekman class: dropped
+    assert [LABELS[i] for i in y] == ["fearful", "happy"]
+
+
+def test_evaluate_run(tmp_path, delta_file):
+    from pipeline.evaluate.text import run
+    meld, go, _ = _write_tiny_sets(tmp_path)
+    out = run(meld, model=str(delta_file))
+    assert out["n"] == 4 and out["format"] == "meld" and len(out["sha256"]) == 64
+    assert set(out["per_class_recall"]) == set(LABELS) and np.array(out["confusion_matrix"]).sum() == 4
+    assert 0.0 <= out["weighted_f1"] <= 1.0 and "macro_f1" in out and "accuracy" in out
+    assert run(go, model=str(delta_file))["n"] == 3
+
+
+def test_evaluate_bad_files(tmp_path):
+    from pipeline.evaluate.text import run
+    odd = tmp_path / "notes.txt"
+    odd.write_text("just some text\nwithout labels\n")
+    with pytest.raises(ValueError, match="notes.txt.*unrecognised format"):
+        run(odd)
+    with pytest.raises(ValueError, match="missing.csv"):
+        run(tmp_path / "missing.csv")
+    lonely = tmp_path / "x.tsv"  # GoEmotions layout without labels.txt
+    lonely.write_text("hello\t3\tid\n")
+    with pytest.raises(ValueError, match="labels.txt"):
+        run(lonely)
+
+
+# ---- models.hf_text -------------------------------------------------------------------------------
+
+def _tiny_hf_dir(path, id2label):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, num_labels=len(id2label), id2label=id2label,
+                     label2id={v: k for k, v in id2label.items()})
+    BertForSequenceClassification(cfg).save_pretrained(path, safe_serialization=True)
+    BertTokenizerFast.from_pretrained(str(base_dir()), local_files_only=True).save_pretrained(path)
+    return path
+
+
+def test_hf_text_round_trip_and_mapping(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from models.hf_text import load_dir
+    # a DistilRoBERTa-emotion-like head, plus a class with no Ekman label ("love")
+    names = {0: "anger", 1: "disgust", 2: "fear", 3: "joy", 4: "neutral", 5: "sadness", 6: "love"}
+    path = _tiny_hf_dir(tmp_path / "hf", names)
+    clf = load_dir(path)
+    probs, embs = clf.predict(SENTENCES, batch_size=2)
+    assert probs.shape == (5, 7) and probs.dtype == np.float32 and embs.shape == (5, 32)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert clf.missing == ["surprised"] and clf.dropped == ["love"]
+    assert np.all(probs[:, LABEL_INDEX["surprised"]] == 0)
+    # independent reference: plain transformers softmax, drop "love", renormalise, reorder
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    ref_model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True).eval()
+    with torch.no_grad():
+        p = torch.softmax(ref_model(**tok(SENTENCES, padding=True, return_tensors="pt")).logits, -1).numpy()
+    p = p[:, :6] / p[:, :6].sum(1, keepdims=True)
+    for j, ours in enumerate(["angry", "disgusted", "fearful", "happy", "neutral", "sad"]):
+        np.testing.assert_allclose(probs[:, LABEL_INDEX[ours]], p[:, j], atol=1e-5)
+
+
+def test_hf_text_errors(tmp_path):
+    from models.hf_text import load_dir
+    with pytest.raises(registry.ModelUnavailableError):
+        load_dir(tmp_path / "nothing")
+    path = _tiny_hf_dir(tmp_path / "generic", {0: "LABEL_0", 1: "LABEL_1"})
+    with pytest.raises(ValueError, match="LABEL_0"):
+        load_dir(path)
+
+
+# ---- the shipped weights ----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not registry.shipped_path("text-minilm").exists(), reason="text weights not trained yet")
+def test_shipped_model_obvious_sentences():
+    loaded = registry.load("text-minilm")
+    assert registry.shipped_path("text-minilm").stat().st_size < DELTA_MAX_BYTES
+    probs, _ = loaded.module.predict(["I am so happy, this is wonderful!", "I am furious, I hate you"])
+    assert [LABELS[i] for i in probs.argmax(1)] == ["happy", "angry"]

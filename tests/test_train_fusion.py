@@ -1,0 +1,97 @@
+"""The fusion trainer end to end on CPU, with small random-initialised encoders (the encoders are
+inputs here; the loop, the cache, resume, export and the table are what is tested)."""
+import json
+
+import pytest
+import torch
+
+from models import registry, weights_io
+from pipeline import config
+from pipeline.train import fusion
+from pipeline.train.manifests import read_clips
+from tests.conftest import MEAD, needs_data
+
+pytestmark = needs_data
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    from models.audio_cnn import AudioCNN, AudioCNNConfig
+    from models.face_cnn import FaceCNN, FaceCNNConfig
+    from models.text_model import TextEmotionConfig, TextEmotionModel
+
+    folder = tmp_path_factory.mktemp("enc")
+    torch.manual_seed(0)
+    weights_io.save(folder / "face.safetensors", FaceCNN(FaceCNNConfig()), arch="face_cnn", config=FaceCNNConfig())
+    weights_io.save(folder / "audio.safetensors", AudioCNN(AudioCNNConfig()), arch="audio_cnn", config=AudioCNNConfig())
+    text = TextEmotionModel(TextEmotionConfig())
+    weights_io.save(folder / "text.safetensors", text.delta_state_dict(), arch="text_minilm", config=TextEmotionConfig())
+    return {m: str(folder / f"{m}.safetensors") for m in ("face", "audio", "text")}
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("features")
+
+
+def _cfg(tmp_path, encoders, *extra, cache=None):
+    return config.load(fusion.FusionTrainConfig, "configs/fusion_tiny.yaml", [
+        f"out_dir={tmp_path / 'run'}", f"data.cache_dir={cache or tmp_path / 'features'}", "data.max_per_modality=60",
+        "data.train_examples=300", "data.val_examples=200", "progress=false", "device=cpu", "optim.patience=10",
+        *(f"encoders.{m}_model={p}" for m, p in encoders.items()), *extra])
+
+
+def test_train_resume_export(tmp_path, encoders, feature_cache):
+    summary = fusion.train(_cfg(tmp_path, encoders, "optim.epochs=2", cache=feature_cache))
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "confusion.png", "comparison.md"):
+        assert (run / name).exists(), name
+    assert set(summary["table"]) == {"all", "no_face", "no_audio", "no_text"}
+    assert summary["table"]["no_face"]["face"] is None and summary["table"]["all"]["head"]["n"] == 200
+    assert len(list(feature_cache.glob("*/face-000.npz"))) == 1      # features cached once
+
+    export = tmp_path / "head.safetensors"
+    fusion.train(_cfg(tmp_path, encoders, "optim.epochs=3", "resume=true", f"export={export}", cache=feature_cache))
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]                                                   # continued, not restarted
+    head = registry.load(str(export))
+    assert head.arch == "fusion_head" and set(head.meta["encoders"]) == {"face", "audio", "text"}
+
+
+def test_analyzer_uses_matching_head_and_explains_a_mismatch(tmp_path, encoders, feature_cache):
+    from pipeline.analyze import Analyzer
+    from pipeline.config import AnalyzeConfig
+    export = tmp_path / "head.safetensors"
+    fusion.train(_cfg(tmp_path, encoders, "optim.epochs=1", f"export={export}", cache=feature_cache))
+    common = dict(whisper_model="none", offline=True, progress=False, fusion_head=str(export), device="cpu")
+    matched = Analyzer(AnalyzeConfig(face_model=encoders["face"], audio_model=encoders["audio"],
+                                     text_model=encoders["text"], **common))
+    assert matched.fusion_method == "head"
+    doc = matched.analyze(MEAD / "M030_front_angry_level3_001.mp4")
+    assert all(t["fused"]["method"] == "head" for t in doc["timeline"])
+    other = tmp_path / "other_face.safetensors"
+    from models.face_cnn import FaceCNN, FaceCNNConfig
+    weights_io.save(other, FaceCNN(FaceCNNConfig()), arch="face_cnn", config=FaceCNNConfig())
+    mismatched = Analyzer(AnalyzeConfig(face_model=str(other), audio_model=encoders["audio"],
+                                        text_model=encoders["text"], **common))
+    assert mismatched.fusion_method == "average" and "face encoder" in mismatched.fusion_reason
+
+
+def test_manifest_adapters_and_training_on_real_clips(tmp_path, encoders):
+    clips = read_clips(MEAD, "mead")
+    assert len(clips) == 7 and {c.label for c in clips} >= {"happy", "sad", "angry"}   # contempt has no Ekman class
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("path,label,split\n" + "".join(
+        f"{c.path},{c.label},{'val' if i % 2 else 'train'}\n" for i, c in enumerate(clips)))
+    assert [c.split for c in read_clips(manifest, "csv")][:2] == ["train", "val"]
+    summary = fusion.train(_cfg(tmp_path, encoders, "data.kind=manifest", f"data.manifest={manifest}",
+                                "data.adapter=csv", "optim.epochs=2"))
+    assert summary["data_kind"] == "manifest" and summary["table"]["all"]["head"]["n"] == 3
+
+
+def test_bad_manifest_label(tmp_path):
+    from pipeline.errors import InputError
+    bad = tmp_path / "m.csv"
+    bad.write_text("path,label\nx.mp4,bored\n")
+    with pytest.raises(InputError, match="unknown emotion label"):
+        read_clips(bad, "csv")

@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.encoders import words_per_second
+from pipeline.errors import InputError
+from pipeline.transcribe import load_whisper, parse_subtitles, spread_words, transcribe
+
+SRT = """1
+00:00:00,500 --> 00:00:02,000
+Hello there <i>friend</i>
+
+2
+00:00:03,000 --> 00:00:04,250
+I am so happy
+"""
+VTT = """WEBVTT
+
+00:00.500 --> 00:02.000 align:start
+Hello there friend
+
+00:03.000 --> 00:04.250
+I am so happy
+"""
+
+
+@pytest.mark.parametrize("name, text", [("a.srt", SRT), ("a.vtt", VTT)])
+def test_subtitles_parse_with_times_and_words(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    tr = parse_subtitles(path)
+    assert [s.text for s in tr.segments] == ["Hello there friend", "I am so happy"]
+    assert tr.segments[1].start_s == 3.0 and tr.segments[1].end_s == 4.25
+    words = tr.segments[1].words
+    assert [w.text for w in words] == ["I", "am", "so", "happy"]
+    assert words[0].start_s == 3.0 and words[-1].end_s == pytest.approx(4.25)
+    assert all(a.end_s == pytest.approx(b.start_s) for a, b in zip(words, words[1:]))
+
+
+def test_project_json_and_timeline_json(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"transcript": {"language": "en", "source": "x", "segments": [
+        {"start_s": 1.0, "end_s": 2.0, "text": "good news"}]}}))
+    tr = parse_subtitles(path)
+    assert tr.language == "en" and tr.segments[0].words[1].text == "news"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("1\nnot a time --> x\nhello\n", "bad cue timing"),
+    ("just some text without cues", "no subtitle cues"),
+])
+def test_bad_subtitles(tmp_path, content, message):
+    path = tmp_path / "bad.srt"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        parse_subtitles(path)
+
+
+def test_words_land_in_the_second_of_their_midpoint():
+    from pipeline.records import Segment, Transcript
+    words = spread_words(0.9, 3.1, "one two three four")
+    grid = words_per_second(Transcript((Segment(0.9, 3.1, "one two three four", words),), "en", "t"), 5)
+    assert sum(len(g) for g in grid) == 4
+    assert grid[4] == [] and grid[0] == []  # the first word's midpoint is past 1.0 s
+
+
+def test_random_tiny_whisper_runs_through_the_loader_and_decoder(tiny_whisper):
+    model, info = load_whisper(str(tiny_whisper), device="cpu")
+    assert info.path == str(tiny_whisper) and len(info.sha256) == 64
+    t = np.arange(16000 * 2) / 16000
+    tr = transcribe(model, (0.1 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), language="en", name="tiny-random",
+                    temperature=0.0, sample_len=8)  # a random model never says end-of-text: keep it short
+    assert tr.source == "whisper:tiny-random" and tr.language == "en"
+    for seg in tr.segments:   # a random model says nonsense, but the records must be well formed
+        assert 0 <= seg.start_s <= seg.end_s
+        assert all(w.start_s <= w.end_s for w in seg.words)
+
+
+def test_missing_whisper_offline_says_how_to_get_it(tmp_path, monkeypatch):
+    from models.registry import ModelUnavailableError
+    monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match="make models"):
+        load_whisper("tiny", offline=True)
