@@ -69,6 +69,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             doc = analyzer.analyze(video, transcript_file=args.transcript)
             writers.validate(doc)
             writers.write_json_atomic(out, doc)
+            if args.plot:
+                from pipeline.plots import plot_timeline
+                plot_timeline(doc, out.with_suffix(".png"))
         except _expected_errors() as e:
             failed.append((video, str(e)))
             print(f"error: {e}", file=sys.stderr)
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--offline", action="store_true", help="never touch the network")
     a.add_argument("--force", action="store_true", help="re-analyse even when an up-to-date output exists")
     a.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a.add_argument("--plot", action="store_true", help="also draw OUT/<stem>.png (one row per modality)")
     a.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("evaluate", help="accuracy of one modality's model on a labelled set; prints JSON")

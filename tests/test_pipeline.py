@@ -90,11 +90,11 @@ def test_cli_batch_goes_past_bad_files_and_skips_done_ones(tmp_path):
     (videos / "broken.mp4").write_text("not a video")
     out = tmp_path / "out"
     common = ["--out", str(out), "--offline", "--no-progress", "--set", "whisper_model=none"]
-    r = _cli("analyze", str(videos), *common)
+    r = _cli("analyze", str(videos), *common, "--plot")
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.mp4" in errors[0] and "Traceback" not in r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["good.json"]      # nothing half-written
+    assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.png"]      # nothing half-written
     writers.validate(json.loads((out / "good.json").read_text()))
     r2 = _cli("analyze", str(videos / "good.mp4"), *common)
     assert r2.returncode == 0 and "up to date" in r2.stderr

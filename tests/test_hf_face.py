@@ -1,0 +1,45 @@
+"""The full-profile face path with a small random-initialised ViT saved in the hub's own layout."""
+import numpy as np
+import pytest
+
+from models import hub
+from models.hf_face import load_dir
+from pipeline.labels import LABEL_INDEX
+
+FER_NAMES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt"]
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64, num_labels=len(FER_NAMES),
+                    id2label=dict(enumerate(FER_NAMES)), label2id={n: i for i, n in enumerate(FER_NAMES)})
+    folder = tmp_path_factory.mktemp("vit")
+    ViTForImageClassification(cfg).save_pretrained(folder, safe_serialization=True)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_tiny_vit_loads_and_maps_labels(tiny_vit):
+    clf = load_dir(tiny_vit)
+    crops = np.random.default_rng(0).integers(0, 255, (3, 96, 96, 3), dtype=np.uint8)
+    probs, embs = clf.predict(crops)
+    assert probs.shape == (3, 7) and embs.shape == (3, 32)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)      # contempt's mass renormalised away
+    assert clf.labels.dropped == ["contempt"] and clf.labels.missing == []
+    source = np.eye(len(FER_NAMES), dtype=np.float32)
+    mapped = clf.labels(source)
+    assert mapped[FER_NAMES.index("fear"), LABEL_INDEX["fearful"]] == 1.0
+    grey_probs, _ = clf.predict(crops[..., 0])                     # grey crops are accepted too
+    assert grey_probs.shape == (3, 7)
+
+
+def test_resolve_hf_takes_a_local_folder_and_refuses_pickles(tiny_vit, tmp_path):
+    folder, source = hub.resolve_hf(str(tiny_vit))
+    assert folder == tiny_vit and source == str(tiny_vit)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    from models.registry import ModelUnavailableError
+    with pytest.raises(ModelUnavailableError, match="safetensors"):
+        load_dir(tmp_path)
