@@ -16,9 +16,21 @@ DEFAULT_HOP_S = 1.0   # one score per second matches the pipeline's per-second t
 BATCH_WINDOWS = 32    # windows per forward pass: 32 x 3 s x 16 kHz floats is ~6 MB of input
 
 
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """High-quality resampling with soxr (a librosa dependency; librosa.resample's first call
+    costs ~5 s of set-up here, soxr's ~1 ms)."""
+    if orig_sr == target_sr:
+        return wave
+    try:
+        import soxr
+        return soxr.resample(wave, orig_sr, target_sr, quality="HQ").astype(np.float32)
+    except ImportError:
+        import librosa
+        return librosa.resample(wave, orig_sr=orig_sr, target_sr=target_sr)
+
+
 def load_audio_file(path: str | Path, sample_rate_hz: int = 16000) -> np.ndarray:
     """Any file soundfile (or librosa's fallback) can read -> mono float32 at ``sample_rate_hz``."""
-    import librosa
     import soundfile as sf
 
     if not Path(path).is_file():
@@ -26,10 +38,10 @@ def load_audio_file(path: str | Path, sample_rate_hz: int = 16000) -> np.ndarray
     try:
         wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
         wave = wave.mean(axis=1)
-    except (RuntimeError, sf.LibsndfileError):
+    except (RuntimeError, sf.LibsndfileError):  # formats libsndfile lacks (mp3/m4a via audioread)
+        import librosa
         wave, sr = librosa.load(str(path), sr=None, mono=True)
-    if sr != sample_rate_hz:
-        wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate_hz)
+    wave = resample(wave, sr, sample_rate_hz)
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
@@ -42,10 +54,7 @@ def _to_model_rate(wave: np.ndarray, sr: int, target: int) -> np.ndarray:
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim == 2:  # (samples, channels) or (channels, samples): average the shorter axis
         wave = wave.mean(axis=int(np.argmin(wave.shape)))
-    if sr != target:
-        import librosa
-        wave = librosa.resample(wave, orig_sr=sr, target_sr=target)
-    return wave
+    return resample(wave, sr, target)
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:

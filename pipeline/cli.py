@@ -92,6 +92,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     kwargs = {"device": args.device}
     if args.model:
         kwargs["model"] = args.model
+    if args.modality == "clips":
+        kwargs["adapter"] = args.adapter
     try:
         result = module.run(Path(args.data), **kwargs)
     except ValueError as e:
@@ -130,9 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("evaluate", help="accuracy of one modality's model on a labelled set; prints JSON")
-    e.add_argument("modality", choices=["face", "audio", "text"])
+    e.add_argument("modality", choices=["face", "audio", "text", "clips"])
     e.add_argument("--data", required=True, help="face: FER2013-format .npz; audio: RAVDESS-named folder or "
-                                                 "path,label CSV; text: MELD CSV, GoEmotions TSV or dair-ai file")
+                                                 "path,label CSV; text: MELD CSV, GoEmotions TSV or dair-ai file; "
+                                                 "clips: labelled video clips (see --adapter)")
+    e.add_argument("--adapter", default="mead", choices=["mead", "ravdess", "meld", "csv"],
+                   help="clips only: how labels are read (file names or a path,label CSV)")
     e.add_argument("--model", help="registry name or weights file (default: the shipped model)")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)

@@ -9,7 +9,7 @@ import torch
 
 from models import registry, weights_io
 from models.audio_cnn import AudioCNN, AudioCNNConfig
-from pipeline.audio_windows import score_clip, score_windows, window_starts
+from pipeline.audio_windows import resample, score_clip, score_windows, window_starts
 from pipeline.data import data_path
 from pipeline.labels import LABELS
 
@@ -102,14 +102,13 @@ def test_score_windows_and_clip(model):
 def ravdess_folder(tmp_path_factory):
     """Three real RAVDESS clips, as 44.1 kHz stereo WAV at depth 2 (a resampling path too)."""
     sf = pytest.importorskip("soundfile")
-    librosa = pytest.importorskip("librosa")
     root = tmp_path_factory.mktemp("ravdess")
     for rel in CLIPS:
         src = RAVDESS / rel
         if not src.exists():
             pytest.skip(f"shared data not found: {src}")
         wave, sr = sf.read(str(src), dtype="float32")
-        wave = librosa.resample(wave, orig_sr=sr, target_sr=44100)
+        wave = resample(wave, sr, 44100)
         out = root / "set" / src.parent.name / (src.stem + ".wav")
         out.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(out), np.stack([wave, wave], axis=1), 44100)

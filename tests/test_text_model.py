@@ -52,6 +52,25 @@ def test_shapes_and_predict_order(model):
     assert model.predict([])[0].shape == (0, 7)
 
 
+def test_training_cache_matches_inference(model):
+    """The trainer's cached bottom-layer states (built once, fp16) must equal what inference computes,
+    even when the model is in train mode (dropout in the frozen layers would corrupt the cache)."""
+    from pipeline.train.text import build_cache, collate
+    model.train()
+    try:
+        cache = build_cache(model, SENTENCES, batch_size=2)
+        assert model.training
+        model.eval()
+        hidden, mask = collate(cache, torch.device("cpu"))
+        with torch.no_grad():
+            cached, _ = model.top(hidden, mask)
+        full = model(**model.tokenize(SENTENCES))
+    finally:
+        model.eval()
+    assert torch.allclose(cached, full, atol=2e-2)  # fp16 cache rounding only
+    assert torch.equal(cached.argmax(1), full.argmax(1))
+
+
 def test_delta_small_and_registry_round_trip(model, delta_file):
     assert delta_file.stat().st_size < DELTA_MAX_BYTES
     state, meta = weights_io.read(delta_file)

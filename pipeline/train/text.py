@@ -65,6 +65,8 @@ class TrainConfig:
 def build_cache(model: TextEmotionModel, texts: list[str], batch_size: int = 128) -> list[torch.Tensor]:
     """Hidden states after the frozen bottom layers, one fp16 (length, 384) tensor per text."""
     out: list[torch.Tensor | None] = [None] * len(texts)
+    was_training = model.training
+    model.eval()  # no dropout in the frozen layers: the cache must match what inference computes
     order = np.argsort([len(t) for t in texts], kind="stable")
     with torch.inference_mode():
         for start in tqdm(range(0, len(texts), batch_size), desc="cache", leave=False, mininterval=10):
@@ -74,6 +76,7 @@ def build_cache(model: TextEmotionModel, texts: list[str], batch_size: int = 128
             lengths = enc["attention_mask"].sum(1).tolist()
             for j, i in enumerate(idx):
                 out[i] = hidden[j, :lengths[j]].to(torch.float16).clone()
+    model.train(was_training)
     return out  # type: ignore[return-value]
 
 
