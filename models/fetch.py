@@ -13,7 +13,7 @@ PROFILE_MODELS = {
     "default": ("yunet",),
     "full": ("yunet", "wav2vec2-emotion", "distilroberta-emotion", "vit-face-expression"),
 }
-PROFILE_WHISPER = {"default": ("tiny",), "full": ("tiny", "small")}
+PROFILE_WHISPER = {"default": ("tiny", "small"), "full": ("tiny", "small")}  # analyze's "auto": tiny on CPU, small on GPU
 
 
 def _list() -> int:

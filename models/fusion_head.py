@@ -1,9 +1,14 @@
 """Late-fusion head: per-modality class scores (+ presence mask) -> fused class logits.
 
-Input for each example is, per modality (face, audio, text), the log-probabilities over the seven
-labels and a presence bit. A missing modality contributes zeros and presence 0: it is masked,
-never filled with a guess. Optionally the encoders' embeddings are projected and added too
-(then the head is tied to those encoders' exact weights; the fusion metadata records them).
+Input for each example is, per modality (face, audio, text), the probabilities over the seven
+labels and a presence bit. A missing modality is masked, never filled with a guess.
+
+Two kinds:
+- ``pooled`` (default): starts as exactly the confidence-weighted average of pipeline.fuse
+  (in log space, weight ``alpha``) and learns, per modality and class, how much to trust each
+  encoder's log-probabilities on top of it, plus a class bias: 3 + 21 + 7 + 1 numbers. Few
+  parameters, so it generalises from the small paired-unimodal pools (the MLP overfits them).
+- ``mlp``: log-probabilities and presence bits (optionally projected embeddings) through an MLP.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ LOG_EPS = 1e-4  # floor before the log, so a 0 probability does not give -inf
 class FusionHeadConfig:
     num_labels: int = NUM_LABELS
     n_modalities: int = len(MODALITIES)
+    kind: str = "pooled"        # pooled | mlp (see the module docstring)
     hidden: int = 64            # small: the input is 24 numbers; more overfits paired-unimodal data
     layers: int = 2
     dropout: float = 0.2
@@ -36,6 +42,14 @@ class FusionHead(nn.Module):
             config = FusionHeadConfig(**{**config.__dict__, "embed_dims": tuple(config.embed_dims)})
         self.config = config
         m, k = config.n_modalities, config.num_labels
+        if config.kind == "pooled":
+            self.alpha = nn.Parameter(torch.ones(1))            # weight of the confidence-weighted average
+            self.trust = nn.Parameter(torch.zeros(m))           # per-modality log-probability weight
+            self.trust_class = nn.Parameter(torch.zeros(m, k))  # per-modality, per-class correction
+            self.bias = nn.Parameter(torch.zeros(k))
+            return
+        if config.kind != "mlp":
+            raise ValueError(f"fusion head kind must be pooled or mlp, not {config.kind!r}")
         in_dim = m * (k + 1)
         if config.embed_dims:
             self.proj = nn.ModuleList(nn.Linear(d, config.embed_proj) for d in config.embed_dims)
@@ -51,6 +65,11 @@ class FusionHead(nn.Module):
         """probs (N, M, K) (rows of missing modalities are ignored), mask (N, M) in {0,1} -> logits (N, K)."""
         mask = mask.float()
         logp = torch.log(probs.clamp_min(LOG_EPS)) * mask.unsqueeze(-1)
+        if self.config.kind == "pooled":
+            conf = probs.amax(-1, keepdim=True) * mask.unsqueeze(-1)       # as pipeline.fuse.average
+            avg = (conf * probs).sum(1) / conf.sum(1).clamp_min(1e-6)
+            weights = self.trust.view(1, -1, 1) + self.trust_class.unsqueeze(0)
+            return self.alpha * torch.log(avg.clamp_min(LOG_EPS)) + (weights * logp).sum(1) + self.bias
         parts = [logp.flatten(1), mask]
         if self.config.embed_dims:
             if embeddings is None:

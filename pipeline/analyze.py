@@ -33,6 +33,8 @@ from pipeline.records import AudioChunk, SecondEntry, Transcript, VideoInfo
 log = logging.getLogger(__name__)
 
 ENGLISH = "en"
+WHISPER_CPU = "tiny"
+WHISPER_GPU = "small"
 
 
 def software_versions() -> dict[str, str]:
@@ -97,9 +99,13 @@ class Analyzer:
         self.models["text"] = text.describe()
 
         self.whisper, self.whisper_problem = None, None
-        if cfg.whisper_model.lower() != "none":
+        whisper_name = cfg.whisper_model
+        if whisper_name == "auto":  # small on a GPU, tiny on CPU (tiny runs ~10x faster than small on 2 cores)
+            whisper_name = WHISPER_GPU if self.device.type == "cuda" else WHISPER_CPU
+        self.whisper_name = whisper_name
+        if whisper_name.lower() != "none":
             try:
-                self.whisper, info = transcribe.load_whisper(cfg.whisper_model, device=str(self.device),
+                self.whisper, info = transcribe.load_whisper(whisper_name, device=str(self.device),
                                                              offline=offline, progress=cfg.progress)
                 self.models["whisper"] = {"name": info.name, "sha256": info.sha256, "path": info.path}
             except registry.ModelUnavailableError as e:
@@ -230,7 +236,7 @@ class Analyzer:
             kept.clear()
             if len(audio) < demux.AUDIO_RATE_HZ // 2:
                 return None, Status(False, "audio too short to transcribe")
-            tr = transcribe.transcribe(self.whisper, audio, language=self.cfg.language, name=self.cfg.whisper_model)
+            tr = transcribe.transcribe(self.whisper, audio, language=self.cfg.language, name=self.whisper_name)
         if tr.language and tr.language != ENGLISH and self.text.english_only:
             return tr, Status(False, f"speech is in '{tr.language}' and the text model is English-only; not scored")
         return tr, Status(True)

@@ -143,7 +143,7 @@ class AnalyzeConfig:
     audio_model: str = "audio-cnn"
     audio_window_s: float = 3.0              # context around each second for speech emotion (centred)
     min_speech_fraction: float = 0.15        # VAD: below this share of speech frames a second's audio is null
-    whisper_model: str = "tiny"              # Whisper name or .pt path; "none" disables transcription
+    whisper_model: str = "auto"              # auto (tiny on CPU, small on GPU), a Whisper name, a .pt path, or none
     language: str | None = None              # force a Whisper language; None detects it
     text_model: str = "text-minilm"
     text_context_s: float = 2.0              # words within this many seconds around a second are scored with it

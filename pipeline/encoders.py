@@ -211,39 +211,47 @@ def audio_windows(chunks: Iterable[AudioChunk], n_seconds: int, window_s: float)
 
 
 class AudioEncoder:
+    """Per-second audio scores: VAD over each streamed chunk (its statistics need seconds of
+    context, so it never judges one second alone), then the model on a window centred on
+    every second with enough speech. Windows of equal length are batched together: zero-padding
+    would shift the model's per-window normalisation."""
+
     def __init__(self, predictor: Predictor, *, window_s: float, min_speech_fraction: float, batch_size: int = 16):
         self.predictor, self.window_s = predictor, window_s
         self.min_speech_fraction, self.batch_size = min_speech_fraction, batch_size
 
     def per_second(self, chunks: Iterable[AudioChunk], n_seconds: int) -> list[ModalityScores | None]:
-        from pipeline.vad import speech_mask
+        from pipeline.vad import speech_fraction_per_second
 
         out: list[ModalityScores | None] = [None] * n_seconds
-        batch: list[tuple[int, np.ndarray, float]] = []
-        sr = 16_000
+        fractions = np.zeros(n_seconds, dtype=np.float32)
+        pending: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)   # window length -> items
 
-        def flush():
-            if not batch:
+        def with_vad(stream: Iterable[AudioChunk]) -> Iterator[AudioChunk]:
+            for chunk in stream:
+                first = int(round(chunk.start_s))
+                frac = speech_fraction_per_second(chunk.samples, chunk.sample_rate_hz,
+                                                  len(chunk.samples) / chunk.sample_rate_hz)
+                frac = frac[:max(0, n_seconds - first)]
+                fractions[first:first + len(frac)] = frac
+                yield chunk
+
+        def flush(length: int):
+            items = pending.pop(length, [])
+            if not items:
                 return
-            longest = max(len(w) for _, w, _ in batch)
-            waves = np.zeros((len(batch), longest), dtype=np.float32)
-            for i, (_, w, _) in enumerate(batch):
-                waves[i, :len(w)] = w
-            probs, embs = self.predictor.predict(waves)
-            for (sec, _, frac), p, e in zip(batch, probs, embs):
-                out[sec] = _entry(p, e, speech_fraction=round(frac, 3))
-            batch.clear()
+            probs, embs = self.predictor.predict(np.stack([w for _, w in items]))
+            for (sec, _), p, e in zip(items, probs, embs):
+                out[sec] = _entry(p, e, speech_fraction=round(float(fractions[sec]), 3))
 
-        for second, window, own in audio_windows(chunks, n_seconds, self.window_s):
-            if len(own) < sr * 0.1:
-                continue
-            frac = float(np.mean(speech_mask(own, sr))) if len(own) else 0.0
-            if frac < self.min_speech_fraction:
-                continue  # silence, music, noise: audio stays null for this second
-            batch.append((second, window, frac))
-            if len(batch) >= self.batch_size:
-                flush()
-        flush()
+        for second, window, own in audio_windows(with_vad(chunks), n_seconds, self.window_s):
+            if len(own) < 1600 or fractions[second] < self.min_speech_fraction:
+                continue  # silence, music, noise, or a sliver of a second: audio stays null
+            pending[len(window)].append((second, window))
+            if len(pending[len(window)]) >= self.batch_size:
+                flush(len(window))
+        for length in list(pending):
+            flush(length)
         return out
 
 

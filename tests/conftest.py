@@ -55,8 +55,10 @@ def speech_video(tmp_path_factory) -> tuple[Path, Path, list[tuple[float, float,
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "0.5", str(lead))
     parts.append(lead)
     for i, (line, label) in enumerate(SPEECH_LINES):
-        wav = folder / f"line{i}.wav"
-        subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), line], check=True)
+        raw = folder / f"line{i}_raw.wav"
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(raw), line], check=True)
+        wav = folder / f"line{i}.wav"   # espeak-ng writes 22.05 kHz; the concat demuxer needs one format
+        ffmpeg("-i", str(raw), "-ar", "16000", "-ac", "1", str(wav))
         dur = _wav_seconds(wav)
         cues.append((t, t + dur, line, label))
         parts += [wav, silence]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import registry, weights_io
-from models.face_cnn import FaceCNN, FaceCNNConfig, predict_logits, prepare, tta_views
+from models.face_cnn import FaceCNN, FaceCNNConfig, predict, predict_logits, prepare, tta_views
 from pipeline.evaluate.face import read_fer_npz, run
 from pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS
 
@@ -80,6 +80,16 @@ def test_tta_views():
     assert len(tta_views(imgs, SMALL, "crops10")) == 10
     with pytest.raises(ValueError):
         tta_views(imgs, SMALL, "bogus")
+
+
+def test_predict_matches_prepare_then_forward(model):
+    crops = np.random.default_rng(4).integers(0, 256, (3, 60, 60), dtype=np.uint8)
+    logits, emb = predict(model, crops, tta=None)
+    with torch.no_grad():
+        want_logits, want_emb = model.forward_with_embedding(prepare(crops, SMALL))
+    assert torch.allclose(logits, want_logits, atol=1e-5) and torch.allclose(emb, want_emb, atol=1e-5)
+    flip_logits, flip_emb = predict(model, crops, tta="flip")
+    assert flip_logits.shape == (3, 7) and flip_emb.shape == (3, SMALL.embed_dim)
 
 
 @pytest.mark.parametrize("dtype", [None, torch.float16])

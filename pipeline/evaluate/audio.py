@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def _fail(path: Path, why: str) -> ValueError:
 
 def _ravdess_folder(root: Path) -> list[tuple[Path, int]]:
     items = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+    paths = [Path(d) / f for d, _, files in os.walk(root, followlinks=True) for f in files]  # symlinked
+    for path in sorted(p for p in paths if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):  # dirs too
         fields = ravdess_fields(path.stem)
         if fields is not None and fields["label"] is not None:
             items.append((path, LABEL_INDEX[fields["label"]]))

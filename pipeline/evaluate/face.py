@@ -75,6 +75,7 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size:
     from models.registry import load
     from pipeline.metrics import report
 
+    tta = None if tta in ("", "none") else tta
     if tta not in TTA_MODES:
         raise ValueError(f"unknown tta {tta!r}; choose from {', '.join(str(m) for m in TTA_MODES)}")
     data = Path(data)

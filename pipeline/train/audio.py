@@ -1,6 +1,7 @@
 """Train the speech emotion CNN (models/audio_cnn.py) on RAVDESS, speaker-independent.
 
-    python -m pipeline.train.audio --out runs/audio [--epochs 70] [--resume] [--threads 1]
+    python -m pipeline.train.audio --out runs/audio [--epochs 150] [--max-minutes 85] [--resume]
+                                   [--threads 1] [--device auto] [--classes 7|8]
     python -m pipeline.train.audio --out runs/audio --export          # best.pt -> models/weights
     python -m pipeline.train.audio --out runs/audio --baseline mfcc   # MFCC + logistic regression
 
@@ -9,6 +10,8 @@ on, it is the cross-corpus test (train RAVDESS, test TESS). The shipped model ha
 (RAVDESS "calm" -> neutral, pipeline.labels); ``--classes 8`` trains on RAVDESS's own eight for a
 figure comparable with the README floors. Validation is clip-level: windows of 3 s every 1 s,
 probabilities averaged (pipeline.audio_windows.score_clip), exactly as the product scores audio.
+Shipped run (models/weights/audio_cnn.md): 7-class val UAR 0.677, TESS cross-corpus 0.282;
+MFCC + LR measured the same way: 0.484 and 0.275.
 """
 from __future__ import annotations
 
@@ -301,7 +304,8 @@ def export(run: RunDir, command: str) -> str:
                       "validation": "RAVDESS speech actors 17-20",
                       "cross_corpus_test": "TESS subset, 2 speakers x 7 emotions x 20 words (CC BY-NC-ND 4.0), never trained on"},
              "split": "speaker-independent: train actors 1-16, validation actors 17-20; calm -> neutral",
-             "metrics": metrics, "command": command, "version": VERSION}
+             "metrics": metrics, "version": VERSION, "export_command": command,
+             "command": json.loads((run.path / "config.json").read_text()).get("command", "")}
     digest = weights_io.save(EXPORT_PATH, model, arch="audio_cnn", config=model_cfg, extra=extra)
     registry.record_checksum(EXPORT_PATH)
     log.info("exported %s (sha256 %s, %.2f MB)", EXPORT_PATH, digest[:12], EXPORT_PATH.stat().st_size / 1e6)

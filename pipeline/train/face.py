@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 

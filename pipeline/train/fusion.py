@@ -67,6 +67,7 @@ class EncodersConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
+    kind: str = "pooled"            # pooled (calibrated average, few parameters) | mlp
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.2
@@ -130,7 +131,7 @@ def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropo
 
 def _head(cfg: FusionTrainConfig, embed_dims: list[int]) -> FusionHead:
     dims = tuple(int(d) for d in embed_dims) if cfg.head.use_embeddings else ()
-    return FusionHead(FusionHeadConfig(hidden=cfg.head.hidden, layers=cfg.head.layers,
+    return FusionHead(FusionHeadConfig(kind=cfg.head.kind, hidden=cfg.head.hidden, layers=cfg.head.layers,
                                        dropout=cfg.head.dropout, embed_dims=dims))
 
 
