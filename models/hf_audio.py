@@ -5,23 +5,20 @@ preprocessor_config.json) of a ``Wav2Vec2ForSequenceClassification`` with local_
 use_safetensors, so it never downloads and never unpickles. Fetching and caching the folder is
 models.hub's job.
 
-Label mapping: each checkpoint label goes through ``pipeline.labels.canonical``.
-* several checkpoint labels onto one of ours (e.g. "calm" and "neutral"): their probabilities add;
-* checkpoint labels with no Ekman class ("contempt", "other") or that we do not know at all
-  ("LABEL_3"): dropped, and the remaining probability mass is renormalised to sum to 1;
-* our labels the checkpoint lacks (many SER models have no "disgusted" or "surprised"): 0.
-A checkpoint none of whose labels map raises ValueError. ``label_map`` / ``missing`` say what happened.
+Labels are mapped onto ours by ``models.hf_labels.LabelMap`` (unknown or non-Ekman classes dropped
+and renormalised away; our labels the checkpoint lacks get 0).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.labels import LABEL_INDEX, LABELS, NUM_LABELS, UnknownLabelError, canonical
+from models.hf_labels import LabelMap
+from pipeline.labels import NUM_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +27,13 @@ DEFAULT_BATCH = 8        # waves per forward pass; 8 x 10 s through wav2vec2-bas
 REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 
 
-def label_mapping(id2label: dict) -> dict[int, int | None]:
-    """Checkpoint class id -> index into LABELS, or None where it has no Ekman class / is unknown."""
-    out: dict[int, int | None] = {}
-    for cid, name in sorted((int(k), v) for k, v in id2label.items()):
-        try:
-            ours = canonical(str(name))
-        except UnknownLabelError:
-            log.warning("checkpoint label %r is not an emotion we know; its probability is dropped", name)
-            ours = None
-        out[cid] = None if ours is None else LABEL_INDEX[ours]
-    return out
-
-
-def map_probs(probs: np.ndarray, mapping: dict[int, int | None]) -> np.ndarray:
-    """(N, C checkpoint classes) probabilities -> (N, 7) over LABELS, renormalised over mapped classes."""
-    out = np.zeros((probs.shape[0], NUM_LABELS), dtype=np.float64)
-    for cid, ours in mapping.items():
-        if ours is not None:
-            out[:, ours] += probs[:, cid]
-    total = out.sum(axis=1, keepdims=True)
-    return (out / np.maximum(total, 1e-12)).astype(np.float32)
-
-
 @dataclass
 class HFAudioClassifier:
     model: torch.nn.Module
     feature_extractor: object
-    label_map: dict[int, int | None]
+    labels: LabelMap
     path: str
     device: torch.device
-    missing: tuple[str, ...] = field(default=())   # our labels the checkpoint cannot predict (always 0)
-    dropped: tuple[str, ...] = field(default=())   # checkpoint labels whose mass is renormalised away
 
     @property
     def embedding_dim(self) -> int:
@@ -107,7 +79,7 @@ class HFAudioClassifier:
                 fmask = torch.ones(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device)
             pooled = (hidden * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True).clamp_min(1)
             p = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
-            probs[idx] = map_probs(p, self.label_map)
+            probs[idx] = self.labels(p)
             embs[idx] = pooled.float().cpu().numpy()
         return probs, embs
 
@@ -130,14 +102,5 @@ def load_dir(path: str | Path, device: str | torch.device = "cpu") -> HFAudioCla
     model = Wav2Vec2ForSequenceClassification.from_pretrained(str(path), local_files_only=True,
                                                               use_safetensors=True)
     model.to(device).eval()
-    mapping = label_mapping(model.config.id2label)
-    if all(v is None for v in mapping.values()):
-        raise ValueError(f"{path}: none of the checkpoint's labels {list(model.config.id2label.values())} "
-                         f"map onto {', '.join(LABELS)}")
-    mapped = {v for v in mapping.values() if v is not None}
-    missing = tuple(name for i, name in enumerate(LABELS) if i not in mapped)
-    dropped = tuple(str(model.config.id2label[c]) for c, v in mapping.items() if v is None)
-    if missing:
-        log.info("%s: no class for %s; those probabilities are always 0", path.name, ", ".join(missing))
-    return HFAudioClassifier(model=model, feature_extractor=extractor, label_map=mapping, path=str(path),
-                             device=device, missing=missing, dropped=dropped)
+    return HFAudioClassifier(model=model, feature_extractor=extractor, labels=LabelMap.from_config(model.config, path),
+                             path=str(path), device=device)

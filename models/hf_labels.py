@@ -1,9 +1,9 @@
 """Mapping a Hugging Face checkpoint's classes (config.id2label) onto our seven LABELS.
 
-Classes with no Ekman class (e.g. "love", "contempt") have their probability mass removed and
-each row is renormalised; our labels the checkpoint lacks get probability 0; two classes that
-map to the same label are summed. A class name the project does not know (e.g. a generic
-"LABEL_3") is an error, since guessing would silently mislabel.
+Classes with no Ekman class (e.g. "love", "contempt") and names the project does not know
+(e.g. a generic "LABEL_3", with a warning) have their probability mass removed and each row is
+renormalised: a class is never guessed. Our labels the checkpoint lacks get probability 0; two
+classes that map to the same label are summed. A checkpoint none of whose classes maps is an error.
 """
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ class LabelMap:
             try:
                 ours = canonical(name)
             except UnknownLabelError:
-                raise ValueError(f"{where}: class {i} is named {name!r}, which maps to none of "
-                                 f"{', '.join(LABELS)}; fix id2label in config.json") from None
+                log.warning("%s: class %d is named %r, not an emotion we know; its probability is dropped", where, i, name)
+                ours = None
             if ours is not None:
                 self.matrix[i, LABEL_INDEX[ours]] = 1.0
         if not self.matrix.any():
-            raise ValueError(f"{where}: none of the classes {self.source_labels} maps onto {', '.join(LABELS)}")
+            raise ValueError(f"{where}: none of the classes {self.source_labels} maps onto {', '.join(LABELS)}; "
+                             f"fix id2label in config.json")
         self.dropped = [n for n, row in zip(self.source_labels, self.matrix) if not row.any()]
         self.missing = [label for j, label in enumerate(LABELS) if not self.matrix[:, j].any()]
         if self.dropped or self.missing:

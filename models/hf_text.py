@@ -5,11 +5,7 @@ model.safetensors, tokenizer files), e.g. a DistilRoBERTa fine-tuned on Ekman em
 offline (``local_files_only``, ``use_safetensors``). Downloading and caching such a folder is
 models/hub.py's job.
 
-The checkpoint's classes are mapped onto our LABELS with ``pipeline.labels.canonical``:
-classes with no Ekman class (e.g. "love") have their probability mass removed and each row is
-renormalised; our labels the checkpoint lacks get probability 0; two classes that map to the
-same label are summed. A class name the project does not know (e.g. generic "LABEL_3") is an
-error, since guessing would silently mislabel.
+The checkpoint's classes are mapped onto our LABELS by ``models.hf_labels.LabelMap``.
 """
 from __future__ import annotations
 
@@ -19,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.labels import LABEL_INDEX, LABELS, UnknownLabelError, canonical
+from models.hf_labels import LabelMap, require_hf_folder
+from pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +33,7 @@ class HFTextClassifier:
         self.path = Path(path)
         self.device = torch.device(device)
         self.max_length = max_length
-        self.source_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        # (num_source_classes, 7) 0/1 matrix: source class -> our label (all-zero row = dropped)
-        self.mapping = np.zeros((len(self.source_labels), len(LABELS)), np.float32)
-        for i, name in enumerate(self.source_labels):
-            try:
-                ours = canonical(str(name))
-            except UnknownLabelError:
-                raise ValueError(f"{self.path}: class {i} is named {name!r}, which maps to none of "
-                                 f"{', '.join(LABELS)}; fix id2label in config.json") from None
-            if ours is not None:
-                self.mapping[i, LABEL_INDEX[ours]] = 1.0
-        if not self.mapping.any():
-            raise ValueError(f"{self.path}: none of the classes {self.source_labels} maps onto {LABELS}")
-        self.dropped = [n for n, row in zip(self.source_labels, self.mapping) if not row.any()]
-        self.missing = [l for j, l in enumerate(LABELS) if not self.mapping[:, j].any()]
-        if self.dropped or self.missing:
-            log.info("%s: classes dropped %s, labels missing (probability 0) %s", self.path.name, self.dropped, self.missing)
-
-    def map_probs(self, source_probs: np.ndarray) -> np.ndarray:
-        """Source-class probabilities (N, C) -> ours (N, 7), renormalised after dropping unmapped mass."""
-        probs = source_probs.astype(np.float32) @ self.mapping
-        total = probs.sum(axis=1, keepdims=True)
-        return np.where(total > 0, probs / np.maximum(total, 1e-12), 0.0).astype(np.float32)
+        self.labels = LabelMap.from_config(model.config, self.path)
 
     @torch.inference_mode()
     def predict(self, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +52,7 @@ class HFTextClassifier:
                                  max_length=self.max_length, return_tensors="pt").to(self.device)
             out = self.model(**enc, output_hidden_states=True)
             source = torch.softmax(out.logits.float(), -1).cpu().numpy()
-            probs[idx] = self.map_probs(source)
+            probs[idx] = self.labels(source)
             last = out.hidden_states[-1].float()
             mask = enc["attention_mask"].unsqueeze(-1).to(last.dtype)
             embs[idx] = ((last * mask).sum(1) / mask.sum(1).clamp_min(1.0)).cpu().numpy()
@@ -87,13 +62,9 @@ class HFTextClassifier:
 def load_dir(path: str | Path, device: str | torch.device = "cpu", max_length: int = DEFAULT_MAX_LENGTH) -> HFTextClassifier:
     """Load a local sequence-classification folder without touching the network."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from models.registry import ModelUnavailableError
 
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ModelUnavailableError(f"{path}: not a Hugging Face model folder (no config.json)")
-    if not any(path.glob("*.safetensors")):
-        raise ModelUnavailableError(f"{path}: no .safetensors weights (pickled .bin weights are not loaded)")
+    require_hf_folder(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
     return HFTextClassifier(model, tokenizer, path, device=device, max_length=max_length)

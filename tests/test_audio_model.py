@@ -189,8 +189,8 @@ def test_hf_audio_tiny_round_trip(tmp_path, attention_mask):
 
     id2label = {0: "neu", 1: "calm", 2: "hap", 3: "sad", 4: "ang", 5: "contempt"}
     clf = load_dir(_tiny_hf(tmp_path / "w2v", id2label, attention_mask))
-    assert clf.label_map == {0: 0, 1: 0, 2: 1, 3: 2, 4: 3, 5: None}
-    assert set(clf.missing) == {"fearful", "disgusted", "surprised"} and clf.dropped == ("contempt",)
+    assert clf.labels.matrix.argmax(1)[:5].tolist() == [0, 0, 1, 2, 3] and not clf.labels.matrix[5].any()
+    assert set(clf.labels.missing) == {"fearful", "disgusted", "surprised"} and clf.labels.dropped == ["contempt"]
     rng = np.random.default_rng(0)
     waves = [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (SR, SR // 2, 2 * SR, 100)]
     probs, embs = clf.predict(waves, batch_size=3)
@@ -204,13 +204,14 @@ def test_hf_audio_tiny_round_trip(tmp_path, attention_mask):
 
 
 def test_hf_audio_mapping_rules(tmp_path):
-    from models.hf_audio import label_mapping, load_dir, map_probs
+    from models.hf_audio import load_dir
+    from models.hf_labels import LabelMap
 
-    mapping = label_mapping({"0": "happy", "1": "LABEL_1", "2": "Surprise"})
-    assert mapping == {0: 1, 1: None, 2: 6}
-    out = map_probs(np.array([[0.2, 0.6, 0.2]]), mapping)
+    mapping = LabelMap(["happy", "LABEL_1", "Surprise"], "test")
+    assert mapping.dropped == ["LABEL_1"]
+    out = mapping(np.array([[0.2, 0.6, 0.2]]))
     np.testing.assert_allclose(out[0], [0, 0.5, 0, 0, 0, 0, 0.5], atol=1e-6)
-    with pytest.raises(ValueError, match="map onto"):
+    with pytest.raises(ValueError, match="maps onto"):
         load_dir(_tiny_hf(tmp_path / "generic", {0: "LABEL_0", 1: "LABEL_1"}, True))
     with pytest.raises(FileNotFoundError):
         load_dir(tmp_path / "absent")

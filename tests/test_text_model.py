@@ -167,7 +167,7 @@ def test_hf_text_round_trip_and_mapping(tmp_path):
     probs, embs = clf.predict(SENTENCES, batch_size=2)
     assert probs.shape == (5, 7) and probs.dtype == np.float32 and embs.shape == (5, 32)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
-    assert clf.missing == ["surprised"] and clf.dropped == ["love"]
+    assert clf.labels.missing == ["surprised"] and clf.labels.dropped == ["love"]
     assert np.all(probs[:, LABEL_INDEX["surprised"]] == 0)
     # independent reference: plain transformers softmax, drop "love", renormalise, reorder
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -221,7 +221,7 @@ def export(run_path: Path, out: Path = EXPORT_PATH, command: str = "") -> dict:
     from models import registry, weights_io
     from pipeline.evaluate import text as evaluate_text
 
-    run = RunDir.__new__(RunDir)
+    run = RunDir.__new__(RunDir)  # read-only use: RunDir() would overwrite config.json
     run.path = Path(run_path)
     ckpt = run.load_checkpoint("best") or run.load_checkpoint("last")
     if ckpt is None:
