@@ -43,3 +43,13 @@ def test_resolve_hf_takes_a_local_folder_and_refuses_pickles(tiny_vit, tmp_path)
     from models.registry import ModelUnavailableError
     with pytest.raises(ModelUnavailableError, match="safetensors"):
         load_dir(tmp_path)
+
+
+def test_pipeline_loads_a_hub_layout_folder_as_its_face_model(tiny_vit):
+    """The `full` profile's path: a model name resolving to a local HF folder, used by the face encoder."""
+    import torch
+
+    from pipeline.encoders import load_predictor
+    pred = load_predictor("face", str(tiny_vit), device=torch.device("cpu"), offline=True)
+    probs, embs = pred.predict(np.zeros((2, 96, 96, 3), np.uint8))
+    assert probs.shape == (2, 7) and pred.describe()["name"] == str(tiny_vit)
