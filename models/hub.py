@@ -131,7 +131,8 @@ def fetch_url(url: str, dest: Path, *, sha256: str | None, offline: bool | None 
         os.replace(tmp, dest)
     except (OSError, ValueError) as e:
         Path(tmp).unlink(missing_ok=True)
-        raise ModelUnavailableError(f"{url}: download failed ({e}); check the network or use offline files") from e
+        reason = getattr(e, "reason", None) or e
+        raise ModelUnavailableError(f"{dest.name}: not cached and the download failed ({reason})") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

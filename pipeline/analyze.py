@@ -109,9 +109,9 @@ class Analyzer:
                                                              offline=offline, progress=cfg.progress)
                 self.models["whisper"] = {"name": info.name, "sha256": info.sha256, "path": info.path}
             except registry.ModelUnavailableError as e:
-                self.whisper_problem = (f"no Whisper checkpoint ({e}); run `make models` with a network, "
-                                        f"or pass --transcript FILE")
-                log.warning("text modality off unless a transcript is given: %s", self.whisper_problem)
+                self.whisper_problem = (f"no Whisper checkpoint '{whisper_name}' ({e}); get one with `make models` "
+                                        f"where there is a network, or pass --transcript FILE")
+                log.warning("text modality off: %s", self.whisper_problem)
         else:
             self.whisper_problem = "Whisper disabled (whisper_model=none) and no transcript given"
 
