@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.registry import ChecksumError, ModelUnavailableError
-from models.weights_io import atomic_write_bytes, sha256_file
+from models.weights_io import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _pin(key: str, digest: str) -> None:
     path = _manifest_path()
     data = json.loads(path.read_text()) if path.exists() else {}
     data[key] = digest
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
 def verify(path: Path, key: str, expected: str | None) -> str:

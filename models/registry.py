@@ -149,5 +149,5 @@ def record_checksum(path: str | Path) -> str:
     path = Path(path)
     sums = recorded_checksums()
     sums[path.name] = weights_io.sha256_file(path)
-    weights_io.atomic_write_bytes(CHECKSUMS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n"))
+    weights_io.atomic_write(CHECKSUMS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n"))
     return sums[path.name]

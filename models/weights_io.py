@@ -19,10 +19,6 @@ from safetensors.torch import save_file
 from pipeline.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported)
 from pipeline.labels import LABELS
 
-# atomic_write_bytes kept as the name the rest of models/ uses
-atomic_write_bytes = atomic_write
-
-
 def save(path: str | os.PathLike, state: dict[str, torch.Tensor] | torch.nn.Module, *, arch: str,
          config: Any, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> str:
     """Write a safetensors file atomically; returns its SHA-256."""
@@ -39,7 +35,7 @@ def save(path: str | os.PathLike, state: dict[str, torch.Tensor] | torch.nn.Modu
     for key, value in (extra or {}).items():
         metadata[key] = json.dumps(value)
     path = Path(path)
-    atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return sha256_file(path)
 
 

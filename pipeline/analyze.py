@@ -26,7 +26,6 @@ from pipeline import demux, fuse, transcribe, writers
 from pipeline.config import AnalyzeConfig, to_dict
 from pipeline.data import data_path
 from pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, load_predictor
-from pipeline.errors import InputError
 from pipeline.faces import FaceDetector
 from pipeline.records import AudioChunk, SecondEntry, Transcript, VideoInfo
 
@@ -35,6 +34,7 @@ log = logging.getLogger(__name__)
 ENGLISH = "en"
 WHISPER_CPU = "tiny"
 WHISPER_GPU = "small"
+DEFAULT_AUDIO_WINDOW_S = 3.0  # speech emotion needs a few seconds of context (a sentence)
 
 
 def software_versions() -> dict[str, str]:
@@ -90,7 +90,8 @@ class Analyzer:
         self.models["face"] = face.describe()
 
         audio = load_predictor("audio", cfg.audio_model, device=self.device, offline=offline)
-        window_s = cfg.audio_window_s or getattr(audio, "window_s", 3.0)
+        # the model carries its input contract; hub models without one get DEFAULT_AUDIO_WINDOW_S
+        window_s = cfg.audio_window_s or getattr(audio, "window_s", DEFAULT_AUDIO_WINDOW_S)
         self.audio = AudioEncoder(audio, window_s=window_s, min_speech_fraction=cfg.min_speech_fraction)
         self.models["audio"] = audio.describe()
 

@@ -94,6 +94,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         kwargs["model"] = args.model
     if args.modality == "clips":
         kwargs["adapter"] = args.adapter
+    if args.tta:
+        if args.modality != "face":
+            raise PipelineError("--tta applies to the face model only")
+        kwargs["tta"] = args.tta
     try:
         result = module.run(Path(args.data), **kwargs)
     except ValueError as e:
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips only: how labels are read (file names or a path,label CSV)")
     e.add_argument("--model", help="registry name or weights file (default: the shipped model)")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--tta", choices=["flip", "crops10"], help="face only: test-time augmentation")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train the fusion head from a YAML config")

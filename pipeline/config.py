@@ -141,7 +141,7 @@ class AnalyzeConfig:
     primary_face: str = "dominant"           # face used for fusion: dominant (largest x longest), largest, or a face_id
     face_batch_size: int = 64
     audio_model: str = "audio-cnn"
-    audio_window_s: float = 3.0              # context around each second for speech emotion (centred)
+    audio_window_s: float | None = None      # context centred on each second; None: the audio model's own window
     min_speech_fraction: float = 0.15        # VAD: below this share of speech frames a second's audio is null
     whisper_model: str = "auto"              # auto (tiny on CPU, small on GPU), a Whisper name, a .pt path, or none
     language: str | None = None              # force a Whisper language; None detects it

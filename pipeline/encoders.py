@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 
 from models import hub, registry
 from pipeline.faces import FaceDetector, FaceTracker, aligned_crop
-from pipeline.labels import LABELS, NUM_LABELS
+from pipeline.labels import LABELS
 from pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
 
 log = logging.getLogger(__name__)

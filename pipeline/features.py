@@ -15,7 +15,6 @@ Pools (each example: probs (7,), embedding (D,), label index, group, split):
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -28,12 +27,12 @@ from tqdm import tqdm
 
 from pipeline.data import data_dir
 from pipeline.fileio import atomic_write, atomic_write_text
-from pipeline.labels import LABEL_INDEX, canonical, ravdess_fields, tess_label
+from pipeline.corpora import speech_items
+from pipeline.labels import LABEL_INDEX
 
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 2000
-AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
 
 
 @dataclass(frozen=True)
@@ -73,43 +72,19 @@ def face_examples(npz: str, val_fraction: float, seed: int, limit: int):
     return images[idx], labels[idx], groups, np.array([_hash_split(g, val_fraction, seed) for g in groups])
 
 
-def _audio_item(path: Path) -> tuple[int, str] | None:
-    fields = ravdess_fields(path.stem)
-    if fields is not None:
-        return LABEL_INDEX[fields["label"]], f"ravdess_actor{fields['actor']}"
-    label = tess_label(path.parent.name) if "_" in path.parent.name else None
-    if label is not None:
-        return LABEL_INDEX[label], f"tess_{path.parent.name.split('_')[0]}"
-    return None
-
-
 def audio_examples(dirs: tuple[str, ...], val_groups: tuple[str, ...], seed: int, limit: int):
-    files = []
-    for d in dirs:
-        root = _resolve(d)
-        files += sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_EXTS)
-    items = [(f, _audio_item(f)) for f in files]
-    items = [(f, it) for f, it in items if it is not None]
+    items = [it for d in dirs for it in speech_items(_resolve(d))]
     if limit:
         order = np.random.default_rng(seed).permutation(len(items))[:limit]
         items = [items[i] for i in sorted(order)]
-    paths = [f for f, _ in items]
-    labels = np.array([it[0] for _, it in items], dtype=np.int64)
-    groups = np.array([it[1] for _, it in items])
-    is_val = np.array([any(v in g for v in val_groups) for g in groups])
-    return paths, labels, groups, is_val
+    groups = np.array([it.speaker for it in items])
+    return ([it.path for it in items], np.array([LABEL_INDEX[it.label] for it in items], dtype=np.int64), groups,
+            np.array([any(v in g for v in val_groups) for g in groups]))
 
 
-def text_examples(csv_path: str, val_fraction: float, seed: int, limit: int):
-    texts, labels, groups = [], [], []
-    with open(_resolve(csv_path), newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            label = canonical(row["Emotion"])
-            if label is None:
-                continue
-            texts.append(row["Utterance"].replace("\x92", "'").strip())
-            labels.append(LABEL_INDEX[label])
-            groups.append(f"dia{row.get('Dialogue_ID', len(groups))}")
+def text_examples(path: str, val_fraction: float, seed: int, limit: int):
+    from pipeline.evaluate.text import read_grouped  # the evaluation command's reader
+    texts, labels, groups, _ = read_grouped(_resolve(path))
     idx = np.arange(len(texts))
     if limit:
         idx = np.sort(np.random.default_rng(seed).permutation(idx)[:limit])
@@ -119,15 +94,12 @@ def text_examples(csv_path: str, val_fraction: float, seed: int, limit: int):
 
 
 def clip_audio_scores(predictor, wave: np.ndarray, window_s: float, sample_rate_hz: int = 16000):
-    """Mean of window probabilities/embeddings over a clip (windows of window_s, hop 1 s)."""
+    """Mean of window probabilities/embeddings over a clip (windows of window_s, hop 1 s; a clip
+    shorter than a window is scored whole, never zero-padded), as pipeline.audio_windows does."""
     from pipeline.audio_windows import window_starts
     win = int(window_s * sample_rate_hz)
     starts = window_starts(len(wave), win, sample_rate_hz)
-    batch = np.zeros((len(starts), max(win, min(len(wave), win))), np.float32)
-    for i, s in enumerate(starts):
-        seg = wave[s:s + win]
-        batch[i, :len(seg)] = seg
-    probs, embs = predictor.predict(batch)
+    probs, embs = predictor.predict(np.stack([wave[s:s + win] for s in starts]))
     return probs.mean(0), embs.mean(0)
 
 

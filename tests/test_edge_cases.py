@@ -1,7 +1,6 @@
 """Real-world input: each case gives a correct timeline with missing modalities marked missing,
 or a one-line error naming the file (and, from the CLI, a non-zero exit and no output file)."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Long inputs stream: peak memory must not grow with the video's length (slow; `make test-slow`)."""
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path

@@ -14,55 +14,26 @@ Returns ``pipeline.metrics.report`` over the 7 labels plus model, sha256, data, 
 """
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.labels import LABEL_INDEX, LABELS, canonical, ravdess_fields
+from pipeline.corpora import labelled_csv, speech_items
+from pipeline.labels import LABEL_INDEX, LABELS
 
 log = logging.getLogger(__name__)
-
-AUDIO_SUFFIXES = (".flac", ".wav")
-
 
 def _fail(path: Path, why: str) -> ValueError:
     return ValueError(f"{path}: {why}")
 
 
 def _ravdess_folder(root: Path) -> list[tuple[Path, int]]:
-    items = []
-    paths = [Path(d) / f for d, _, files in os.walk(root, followlinks=True) for f in files]  # symlinked
-    for path in sorted(p for p in paths if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):  # dirs too
-        fields = ravdess_fields(path.stem)
-        if fields is not None and fields["label"] is not None:
-            items.append((path, LABEL_INDEX[fields["label"]]))
-    return items
+    return [(it.path, LABEL_INDEX[it.label]) for it in speech_items(root) if it.emotion8 is not None]
 
 
 def _manifest(path: Path) -> list[tuple[Path, int]]:
-    items = []
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-            reader = csv.DictReader(fh)
-            header = [c.strip().lstrip("\ufeff").lower() for c in (reader.fieldnames or [])]
-            if "path" not in header or "label" not in header:
-                raise _fail(path, f"a manifest needs columns path,label (found {','.join(header) or 'none'})")
-            reader.fieldnames = header
-            for line_no, row in enumerate(reader, 2):
-                try:
-                    label = canonical(row["label"] or "")
-                except ValueError:
-                    raise _fail(path, f"line {line_no}: unknown label {row['label']!r}") from None
-                if label is None:
-                    continue
-                audio = Path((row["path"] or "").strip())
-                items.append((audio if audio.is_absolute() else path.parent / audio, LABEL_INDEX[label]))
-    except OSError as exc:
-        raise _fail(path, f"cannot read ({exc.strerror})") from None
-    return items
+    return [(audio, LABEL_INDEX[label]) for audio, label, _ in labelled_csv(path)]
 
 
 def read_examples(data: str | Path) -> tuple[list[tuple[Path, int]], str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.labels import LABELS, UnknownLabelError, canonical
+from pipeline.labels import LABELS, UnknownLabelError, mead_label
 from pipeline.metrics import report
 
 
@@ -41,7 +41,7 @@ def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | 
     if adapter == "mead":  # contempt clips are skipped by the adapter; list them for the report
         for f in sorted(Path(data).rglob("*.mp4")):
             try:
-                if canonical(f.name.split("_")[2]) is None:
+                if mead_label(f.name) is None:
                     unmappable.append(f.name)
             except (UnknownLabelError, IndexError):
                 continue

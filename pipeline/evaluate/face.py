@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS, canonical
 
@@ -94,19 +93,3 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size:
     log.info("%s on %s (tta=%s): accuracy %.4f, macro F1 %.4f, %d faces in %.1f s",
              loaded.name, data, tta, result["accuracy"], result["macro_f1"], len(images), seconds)
     return result
-
-
-if __name__ == "__main__":  # python -m pipeline.evaluate.face PATH [--tta flip|crops10]
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(description="Evaluate a face model on a FER2013-format npz")
-    p.add_argument("data", type=Path)
-    p.add_argument("--model", default="face-cnn")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--tta", default=None, choices=["flip", "crops10"])
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    print(json.dumps(run(a.data, model=a.model, device=a.device, tta=a.tta), indent=2))

@@ -52,13 +52,14 @@ def detect_format(path: str | Path) -> str:
     raise _fail(path, "unrecognised format (expected a MELD CSV, a GoEmotions TSV or a dair-ai 'text;label' file)")
 
 
-def _meld(path: Path) -> tuple[list[str], list[str]]:
-    texts, names = [], []
+def _meld(path: Path) -> tuple[list[str], list[str], list[str]]:
+    texts, names, dialogues = [], [], []
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         for row in csv.DictReader(fh):
             texts.append(row["Utterance"])
             names.append(row["Emotion"])
-    return texts, names
+            dialogues.append(f"dia{row.get('Dialogue_ID', len(dialogues))}")
+    return texts, names, dialogues
 
 
 def _goemotions(path: Path) -> tuple[list[str], list[str]]:
@@ -81,7 +82,7 @@ def _goemotions(path: Path) -> tuple[list[str], list[str]]:
             texts.append(fields[0])
             names.append(mapped.pop())
     log.info("%s: skipped %d multi-label rows with more than one class", path.name, skipped)
-    return texts, names
+    return texts, names, [f"row{i}" for i in range(len(texts))]
 
 
 def _dair(path: Path) -> tuple[list[str], list[str]]:
@@ -93,16 +94,17 @@ def _dair(path: Path) -> tuple[list[str], list[str]]:
             if sep:
                 texts.append(text)
                 names.append(label)
-    return texts, names
+    return texts, names, [f"row{i}" for i in range(len(texts))]
 
 
-def read_examples(path: str | Path, fmt: str | None = None) -> tuple[list[str], list[int], str]:
-    """(texts, label indices into LABELS, format); rows whose label maps to None are dropped."""
+def read_grouped(path: str | Path, fmt: str | None = None) -> tuple[list[str], list[int], list[str], str]:
+    """(texts, label indices into LABELS, groups, format); groups are MELD dialogues (rows elsewhere),
+    so splits can keep a conversation together. Rows whose label maps to None are dropped."""
     path = Path(path)
     fmt = fmt or detect_format(path)
-    texts, names = {"meld": _meld, "goemotions": _goemotions, "dair": _dair}[fmt](path)
-    out_t, out_y = [], []
-    for text, name in zip(texts, names):
+    texts, names, groups = {"meld": _meld, "goemotions": _goemotions, "dair": _dair}[fmt](path)
+    out_t, out_y, out_g = [], [], []
+    for text, name, group in zip(texts, names, groups):
         try:
             label = canonical(name)
         except ValueError:
@@ -110,9 +112,16 @@ def read_examples(path: str | Path, fmt: str | None = None) -> tuple[list[str], 
         if label is not None and text.strip():
             out_t.append(text)
             out_y.append(LABEL_INDEX[label])
+            out_g.append(group)
     if not out_t:
         raise _fail(path, "no labelled rows")
-    return out_t, out_y, fmt
+    return out_t, out_y, out_g, fmt
+
+
+def read_examples(path: str | Path, fmt: str | None = None) -> tuple[list[str], list[int], str]:
+    """(texts, label indices into LABELS, format); rows whose label maps to None are dropped."""
+    texts, labels, _, fmt = read_grouped(path, fmt)
+    return texts, labels, fmt
 
 
 def run(data: Path, *, model: str = "text-minilm", device: str = "cpu", batch_size: int = 64) -> dict:

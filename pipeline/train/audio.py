@@ -33,7 +33,8 @@ from tqdm import tqdm
 from models.audio_cnn import AudioCNN, AudioCNNConfig
 from pipeline.audio_windows import load_audio_file, score_clip
 from pipeline.data import data_path
-from pipeline.labels import LABELS, RAVDESS_8, ravdess_fields, tess_label
+from pipeline.corpora import speech_items
+from pipeline.labels import LABELS, RAVDESS_8
 from pipeline.metrics import report
 from pipeline.train.common import RunDir, seed_everything, select_device
 
@@ -69,23 +70,13 @@ class TrainConfig:
 
 # --- data ---------------------------------------------------------------------------------
 def load_ravdess(root: Path) -> list[dict]:
-    items = []
-    for path in sorted(root.glob("Actor_*/*.flac")):
-        fields = ravdess_fields(path.stem)
-        if fields is None:
-            continue
-        items.append({"path": str(path), "actor": int(fields["actor"]), "label7": fields["label"],
-                      "label8": fields["emotion8"], "wave": load_audio_file(path)})
-    return items
+    return [{"path": str(it.path), "actor": int(it.speaker[-2:]), "label7": it.label, "label8": it.emotion8,
+             "wave": load_audio_file(it.path)} for it in speech_items(root) if it.emotion8 is not None]
 
 
 def load_tess(root: Path) -> list[dict]:
-    items = []
-    for path in sorted(root.glob("*/*.flac")):
-        label = tess_label(path.parent.name)
-        if label is not None:
-            items.append({"path": str(path), "label7": label, "wave": load_audio_file(path)})
-    return items
+    return [{"path": str(it.path), "label7": it.label, "wave": load_audio_file(it.path)}
+            for it in speech_items(root) if it.emotion8 is None]
 
 
 def class_names(classes: int) -> tuple[str, ...]:
@@ -370,8 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _existing_run(path: Path) -> RunDir:
     """A RunDir over an existing run folder without rewriting its config.json."""
-    run = RunDir.__new__(RunDir)
-    run.path = Path(path)
+    run = RunDir(path)
     if not (run.path / "best.pt").exists():
         raise SystemExit(f"{run.path}: no best.pt to export")
     return run

@@ -39,8 +39,14 @@ def select_device(spec: str = "auto") -> torch.device:
 class RunDir:
     """A training run's folder: config.json, metrics.jsonl, last.pt, best.pt, curves.png, confusion.png."""
 
-    def __init__(self, path: str | os.PathLike, config: Any):
+    def __init__(self, path: str | os.PathLike, config: Any = None):
+        """A run folder; ``config`` (the resolved config) is written beside the outputs. Without
+        one, an existing run is opened read-only (to export or evaluate it): nothing is rewritten."""
         self.path = Path(path)
+        if config is None:
+            if not self.path.is_dir():
+                raise FileNotFoundError(f"{self.path}: no such run folder")
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         self._write_json(self.path / "config.json", cfg)

@@ -13,8 +13,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.corpora import labelled_csv
 from pipeline.errors import InputError
-from pipeline.labels import canonical, mead_label, ravdess_fields, UnknownLabelError
+from pipeline.labels import UnknownLabelError, canonical, mead_label, ravdess_fields
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
@@ -28,22 +29,11 @@ class Clip:
 
 
 def _csv_clips(path: Path) -> list[Clip]:
-    clips = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise InputError(f"{path}: manifest needs columns path,label[,split][,speaker]")
-        for i, row in enumerate(reader, start=2):
-            try:
-                label = canonical(row["label"])
-            except UnknownLabelError as e:
-                raise InputError(f"{path}:{i}: {e}") from e
-            if label is None:
-                continue
-            clip_path = Path(row["path"])
-            clips.append(Clip(clip_path if clip_path.is_absolute() else path.parent / clip_path, label,
-                              (row.get("split") or None), (row.get("speaker") or None)))
-    return clips
+    try:
+        rows = labelled_csv(path)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    return [Clip(clip, label, row.get("split") or None, row.get("speaker") or None) for clip, label, row in rows]
 
 
 def _ravdess_clips(folder: Path) -> list[Clip]:

@@ -219,10 +219,8 @@ def train(args: argparse.Namespace) -> Path:
 def export(run_path: Path, out: Path = EXPORT_PATH, command: str = "") -> dict:
     """Best checkpoint -> fp16 delta file; metrics measured on the fp16 weights; checksum recorded."""
     from models import registry, weights_io
-    from pipeline.evaluate import text as evaluate_text
 
-    run = RunDir.__new__(RunDir)  # read-only use: RunDir() would overwrite config.json
-    run.path = Path(run_path)
+    run = RunDir(run_path)  # read-only: the run's config.json is kept
     ckpt = run.load_checkpoint("best") or run.load_checkpoint("last")
     if ckpt is None:
         raise SystemExit(f"{run_path}: no checkpoint to export")
