@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from models import weights_io
+from pipeline.fileio import locked
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,9 @@ def load(name_or_path: str | Path, *, device: str | torch.device = "cpu", offlin
 def record_checksum(path: str | Path) -> str:
     """Record a shipped file's SHA-256 in checksums.json (called by the trainers when they export)."""
     path = Path(path)
-    sums = recorded_checksums()
-    sums[path.name] = weights_io.sha256_file(path)
-    weights_io.atomic_write(CHECKSUMS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n"))
-    return sums[path.name]
+    digest = weights_io.sha256_file(path)
+    with locked(CHECKSUMS_FILE):  # two trainers exporting at once must not drop each other's entry
+        sums = recorded_checksums()
+        sums[path.name] = digest
+        weights_io.atomic_write(CHECKSUMS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n"))
+    return digest

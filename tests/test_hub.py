@@ -75,3 +75,27 @@ def test_every_shipped_model_loads_and_verifies(name):
         pytest.skip(f"{name} not trained in this checkout")
     loaded = registry.load(name)
     assert loaded.sha256 == registry.recorded_checksums()[registry.SHIPPED[name]]
+
+
+def _record_many(folder: str, prefix: str, n: int) -> None:
+    for i in range(n):
+        registry.record_checksum(f"{folder}/{prefix}{i}.bin")
+
+
+def test_concurrent_checksum_records_lose_nothing(tmp_path, monkeypatch):
+    """Two exports recording checksums at once (read-modify-write of one JSON file) keep every entry."""
+    import multiprocessing
+    for prefix in "ab":
+        for i in range(25):
+            (tmp_path / f"{prefix}{i}.bin").write_bytes(f"{prefix}{i}".encode())
+    monkeypatch.setattr(registry, "CHECKSUMS_FILE", tmp_path / "checksums.json")
+    ctx = multiprocessing.get_context("fork")  # children inherit the patched CHECKSUMS_FILE
+    procs = [ctx.Process(target=_record_many, args=(str(tmp_path), p, 25)) for p in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    sums = registry.recorded_checksums()
+    assert len(sums) == 50
+    assert sums["b7.bin"] == hashlib.sha256(b"b7").hexdigest()

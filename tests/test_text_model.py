@@ -1,6 +1,7 @@
 """Text model: shapes, delta weights round trip, base checksum, evaluation formats, hf_text loading."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -196,3 +197,50 @@ def test_shipped_model_obvious_sentences():
     assert registry.shipped_path("text-minilm").stat().st_size < DELTA_MAX_BYTES
     probs, _ = loaded.module.predict(["I am so happy, this is wonderful!", "I am furious, I hate you"])
     assert [LABELS[i] for i in probs.argmax(1)] == ["happy", "angry"]
+
+
+# ---- model soup (pipeline.train.text --soup) ---------------------------------------------------------
+
+def _fake_run(tmp_path, name, model, shift, seed=13):
+    from pipeline.train.common import RunDir
+    from pipeline.train.text import TrainConfig
+    m = TextEmotionModel(TextEmotionConfig())
+    m.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        m.head.bias.fill_(shift)
+        m.bert.encoder.layer[4].output.dense.bias.add_(shift)
+    cfg = TrainConfig(seed=seed, sources="meld,goemotions" if shift > 0 else "meld")
+    run = RunDir(tmp_path / name, {**cfg.__dict__, "command": f"train {name}"})
+    run.save_checkpoint(model=m, optimizer=None, epoch=3, best_metric=0.5, config=cfg, is_best=True)
+    return run.path, m
+
+
+def test_soup_is_the_parameter_average(tmp_path, model):
+    from pipeline.data import data_path
+    from pipeline.train.common import RunDir
+    from pipeline.train.text import MELD_DEV, soup
+    if not data_path(MELD_DEV).exists():
+        pytest.skip("MELD dev not found in the shared data")
+    a, ma = _fake_run(tmp_path, "a", model, 0.5)
+    b, mb = _fake_run(tmp_path, "b", model, -0.25)
+    out = soup([a, b], tmp_path / "soup", command="soup a b")
+    ckpt = RunDir(out).load_checkpoint("best")
+    for key in ("head.bias", "bert.encoder.layer.4.output.dense.bias"):
+        expected = (ma.state_dict()[key] + mb.state_dict()[key]) / 2
+        torch.testing.assert_close(ckpt["model"][key], expected)
+    torch.testing.assert_close(ckpt["model"]["head.bias"], torch.full((7,), 0.125))
+    cfg = json.loads(ckpt["config_json"])
+    assert cfg["sources"] == "meld,goemotions" and [i["command"] for i in cfg["soup_of"]] == ["train a", "train b"]
+    best = json.loads((out / "best_metrics.json").read_text())
+    assert best["n"] == 1109 and 0.0 <= best["weighted_f1"] <= 1.0
+
+
+def test_soup_refuses_runs_with_different_heads(tmp_path, model):
+    from pipeline.train.text import soup
+    a, _ = _fake_run(tmp_path, "a", model, 0.5, seed=13)
+    b, _ = _fake_run(tmp_path, "b", model, 0.1, seed=7)
+    with pytest.raises(SystemExit, match="differ in seed"):
+        soup([a, b], tmp_path / "soup")
+    with pytest.raises(SystemExit, match="no best.pt"):
+        (tmp_path / "empty").mkdir()
+        soup([a, tmp_path / "empty"], tmp_path / "soup")
