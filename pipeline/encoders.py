@@ -47,13 +47,33 @@ class _Shipped:
         return self.loaded.describe()
 
 
+@dataclass
 class ShippedFace(_Shipped):
+    """The face CNN on prepared crops. With ``tta="flip"`` (``models.face_cnn.DEFAULT_TTA``) each
+    crop is also scored mirrored and the two logits and embeddings are averaged (see face_cnn.md)."""
+    tta: str | None = "default"
+
+    def __post_init__(self):
+        if self.tta == "default":
+            from models.face_cnn import DEFAULT_TTA
+            self.tta = DEFAULT_TTA
+        if self.tta not in (None, "flip"):
+            raise ValueError(f"the pipeline supports face TTA None or 'flip', not {self.tta!r}")
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.loaded.describe(), "tta": self.tta}
+
     def predict(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from models.face_cnn import prepare
 
         x = prepare(crops_bgr, self.loaded.module.config).to(self.device)
+        n = x.shape[0]
+        if self.tta == "flip":
+            x = torch.cat([x, torch.flip(x, dims=[-1])])
         with torch.inference_mode():
             logits, emb = self.loaded.module.forward_with_embedding(x)
+        if self.tta == "flip":
+            logits, emb = (logits[:n] + logits[n:]) / 2, (emb[:n] + emb[n:]) / 2
         return _softmax(logits), emb.float().cpu().numpy()
 
 

@@ -161,3 +161,29 @@ def test_shipped_model_loads_and_verifies():
     assert path.stat().st_size < 10 * 2**20
     x = torch.randint(0, 256, (2, 1, 48, 48), dtype=torch.uint8)
     assert predict_logits(loaded.module, x, "flip").shape == (2, 7)
+
+
+def test_pipeline_face_predictor_averages_the_mirror():
+    """With flip TTA (the default) a crop and its mirror image get the same scores, and those are
+    the softmax of the mean of the two plain log-probabilities."""
+    from models import face_cnn, registry
+    from pipeline.encoders import ShippedFace
+
+    assert face_cnn.DEFAULT_TTA == "flip"
+    loaded = registry.load("face-cnn")
+    flip = ShippedFace(loaded, torch.device("cpu"))
+    plain = ShippedFace(loaded, torch.device("cpu"), tta=None)
+    assert flip.describe()["tta"] == "flip" and flip.describe()["sha256"] == loaded.sha256
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    mirrored = crops[:, :, ::-1].copy()
+    p_flip, e_flip = flip.predict(crops)
+    p_mirror, _ = flip.predict(mirrored)
+    np.testing.assert_allclose(p_flip, p_mirror, atol=1e-4)
+    a, _ = plain.predict(crops)
+    b, _ = plain.predict(mirrored)
+    assert not np.allclose(a, b, atol=1e-3)  # the CNN itself is not mirror-invariant
+    mean_log = (np.log(a) + np.log(b)) / 2
+    expected = np.exp(mean_log) / np.exp(mean_log).sum(1, keepdims=True)
+    np.testing.assert_allclose(p_flip, expected, atol=1e-4)
+    assert e_flip.shape == (5, loaded.module.config.embed_dim)

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -39,7 +40,7 @@ log = logging.getLogger("pipeline.train.face")
 
 TRAIN_NPZ = ("faces", "fer2013", "fer2013_train_28709.npz")
 VAL_NPZ = ("faces", "fer2013", "fer2013_publictest_3589.npz")
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: a second cosine cycle (warm restart) from 1.0.0
 
 
 @dataclasses.dataclass
@@ -128,11 +129,15 @@ def evaluate(model: FaceCNN, images: torch.Tensor, labels: np.ndarray, *, tta: s
 
 
 def train(args: argparse.Namespace) -> RunDir:
-    cfg = TrainConfig(epochs=args.epochs, augment=not args.no_augment, seed=args.seed)
+    cfg = TrainConfig(epochs=args.epochs, augment=not args.no_augment, seed=args.seed,
+                      **({"lr": args.lr} if args.lr is not None else {}),
+                      **({"warmup_epochs": args.warmup_epochs} if args.warmup_epochs is not None else {}))
     device = select_device(args.device)
     torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
-    run = RunDir(args.out, cfg)
+    command = "python -m pipeline.train.face " + " ".join(sys.argv[1:])
+    run = RunDir(args.out, {**dataclasses.asdict(cfg), "command": command,
+                            "init_from": str(args.init_from) if args.init_from else None})
     x_train, y_train = read_fer_npz(data_path(*TRAIN_NPZ))
     x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
     train_images = torch.from_numpy(x_train)[:, None]
@@ -152,6 +157,15 @@ def train(args: argparse.Namespace) -> RunDir:
         log.info("resumed from %s at epoch %d (best val accuracy %.4f)", run.last, start_epoch, best)
     elif args.resume:
         log.info("--resume: no checkpoint in %s, starting fresh", run.path)
+    if ckpt is None and args.init_from is not None:
+        # warm restart (SGDR, Loshchilov & Hutter 2017): another cosine cycle from a finished run's
+        # best weights, with a fresh optimiser; the architecture must be the same
+        init = RunDir(args.init_from).load_checkpoint("best")
+        if init is None:
+            raise SystemExit(f"{args.init_from}: no best.pt to start from")
+        model.load_state_dict(init["model"])
+        log.info("initialised from %s/best.pt (epoch %d, val accuracy %.4f)", args.init_from,
+                 init["epoch"] + 1, init["best_metric"])
 
     steps = len(x_train) // cfg.batch_size  # drop the last partial batch (BN needs > 1 sample)
     y_train_t = torch.from_numpy(y_train)
@@ -193,6 +207,12 @@ def train(args: argparse.Namespace) -> RunDir:
     return run
 
 
+def _run_command(run: RunDir) -> str:
+    import json
+    cfg = run.path / "config.json"
+    return json.loads(cfg.read_text()).get("command", "") if cfg.exists() else ""
+
+
 def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_path("face-cnn")) -> dict:
     """best.pt -> safetensors (float16 if it keeps PublicTest accuracy), checksum recorded."""
     ckpt = run.load_checkpoint("best")
@@ -220,7 +240,7 @@ def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_p
                     "float16_accuracy": half_acc, "best_epoch": int(ckpt["epoch"]) + 1},
         "train_config": cfg_dict,
         "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
-        "command": (f"python -m pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
+        "command": _run_command(run) or (f"python -m pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
                     + ("" if cfg_dict["augment"] else " --no-augment") + f" --threads {args.threads} --export"),
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}",
     }
@@ -238,16 +258,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/face"), help="run folder (checkpoints, metrics, figures)")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--no-augment", action="store_true", help="train on centre crops only (ablation)")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {TrainConfig.lr})")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help=f"linear warm-up before the cosine decay (default {TrainConfig.warmup_epochs})")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this run's best.pt (a warm restart: new cosine cycle, fresh optimiser)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--export", action="store_true", help="after training, export best.pt to models/weights/")
     p.add_argument("--export-to", type=Path, default=None, help="export to this path instead (no checksum recorded)")
+    p.add_argument("--export-only", action="store_true", help="export --out's best checkpoint, no training")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run = train(args)
-    if args.export or args.export_to:
+    torch.set_num_threads(args.threads)
+    run = RunDir(args.out) if args.export_only else train(args)
+    if args.export or args.export_to or args.export_only:
         export(run, args, **({"out": args.export_to} if args.export_to else {}))
 
 
