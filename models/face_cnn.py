@@ -172,8 +172,8 @@ def predict_logits(model: FaceCNN, images: torch.Tensor, mode: str | None = None
 
 
 # TTA the pipeline uses by default (pipeline.encoders.ShippedFace). Measured on FER2013 PublicTest
-# with face-cnn 1.1.0 (models/weights/face_cnn.md): flip +1.0 point accuracy and +1.9 macro F1 for
-# 1.9x the CNN time (paired: exact McNemar p = 0.03), 10-crop no better than flip at 9.3x.
+# with face-cnn 1.2.0 (models/weights/face_cnn.md): flip +1.2 points accuracy and +1.9 macro F1 for
+# 1.9x the CNN time (paired: exact McNemar p = 0.005); 10-crop +0.5 more for 6x the flip's cost.
 DEFAULT_TTA: str | None = "flip"
 
 

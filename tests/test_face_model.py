@@ -1,6 +1,8 @@
 """FaceCNN, prepare(), weight round trip, training augmentation, pipeline.evaluate.face."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,35 @@ def test_pipeline_face_predictor_averages_the_mirror():
     expected = np.exp(mean_log) / np.exp(mean_log).sum(1, keepdims=True)
     np.testing.assert_allclose(p_flip, expected, atol=1e-4)
     assert e_flip.shape == (5, loaded.module.config.embed_dim)
+
+
+def test_swa_average_and_batchnorm_recalibration():
+    """The SWA helpers: weights are the parameter mean, and after recalibrating on a set of images in
+    one batch, eval mode on those images matches train mode (batch statistics), up to the unbiased
+    vs biased variance."""
+    from pipeline.train.face import TrainConfig, average_weights, recalibrate_bn
+    torch.manual_seed(0)
+    small = dataclasses.replace(SMALL, dropout=0.0)  # so that train mode differs from eval only in BN
+    a, b = FaceCNN(small), FaceCNN(small)
+    avg = average_weights([a.state_dict(), b.state_dict()])
+    key = "features.0.weight" if "features.0.weight" in avg else next(k for k in avg if k.endswith("weight"))
+    torch.testing.assert_close(avg[key], (a.state_dict()[key] + b.state_dict()[key]) / 2)
+    model = FaceCNN(small)
+    model.load_state_dict(avg)
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (300, 1, 48, 48), dtype=np.uint8))
+    cfg = TrainConfig(model=small)
+    recalibrate_bn(model, images, cfg, batch_size=300)
+    assert not model.training
+    from pipeline.train.face import augment_batch
+    x = augment_batch(images, dataclasses.replace(cfg, augment=False))
+    with torch.no_grad():
+        eval_out = model(x)
+        train_out = model.train()(x)  # BN on this batch's statistics
+    calibrated_gap = (eval_out - train_out).abs().max()
+    assert calibrated_gap < 0.05 * train_out.abs().max()
+    uncalibrated = FaceCNN(small)
+    uncalibrated.load_state_dict(avg)
+    with torch.no_grad():  # the initial statistics (mean 0, var 1) do not match these images
+        assert (uncalibrated.eval()(x) - train_out).abs().max() > 20 * calibrated_gap
+    with pytest.raises(SystemExit, match="different architectures"):
+        average_weights([a.state_dict(), FaceCNN(FaceCNNConfig(widths=(8, 16, 32), embed_dim=12)).state_dict()])

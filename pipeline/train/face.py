@@ -40,7 +40,7 @@ log = logging.getLogger("pipeline.train.face")
 
 TRAIN_NPZ = ("faces", "fer2013", "fer2013_train_28709.npz")
 VAL_NPZ = ("faces", "fer2013", "fer2013_publictest_3589.npz")
-VERSION = "1.1.0"  # 1.1.0: a second cosine cycle (warm restart) from 1.0.0
+VERSION = "1.2.0"  # 1.2.0: SWA of the ends of three warm-restart cycles after 1.0.0
 
 
 @dataclasses.dataclass
@@ -207,6 +207,67 @@ def train(args: argparse.Namespace) -> RunDir:
     return run
 
 
+def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Parameter-wise mean of state dicts of one architecture (integer buffers from the first)."""
+    if {tuple(st) for st in states} != {tuple(states[0])}:
+        raise SystemExit("--swa: the runs have different architectures")
+    return {k: torch.stack([st[k].float() for st in states]).mean(0) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+
+
+@torch.no_grad()
+def recalibrate_bn(model: FaceCNN, images: torch.Tensor, cfg: TrainConfig, batch_size: int = 256) -> None:
+    """Recompute every BatchNorm's running mean/var as the plain average over ``images`` (uint8
+    (N,1,48,48), centre crops): an average of weights does not come with matching statistics."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average = the mean over all batches
+    model.train()
+    plain = dataclasses.replace(cfg, augment=False)
+    for i in range(0, len(images), batch_size):
+        model(augment_batch(images[i:i + batch_size], plain).contiguous(memory_format=torch.channels_last))
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    model.eval()
+
+
+def swa(runs: list[Path], out: Path, threads: int) -> RunDir:
+    """Stochastic weight averaging over the ends of cosine cycles (Izmailov et al., UAI 2018): the
+    mean of the runs' last.pt weights, BatchNorm statistics recomputed on FER2013 Training, then
+    PublicTest accuracy; written as ``out``/best.pt for ``export``."""
+    import json
+    if len(runs) < 2:
+        raise SystemExit("--swa needs at least two run folders")
+    ckpts = []
+    for r in runs:
+        ckpt = RunDir(r).load_checkpoint("last")
+        if ckpt is None:
+            raise SystemExit(f"{r}: no last.pt to average")
+        ckpts.append(ckpt)
+    cfg_dict = json.loads(ckpts[0]["config_json"])
+    mcfg = FaceCNNConfig(**{**cfg_dict["model"], "widths": tuple(cfg_dict["model"]["widths"])})
+    cfg = TrainConfig(**{**{k: v for k, v in cfg_dict.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}},
+                         "model": mcfg})
+    model = FaceCNN(mcfg)
+    model.load_state_dict(average_weights([c["model"] for c in ckpts]))
+    torch.set_num_threads(threads)
+    x_train, _ = read_fer_npz(data_path(*TRAIN_NPZ))
+    recalibrate_bn(model, torch.from_numpy(x_train)[:, None], cfg)
+    x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
+    val, _ = evaluate(model, torch.from_numpy(x_val)[:, None], y_val)
+    snapshots = [{"run": str(r), "epoch": int(c["epoch"]) + 1, "val_accuracy": c["best_metric"],
+                  "command": _run_command(RunDir(r))} for r, c in zip(runs, ckpts)]
+    command = "python -m pipeline.train.face " + " ".join(sys.argv[1:])
+    run = RunDir(out, {**dataclasses.asdict(cfg), "command": command, "swa_of": snapshots})
+    run.save_checkpoint(model=model, optimizer=None, epoch=0, best_metric=val["accuracy"],
+                        config={**dataclasses.asdict(cfg), "swa_of": snapshots}, is_best=True)
+    log.info("SWA of %d snapshots: PublicTest accuracy %.4f, macro F1 %.4f (snapshots: %s)", len(runs),
+             val["accuracy"], val["macro_f1"], ", ".join(f"{c['best_metric']:.4f}" for c in ckpts))
+    return run
+
+
 def _run_command(run: RunDir) -> str:
     import json
     cfg = run.path / "config.json"
@@ -270,10 +331,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export", action="store_true", help="after training, export best.pt to models/weights/")
     p.add_argument("--export-to", type=Path, default=None, help="export to this path instead (no checksum recorded)")
     p.add_argument("--export-only", action="store_true", help="export --out's best checkpoint, no training")
+    p.add_argument("--swa", type=Path, nargs="+", metavar="RUN",
+                   help="average these runs' last.pt (ends of cosine cycles) into --out, BN recalibrated")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    run = RunDir(args.out) if args.export_only else train(args)
+    if args.swa:
+        run = swa(args.swa, args.out, args.threads)
+    else:
+        run = RunDir(args.out) if args.export_only else train(args)
     if args.export or args.export_to or args.export_only:
         export(run, args, **({"out": args.export_to} if args.export_to else {}))
 
