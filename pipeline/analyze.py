@@ -149,7 +149,8 @@ class Analyzer:
             log.info(reason)
             return None, "average", reason
         ids = {m: self.models[m].get("sha256") for m in ("face", "audio", "text")}
-        mismatch = fuse.head_mismatch(head, ids)
+        settings = fuse.encoder_settings({m: self.models[m] for m in ("face", "audio", "text")})
+        mismatch = fuse.head_mismatch(head, ids, settings)
         if mismatch:
             log.warning("%s; using the confidence-weighted average", mismatch)
             return None, "average", mismatch

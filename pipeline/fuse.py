@@ -73,8 +73,20 @@ class HeadFuser:
                 for i in range(n)]
 
 
-def head_mismatch(head: registry.LoadedModel, encoder_ids: dict[str, str]) -> str | None:
-    """Why the head cannot be used with these encoders (None if it can)."""
+# Encoder settings besides the weights that change what an encoder outputs (recorded with a head).
+OUTPUT_SETTINGS = ("tta",)
+
+
+def encoder_settings(described: dict[str, dict]) -> dict[str, dict]:
+    """{modality: {setting: value}} from each encoder's describe(), e.g. {"face": {"tta": "flip"}}."""
+    return {m: {k: d[k] for k in OUTPUT_SETTINGS if k in d} for m, d in described.items()
+            if any(k in d for k in OUTPUT_SETTINGS)}
+
+
+def head_mismatch(head: registry.LoadedModel, encoder_ids: dict[str, str],
+                  settings: dict[str, dict] | None = None) -> str | None:
+    """Why the head cannot be used with these encoders (None if it can). ``settings``
+    (encoder_settings of this run) is compared with the head's when both are known."""
     recorded = head.meta.get("encoders") or {}
     for modality in MODALITIES:
         want, have = recorded.get(modality), encoder_ids.get(modality)
@@ -83,6 +95,13 @@ def head_mismatch(head: registry.LoadedModel, encoder_ids: dict[str, str]) -> st
                     f"but this run uses {have[:12]}…")
         if want and not have:
             return f"fusion head {head.name} expects a {modality} encoder that this run does not have"
+    recorded_settings = head.meta.get("encoder_settings")
+    if recorded_settings is not None and settings is not None:
+        for modality in MODALITIES:
+            want, have = recorded_settings.get(modality, {}), settings.get(modality, {})
+            if want != have:
+                return (f"fusion head {head.name} was trained on {modality} scores with {want or 'no extra settings'}, "
+                        f"but this run uses {have or 'no extra settings'}")
     return None
 
 

@@ -51,3 +51,25 @@ def test_head_mismatch_is_explained():
     head = LoadedModel("fusion-head", "fusion_head", FusionHead(), {"encoders": {"face": "a" * 64, "audio": "b" * 64}}, "c", "p")
     assert fuse.head_mismatch(head, {"face": "a" * 64, "audio": "b" * 64, "text": "x"}) is None
     assert "face encoder" in fuse.head_mismatch(head, {"face": "d" * 64, "audio": "b" * 64})
+
+
+def test_head_mismatch_checks_encoder_settings():
+    """A head trained on flip-averaged face scores is not used on single-view scores (and back)."""
+    from models.registry import LoadedModel
+    ids = {"face": "a" * 64, "audio": "b" * 64, "text": "c" * 64}
+    head = LoadedModel("fusion-head", "fusion_head", FusionHead(),
+                       {"encoders": ids, "encoder_settings": {"face": {"tta": "flip"}}}, "c", "p")
+    flip = fuse.encoder_settings({"face": {"sha256": "a" * 64, "tta": "flip"}, "audio": {"sha256": "b" * 64}})
+    assert flip == {"face": {"tta": "flip"}}
+    assert fuse.head_mismatch(head, ids, flip) is None
+    plain = fuse.encoder_settings({"face": {"sha256": "a" * 64, "tta": None}, "audio": {}})
+    reason = fuse.head_mismatch(head, ids, plain)
+    assert reason and "face scores with {'tta': 'flip'}" in reason and "{'tta': None}" in reason
+    old_head = LoadedModel("fusion-head", "fusion_head", FusionHead(), {"encoders": ids}, "c", "p")
+    assert fuse.head_mismatch(old_head, ids, plain) is None  # heads from before settings were recorded
+
+
+def test_shipped_head_records_the_pipeline_face_tta():
+    from models import face_cnn, registry
+    head = registry.load("fusion-head")
+    assert head.meta.get("encoder_settings", {}).get("face") == {"tta": face_cnn.DEFAULT_TTA}
