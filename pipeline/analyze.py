@@ -25,7 +25,7 @@ from models import hub, registry
 from pipeline import demux, fuse, transcribe, writers
 from pipeline.config import AnalyzeConfig, to_dict
 from pipeline.data import data_path
-from pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, load_predictor
+from pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_predictor
 from pipeline.faces import FaceDetector
 from pipeline.records import AudioChunk, SecondEntry, Transcript, VideoInfo
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 ENGLISH = "en"
 WHISPER_CPU = "tiny"
 WHISPER_GPU = "small"
-DEFAULT_AUDIO_WINDOW_S = 3.0  # speech emotion needs a few seconds of context (a sentence)
 
 
 def software_versions() -> dict[str, str]:
@@ -90,9 +89,8 @@ class Analyzer:
         self.models["face"] = face.describe()
 
         audio = load_predictor("audio", cfg.audio_model, device=self.device, offline=offline)
-        # the model carries its input contract; hub models without one get DEFAULT_AUDIO_WINDOW_S
-        window_s = cfg.audio_window_s or getattr(audio, "window_s", DEFAULT_AUDIO_WINDOW_S)
-        self.audio = AudioEncoder(audio, window_s=window_s, min_speech_fraction=cfg.min_speech_fraction)
+        self.audio = AudioEncoder(audio, window_s=audio_window_s(audio, cfg.audio_window_s),
+                                  min_speech_fraction=cfg.min_speech_fraction)
         self.models["audio"] = audio.describe()
 
         text = load_predictor("text", cfg.text_model, device=self.device, offline=offline)
@@ -148,9 +146,7 @@ class Analyzer:
                 raise
             log.info(reason)
             return None, "average", reason
-        ids = {m: self.models[m].get("sha256") for m in ("face", "audio", "text")}
-        settings = fuse.encoder_settings({m: self.models[m] for m in ("face", "audio", "text")})
-        mismatch = fuse.head_mismatch(head, ids, settings)
+        mismatch = fuse.head_mismatch(head, {m: self.models[m] for m in ("face", "audio", "text")})
         if mismatch:
             log.warning("%s; using the confidence-weighted average", mismatch)
             return None, "average", mismatch

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from models import hub, registry
+from models import face_cnn, hub, registry
 from pipeline.faces import FaceDetector, FaceTracker, aligned_crop
 from pipeline.labels import LABELS
 from pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
@@ -49,32 +49,29 @@ class _Shipped:
 
 @dataclass
 class ShippedFace(_Shipped):
-    """The face CNN on prepared crops. With ``tta="flip"`` (``models.face_cnn.DEFAULT_TTA``) each
-    crop is also scored mirrored and the two logits and embeddings are averaged (see face_cnn.md)."""
-    tta: str | None = "default"
+    """The face CNN through ``models.face_cnn.predict`` (grey conversion, 48 px, centre crop, and
+    the test-time augmentation ``tta``: by default ``DEFAULT_TTA``, the crop and its mirror)."""
+    tta: str | None = face_cnn.DEFAULT_TTA
 
     def __post_init__(self):
-        if self.tta == "default":
-            from models.face_cnn import DEFAULT_TTA
-            self.tta = DEFAULT_TTA
-        if self.tta not in (None, "flip"):
-            raise ValueError(f"the pipeline supports face TTA None or 'flip', not {self.tta!r}")
+        if self.tta not in face_cnn.TTA_MODES:
+            raise ValueError(f"unknown face TTA {self.tta!r}; choose from {face_cnn.TTA_MODES}")
 
     def describe(self) -> dict[str, Any]:
         return {**self.loaded.describe(), "tta": self.tta}
 
     def predict(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from models.face_cnn import prepare
+        logits, emb = face_cnn.predict(self.loaded.module, crops_bgr, tta=self.tta)
+        return _softmax(logits), emb.float().numpy()
 
-        x = prepare(crops_bgr, self.loaded.module.config).to(self.device)
-        n = x.shape[0]
-        if self.tta == "flip":
-            x = torch.cat([x, torch.flip(x, dims=[-1])])
-        with torch.inference_mode():
-            logits, emb = self.loaded.module.forward_with_embedding(x)
-        if self.tta == "flip":
-            logits, emb = (logits[:n] + logits[n:]) / 2, (emb[:n] + emb[n:]) / 2
-        return _softmax(logits), emb.float().cpu().numpy()
+
+DEFAULT_AUDIO_WINDOW_S = 3.0  # speech emotion needs a few seconds of context (a sentence)
+
+
+def audio_window_s(predictor: Predictor, configured: float | None = None) -> float:
+    """Seconds of audio per scored window: the configured value, else the model's own input
+    contract (our audio CNN carries one), else DEFAULT_AUDIO_WINDOW_S (hub models)."""
+    return configured or getattr(predictor, "window_s", DEFAULT_AUDIO_WINDOW_S)
 
 
 class ShippedAudio(_Shipped):

@@ -149,8 +149,9 @@ def build_unimodal(spec: dict[str, Any], predictors: dict[str, Any], cache_root:
     pools["face"] = Pool(np.concatenate(probs), np.concatenate(embs), labels, groups, is_val)
 
     from pipeline.audio_windows import load_audio_file
+    from pipeline.encoders import audio_window_s
     paths, labels, groups, is_val = audio_examples(tuple(spec["audio_dirs"]), tuple(spec["audio_val_groups"]), seed, limit)
-    window_s = getattr(predictors["audio"], "window_s", 3.0)
+    window_s = audio_window_s(predictors["audio"])
     probs, embs = [], []
     for path in tqdm(paths, desc="features: audio", disable=not progress):
         p, e = clip_audio_scores(predictors["audio"], load_audio_file(path), window_s)

@@ -77,16 +77,20 @@ class HeadFuser:
 OUTPUT_SETTINGS = ("tta",)
 
 
-def encoder_settings(described: dict[str, dict]) -> dict[str, dict]:
-    """{modality: {setting: value}} from each encoder's describe(), e.g. {"face": {"tta": "flip"}}."""
-    return {m: {k: d[k] for k in OUTPUT_SETTINGS if k in d} for m, d in described.items()
-            if any(k in d for k in OUTPUT_SETTINGS)}
+def encoder_record(described: dict[str, dict]) -> dict[str, dict]:
+    """What a fusion head records about its encoders, from each one's describe():
+    {"encoders": {modality: sha256}, "encoder_settings": {modality: {setting: value}}},
+    e.g. encoder_settings {"face": {"tta": "flip"}}."""
+    return {"encoders": {m: d.get("sha256") for m, d in described.items()},
+            "encoder_settings": {m: {k: d[k] for k in OUTPUT_SETTINGS if k in d} for m, d in described.items()
+                                 if any(k in d for k in OUTPUT_SETTINGS)}}
 
 
-def head_mismatch(head: registry.LoadedModel, encoder_ids: dict[str, str],
-                  settings: dict[str, dict] | None = None) -> str | None:
-    """Why the head cannot be used with these encoders (None if it can). ``settings``
-    (encoder_settings of this run) is compared with the head's when both are known."""
+def head_mismatch(head: registry.LoadedModel, described: dict[str, dict]) -> str | None:
+    """Why the head cannot be used with the encoders ``described`` ({modality: describe()}), or
+    None if it can: their weights and output settings must be the ones it was trained on."""
+    current = encoder_record(described)
+    encoder_ids, settings = current["encoders"], current["encoder_settings"]
     recorded = head.meta.get("encoders") or {}
     for modality in MODALITIES:
         want, have = recorded.get(modality), encoder_ids.get(modality)
@@ -96,7 +100,7 @@ def head_mismatch(head: registry.LoadedModel, encoder_ids: dict[str, str],
         if want and not have:
             return f"fusion head {head.name} expects a {modality} encoder that this run does not have"
     recorded_settings = head.meta.get("encoder_settings")
-    if recorded_settings is not None and settings is not None:
+    if recorded_settings is not None:  # heads exported before settings were recorded: weights only
         for modality in MODALITIES:
             want, have = recorded_settings.get(modality, {}), settings.get(modality, {})
             if want != have:

@@ -195,11 +195,12 @@ def test_swa_average_and_batchnorm_recalibration():
     """The SWA helpers: weights are the parameter mean, and after recalibrating on a set of images in
     one batch, eval mode on those images matches train mode (batch statistics), up to the unbiased
     vs biased variance."""
-    from pipeline.train.face import TrainConfig, average_weights, recalibrate_bn
+    from pipeline.train.common import average_state_dicts
+    from pipeline.train.face import TrainConfig, recalibrate_bn
     torch.manual_seed(0)
     small = dataclasses.replace(SMALL, dropout=0.0)  # so that train mode differs from eval only in BN
     a, b = FaceCNN(small), FaceCNN(small)
-    avg = average_weights([a.state_dict(), b.state_dict()])
+    avg = average_state_dicts([a.state_dict(), b.state_dict()])
     key = "features.0.weight" if "features.0.weight" in avg else next(k for k in avg if k.endswith("weight"))
     torch.testing.assert_close(avg[key], (a.state_dict()[key] + b.state_dict()[key]) / 2)
     model = FaceCNN(small)
@@ -220,4 +221,6 @@ def test_swa_average_and_batchnorm_recalibration():
     with torch.no_grad():  # the initial statistics (mean 0, var 1) do not match these images
         assert (uncalibrated.eval()(x) - train_out).abs().max() > 20 * calibrated_gap
     with pytest.raises(SystemExit, match="different architectures"):
-        average_weights([a.state_dict(), FaceCNN(FaceCNNConfig(widths=(8, 16, 32), embed_dim=12)).state_dict()])
+        average_state_dicts([a.state_dict(), FaceCNN(FaceCNNConfig(widths=(8, 16, 32), embed_dim=12)).state_dict()])
+    with pytest.raises(SystemExit, match="different architectures"):  # same keys, other shapes
+        average_state_dicts([a.state_dict(), FaceCNN(FaceCNNConfig(widths=(8, 24), embed_dim=12)).state_dict()])

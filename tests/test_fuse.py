@@ -46,27 +46,32 @@ def test_head_masks_missing_modalities():
     assert torch.allclose(a[1], b[1]) and a.shape == (4, NUM_LABELS)
 
 
+def _described(face="a", tta=None):
+    face_entry = {"sha256": face * 64, **({"tta": tta} if tta != "absent" else {})}
+    return {"face": face_entry, "audio": {"sha256": "b" * 64}, "text": {"sha256": "c" * 64}}
+
+
 def test_head_mismatch_is_explained():
     from models.registry import LoadedModel
     head = LoadedModel("fusion-head", "fusion_head", FusionHead(), {"encoders": {"face": "a" * 64, "audio": "b" * 64}}, "c", "p")
-    assert fuse.head_mismatch(head, {"face": "a" * 64, "audio": "b" * 64, "text": "x"}) is None
-    assert "face encoder" in fuse.head_mismatch(head, {"face": "d" * 64, "audio": "b" * 64})
+    assert fuse.head_mismatch(head, _described()) is None
+    assert "face encoder" in fuse.head_mismatch(head, _described(face="d"))
+    assert "audio encoder" in fuse.head_mismatch(head, {"face": {"sha256": "a" * 64}})
 
 
 def test_head_mismatch_checks_encoder_settings():
     """A head trained on flip-averaged face scores is not used on single-view scores (and back)."""
     from models.registry import LoadedModel
-    ids = {"face": "a" * 64, "audio": "b" * 64, "text": "c" * 64}
-    head = LoadedModel("fusion-head", "fusion_head", FusionHead(),
-                       {"encoders": ids, "encoder_settings": {"face": {"tta": "flip"}}}, "c", "p")
-    flip = fuse.encoder_settings({"face": {"sha256": "a" * 64, "tta": "flip"}, "audio": {"sha256": "b" * 64}})
-    assert flip == {"face": {"tta": "flip"}}
-    assert fuse.head_mismatch(head, ids, flip) is None
-    plain = fuse.encoder_settings({"face": {"sha256": "a" * 64, "tta": None}, "audio": {}})
-    reason = fuse.head_mismatch(head, ids, plain)
+    record = fuse.encoder_record(_described(tta="flip"))
+    assert record == {"encoders": {"face": "a" * 64, "audio": "b" * 64, "text": "c" * 64},
+                      "encoder_settings": {"face": {"tta": "flip"}}}
+    head = LoadedModel("fusion-head", "fusion_head", FusionHead(), record, "c", "p")
+    assert fuse.head_mismatch(head, _described(tta="flip")) is None
+    reason = fuse.head_mismatch(head, _described(tta=None))
     assert reason and "face scores with {'tta': 'flip'}" in reason and "{'tta': None}" in reason
-    old_head = LoadedModel("fusion-head", "fusion_head", FusionHead(), {"encoders": ids}, "c", "p")
-    assert fuse.head_mismatch(old_head, ids, plain) is None  # heads from before settings were recorded
+    assert "no extra settings" in fuse.head_mismatch(head, _described(tta="absent"))
+    old_head = LoadedModel("fusion-head", "fusion_head", FusionHead(), {"encoders": record["encoders"]}, "c", "p")
+    assert fuse.head_mismatch(old_head, _described(tta=None)) is None  # heads from before settings were recorded
 
 
 def test_shipped_head_records_the_pipeline_face_tta():

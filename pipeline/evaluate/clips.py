@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.labels import LABELS, UnknownLabelError, mead_label
+from pipeline.labels import LABELS
 from pipeline.metrics import report
 
 
@@ -31,20 +31,14 @@ def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | 
     from pipeline.analyze import Analyzer
     from pipeline.config import AnalyzeConfig
     from pipeline.errors import PipelineError
-    from pipeline.train.manifests import read_clips
+    from pipeline.train.manifests import mead_files, read_clips
 
     try:
         clips = read_clips(data, adapter)
     except PipelineError as e:
         raise ValueError(str(e)) from e
-    unmappable = []
-    if adapter == "mead":  # contempt clips are skipped by the adapter; list them for the report
-        for f in sorted(Path(data).rglob("*.mp4")):
-            try:
-                if mead_label(f.name) is None:
-                    unmappable.append(f.name)
-            except (UnknownLabelError, IndexError):
-                continue
+    # contempt clips are skipped by the adapter; list them for the report
+    unmappable = [f.name for f, label in mead_files(data) if label is None] if adapter == "mead" else []
     analyzer = Analyzer(AnalyzeConfig(whisper_model="none", offline=True, progress=False, device=device,
                                       **({"face_model": model} if model else {})))
     rows, y_true, y_pred = [], [], []

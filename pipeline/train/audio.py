@@ -296,7 +296,7 @@ def export(run: RunDir, command: str) -> str:
                       "cross_corpus_test": "TESS subset, 2 speakers x 7 emotions x 20 words (CC BY-NC-ND 4.0), never trained on"},
              "split": "speaker-independent: train actors 1-16, validation actors 17-20; calm -> neutral",
              "metrics": metrics, "version": VERSION, "export_command": command,
-             "command": json.loads((run.path / "config.json").read_text()).get("command", "")}
+             "command": run.command}
     digest = weights_io.save(EXPORT_PATH, model, arch="audio_cnn", config=model_cfg, extra=extra)
     registry.record_checksum(EXPORT_PATH)
     log.info("exported %s (sha256 %s, %.2f MB)", EXPORT_PATH, digest[:12], EXPORT_PATH.stat().st_size / 1e6)

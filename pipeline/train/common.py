@@ -36,6 +36,19 @@ def select_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def average_state_dicts(states: list[dict[str, torch.Tensor]], keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Parameter-wise mean of state dicts of one architecture (``keys``: only these; integer
+    buffers such as BatchNorm's num_batches_tracked are taken from the first). Used for model
+    soups (text) and stochastic weight averaging (face)."""
+    first = states[0]
+    keys = list(first) if keys is None else keys
+    for st in states:
+        if set(st) != set(first) or any(k not in st or st[k].shape != first[k].shape for k in keys):
+            raise SystemExit("the runs to average have different architectures")
+    return {k: torch.stack([st[k].float() for st in states]).mean(0) if first[k].is_floating_point()
+            else first[k] for k in keys}
+
+
 class RunDir:
     """A training run's folder: config.json, metrics.jsonl, last.pt, best.pt, curves.png, confusion.png."""
 
@@ -54,6 +67,12 @@ class RunDir:
     @staticmethod
     def _write_json(path: Path, obj: Any) -> None:
         atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+    @property
+    def command(self) -> str:
+        """The command line recorded in the run's config.json ("" if none was recorded)."""
+        f = self.path / "config.json"
+        return json.loads(f.read_text()).get("command", "") if f.exists() else ""
 
     @property
     def last(self) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import platform
@@ -34,7 +35,7 @@ from pipeline.data import data_path
 from pipeline.evaluate.face import read_fer_npz
 from pipeline.labels import LABELS
 from pipeline.metrics import report
-from pipeline.train.common import RunDir, seed_everything, select_device
+from pipeline.train.common import RunDir, average_state_dicts, seed_everything, select_device
 
 log = logging.getLogger("pipeline.train.face")
 
@@ -133,10 +134,8 @@ def train(args: argparse.Namespace) -> RunDir:
                       **({"lr": args.lr} if args.lr is not None else {}),
                       **({"warmup_epochs": args.warmup_epochs} if args.warmup_epochs is not None else {}))
     device = select_device(args.device)
-    torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
-    command = "python -m pipeline.train.face " + " ".join(sys.argv[1:])
-    run = RunDir(args.out, {**dataclasses.asdict(cfg), "command": command,
+    run = RunDir(args.out, {**dataclasses.asdict(cfg), "command": args.command,
                             "init_from": str(args.init_from) if args.init_from else None})
     x_train, y_train = read_fer_npz(data_path(*TRAIN_NPZ))
     x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
@@ -207,14 +206,6 @@ def train(args: argparse.Namespace) -> RunDir:
     return run
 
 
-def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Parameter-wise mean of state dicts of one architecture (integer buffers from the first)."""
-    if {tuple(st) for st in states} != {tuple(states[0])}:
-        raise SystemExit("--swa: the runs have different architectures")
-    return {k: torch.stack([st[k].float() for st in states]).mean(0) if v.is_floating_point() else v
-            for k, v in states[0].items()}
-
-
 @torch.no_grad()
 def recalibrate_bn(model: FaceCNN, images: torch.Tensor, cfg: TrainConfig, batch_size: int = 256) -> None:
     """Recompute every BatchNorm's running mean/var as the plain average over ``images`` (uint8
@@ -233,11 +224,10 @@ def recalibrate_bn(model: FaceCNN, images: torch.Tensor, cfg: TrainConfig, batch
     model.eval()
 
 
-def swa(runs: list[Path], out: Path, threads: int) -> RunDir:
+def swa(runs: list[Path], out: Path, command: str = "") -> RunDir:
     """Stochastic weight averaging over the ends of cosine cycles (Izmailov et al., UAI 2018): the
     mean of the runs' last.pt weights, BatchNorm statistics recomputed on FER2013 Training, then
     PublicTest accuracy; written as ``out``/best.pt for ``export``."""
-    import json
     if len(runs) < 2:
         raise SystemExit("--swa needs at least two run folders")
     ckpts = []
@@ -246,20 +236,17 @@ def swa(runs: list[Path], out: Path, threads: int) -> RunDir:
         if ckpt is None:
             raise SystemExit(f"{r}: no last.pt to average")
         ckpts.append(ckpt)
-    cfg_dict = json.loads(ckpts[0]["config_json"])
-    mcfg = FaceCNNConfig(**{**cfg_dict["model"], "widths": tuple(cfg_dict["model"]["widths"])})
+    cfg_dict, mcfg = _checkpoint_configs(ckpts[0])
     cfg = TrainConfig(**{**{k: v for k, v in cfg_dict.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}},
                          "model": mcfg})
     model = FaceCNN(mcfg)
-    model.load_state_dict(average_weights([c["model"] for c in ckpts]))
-    torch.set_num_threads(threads)
+    model.load_state_dict(average_state_dicts([c["model"] for c in ckpts]))
     x_train, _ = read_fer_npz(data_path(*TRAIN_NPZ))
     recalibrate_bn(model, torch.from_numpy(x_train)[:, None], cfg)
     x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
     val, _ = evaluate(model, torch.from_numpy(x_val)[:, None], y_val)
     snapshots = [{"run": str(r), "epoch": int(c["epoch"]) + 1, "val_accuracy": c["best_metric"],
-                  "command": _run_command(RunDir(r))} for r, c in zip(runs, ckpts)]
-    command = "python -m pipeline.train.face " + " ".join(sys.argv[1:])
+                  "command": RunDir(r).command} for r, c in zip(runs, ckpts)]
     run = RunDir(out, {**dataclasses.asdict(cfg), "command": command, "swa_of": snapshots})
     run.save_checkpoint(model=model, optimizer=None, epoch=0, best_metric=val["accuracy"],
                         config={**dataclasses.asdict(cfg), "swa_of": snapshots}, is_best=True)
@@ -268,10 +255,10 @@ def swa(runs: list[Path], out: Path, threads: int) -> RunDir:
     return run
 
 
-def _run_command(run: RunDir) -> str:
-    import json
-    cfg = run.path / "config.json"
-    return json.loads(cfg.read_text()).get("command", "") if cfg.exists() else ""
+def _checkpoint_configs(ckpt: dict) -> tuple[dict, FaceCNNConfig]:
+    """(the training config as saved in a checkpoint, its FaceCNNConfig)."""
+    cfg_dict = json.loads(ckpt["config_json"])
+    return cfg_dict, FaceCNNConfig(**{**cfg_dict["model"], "widths": tuple(cfg_dict["model"]["widths"])})
 
 
 def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_path("face-cnn")) -> dict:
@@ -279,9 +266,7 @@ def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_p
     ckpt = run.load_checkpoint("best")
     if ckpt is None:
         raise SystemExit(f"{run.best}: no best checkpoint to export; train first")
-    import json
-    cfg_dict = json.loads(ckpt["config_json"])
-    mcfg = FaceCNNConfig(**{**cfg_dict["model"], "widths": tuple(cfg_dict["model"]["widths"])})
+    cfg_dict, mcfg = _checkpoint_configs(ckpt)
     model = FaceCNN(mcfg)
     model.load_state_dict(ckpt["model"])
     x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
@@ -301,7 +286,7 @@ def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_p
                     "float16_accuracy": half_acc, "best_epoch": int(ckpt["epoch"]) + 1},
         "train_config": cfg_dict,
         "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
-        "command": _run_command(run) or (f"python -m pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
+        "command": run.command or (f"python -m pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
                     + ("" if cfg_dict["augment"] else " --no-augment") + f" --threads {args.threads} --export"),
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}",
     }
@@ -336,8 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    args.command = "python -m pipeline.train.face " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.swa:
-        run = swa(args.swa, args.out, args.threads)
+        run = swa(args.swa, args.out, args.command)
     else:
         run = RunDir(args.out) if args.export_only else train(args)
     if args.export or args.export_to or args.export_only:

@@ -28,7 +28,7 @@ from models import registry, weights_io
 from models.fusion_head import MODALITIES, FusionHead, FusionHeadConfig
 from pipeline import config as config_mod
 from pipeline.features import Pool, build_unimodal
-from pipeline.fuse import average, encoder_settings
+from pipeline.fuse import average, encoder_record
 from pipeline.labels import LABELS, NUM_LABELS
 from pipeline.metrics import report
 from pipeline.records import ModalityScores
@@ -199,23 +199,22 @@ def _take(b: Batch, idx: np.ndarray) -> Batch:
 
 
 def examples(cfg: FusionTrainConfig, device: torch.device):
-    """(draw_train(rng) -> Batch, val Batch without dropout, val Batch with dropout, encoder ids,
-    encoder settings (pipeline.fuse.encoder_settings))."""
+    """(draw_train(rng) -> Batch, val Batch without dropout, val Batch with dropout,
+    pipeline.fuse.encoder_record of the encoders)."""
     from pipeline.encoders import load_predictor
     spec = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("train_examples", "val_examples", "cache_dir")}
     spec["seed"] = cfg.seed
     if cfg.data.kind == "paired_unimodal":
         predictors = {m: load_predictor(m, getattr(cfg.encoders, f"{m}_model"), device=device, offline=True)
                       for m in MODALITIES}
-        ids = {m: p.describe().get("sha256") for m, p in predictors.items()}
-        settings = encoder_settings({m: p.describe() for m, p in predictors.items()})
+        record = encoder_record({m: p.describe() for m, p in predictors.items()})
         pools, folder = build_unimodal(spec, predictors, Path(cfg.data.cache_dir), progress=cfg.progress)
         log.info("features: %s", folder)
         train_pools = {m: p.subset(False) for m, p in pools.items()}
         val_pools = {m: p.subset(True) for m, p in pools.items()}
         val = draw_triples(val_pools, cfg.data.val_examples, np.random.default_rng(cfg.seed + 1), 0.0)
         val_dropped = draw_triples(val_pools, cfg.data.val_examples, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout)
-        return (lambda rng: draw_triples(train_pools, cfg.data.train_examples, rng, cfg.modality_dropout)), val, val_dropped, ids, settings
+        return (lambda rng: draw_triples(train_pools, cfg.data.train_examples, rng, cfg.modality_dropout)), val, val_dropped, record
     if cfg.data.kind == "manifest":
         from pipeline.analyze import Analyzer
         from pipeline.config import AnalyzeConfig
@@ -227,8 +226,7 @@ def examples(cfg: FusionTrainConfig, device: torch.device):
         analyzer = Analyzer(AnalyzeConfig(face_model=cfg.encoders.face_model, audio_model=cfg.encoders.audio_model,
                                           text_model=cfg.encoders.text_model, fusion="average", smoothing_window_s=1,
                                           progress=False, device=str(device)))
-        ids = {m: analyzer.models[m].get("sha256") for m in MODALITIES}
-        settings = encoder_settings({m: analyzer.models[m] for m in MODALITIES})
+        record = encoder_record({m: analyzer.models[m] for m in MODALITIES})
         probs, mask, embs, labels, is_val = build_manifest(clips, analyzer, spec, Path(cfg.data.cache_dir), progress=cfg.progress)
         allb = Batch(torch.from_numpy(probs), torch.from_numpy(mask), [torch.from_numpy(e) for e in embs], torch.from_numpy(labels))
         if is_val.all() or not is_val.any():
@@ -236,7 +234,7 @@ def examples(cfg: FusionTrainConfig, device: torch.device):
                                          f"(set a split column, data.val_speakers or data.val_fraction)")
         train_b, val = _take(allb, np.flatnonzero(~is_val)), _take(allb, np.flatnonzero(is_val))
         val_dropped = apply_dropout(val, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout)
-        return (lambda rng: apply_dropout(train_b, rng, cfg.modality_dropout)), val, val_dropped, ids, settings
+        return (lambda rng: apply_dropout(train_b, rng, cfg.modality_dropout)), val, val_dropped, record
     raise config_mod.ConfigError(f"data.kind must be paired_unimodal or manifest, not {cfg.data.kind!r}")
 
 
@@ -245,7 +243,7 @@ def train(cfg: FusionTrainConfig) -> dict:
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
     run = RunDir(cfg.out_dir, cfg)
-    draw_train, val, val_dropped, encoder_ids, settings = examples(cfg, device)
+    draw_train, val, val_dropped, record = examples(cfg, device)
 
     head = _head(cfg, [e.shape[1] for e in val.embs]).to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -295,7 +293,7 @@ def train(cfg: FusionTrainConfig) -> dict:
     run.save_figures(vr["confusion_matrix"], list(LABELS), title="fusion head (validation, modality dropout)",
                      curve_keys=("train_loss", "val_loss", "val_macro_f1"))
     summary = {"best_val_macro_f1": best, "best_epoch": int(best_state["epoch"]), "table": table,
-               "encoders": encoder_ids, "encoder_settings": settings, "val_examples": cfg.data.val_examples, "data_kind": cfg.data.kind}
+               **record, "val_examples": cfg.data.val_examples, "data_kind": cfg.data.kind}
     (run.path / "comparison.md").write_text(format_table(table) + "\n")
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("comparison on the validation triples:\n%s", format_table(table))

@@ -45,16 +45,20 @@ def _ravdess_clips(folder: Path) -> list[Clip]:
     return clips
 
 
-def _mead_clips(folder: Path) -> list[Clip]:
-    clips = []
-    for f in sorted(folder.rglob("*.mp4")):
+def mead_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """MEAD-named clips under ``folder`` with their label (None: no Ekman class, i.e. contempt);
+    files whose names carry no MEAD emotion are left out."""
+    out = []
+    for f in sorted(Path(folder).rglob("*.mp4")):
         try:
-            label = mead_label(f.name)
+            out.append((f, mead_label(f.name)))
         except (UnknownLabelError, IndexError):
             continue
-        if label is not None:
-            clips.append(Clip(f, label, None, f.name.split("_")[0]))
-    return clips
+    return out
+
+
+def _mead_clips(folder: Path) -> list[Clip]:
+    return [Clip(f, label, None, f.name.split("_")[0]) for f, label in mead_files(folder) if label is not None]
 
 
 def _meld_clips(path: Path) -> list[Clip]:

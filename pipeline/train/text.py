@@ -33,7 +33,7 @@ from pipeline.data import data_path
 from pipeline.evaluate.text import read_examples
 from pipeline.labels import LABELS
 from pipeline.metrics import report
-from pipeline.train.common import RunDir, seed_everything, select_device
+from pipeline.train.common import RunDir, average_state_dicts, seed_everything, select_device
 
 log = logging.getLogger("pipeline.train.text")
 
@@ -240,16 +240,11 @@ def soup(ingredients: list[Path], out: Path, command: str = "") -> Path:
             raise SystemExit(f"--soup: the runs differ in {field} ({sorted(values)}); they cannot be averaged")
     model = TextEmotionModel(TextEmotionConfig(trainable_top_layers=cfgs[0]["trainable_top_layers"]))
     model.load_base()
-    keys = model.delta_keys()
-    averaged = {k: torch.stack([c["model"][k].float() for c in ckpts]).mean(0) for k in keys}
-    model.load_state_dict(averaged, strict=False)
+    model.load_state_dict(average_state_dicts([c["model"] for c in ckpts], model.delta_keys()), strict=False)
     sources = sorted({s for c in cfgs for s in c["sources"].split(",") if s}, key=list(SOURCES).index)
-    ingredients_info = []
-    for path, ckpt, cfg in zip(ingredients, ckpts, cfgs):
-        run_cfg = Path(path) / "config.json"
-        cmd = json.loads(run_cfg.read_text()).get("command", "") if run_cfg.exists() else ""
-        ingredients_info.append({"run": str(path), "epoch": ckpt["epoch"], "best_metric": ckpt["best_metric"],
-                                 "command": cmd, "config": cfg})
+    ingredients_info = [{"run": str(path), "epoch": ckpt["epoch"], "best_metric": ckpt["best_metric"],
+                         "command": RunDir(path).command, "config": cfg}
+                        for path, ckpt, cfg in zip(ingredients, ckpts, cfgs)]
     cfg = {**cfgs[0], "sources": ",".join(sources), "soup_of": ingredients_info}
     run = RunDir(out, {**cfg, "command": command})
     dev_texts, dev_labels, _ = read_examples(data_path(MELD_DEV))
@@ -273,8 +268,7 @@ def export(run_path: Path, out: Path = EXPORT_PATH, command: str = "") -> dict:
     if ckpt is None:
         raise SystemExit(f"{run_path}: no checkpoint to export")
     train_cfg = json.loads(ckpt["config_json"])
-    run_cfg = run.path / "config.json"
-    train_command = json.loads(run_cfg.read_text()).get("command", "") if run_cfg.exists() else ""
+    train_command = run.command
     model = TextEmotionModel(TextEmotionConfig(trainable_top_layers=train_cfg["trainable_top_layers"]))
     model.load_base()
     model.load_state_dict(ckpt["model"])
