@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 VIDEO ?=
 OUT ?= out
+FORMATS ?= json
 CONFIG ?= configs/fusion_tiny.yaml
 PROFILE ?= default
 DATA ?=
@@ -26,9 +27,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtual environment (torch 2.13.0 first, then the project)
 
-analyze: $(STAMP) ## per-second emotion timeline: make analyze VIDEO=clip.mp4 [OUT=out] [ARGS='--set frames_per_second=2']
-	@test -n "$(VIDEO)" || { echo "usage: make analyze VIDEO=path/to/video.mp4 [OUT=out]"; exit 2; }
-	$(BIN)/python -m pipeline analyze $(VIDEO) --out $(OUT) $(ARGS)
+analyze: $(STAMP) ## per-second emotion timeline: make analyze VIDEO=clip.mp4 [OUT=out] [FORMATS=json,csv,png,mp4,html,srt] [ARGS='--set frames_per_second=2']
+	@test -n "$(VIDEO)" || { echo "usage: make analyze VIDEO=path/to/video.mp4 [OUT=out] [FORMATS=json,csv,html]"; exit 2; }
+	$(BIN)/python -m pipeline analyze "$(VIDEO)" --out "$(OUT)" --formats "$(FORMATS)" $(ARGS)
 
 test: $(STAMP) ## run the test suite (slow and GPU tests skipped)
 	$(BIN)/python -m pytest -q
@@ -42,8 +43,9 @@ train: $(STAMP) ## train the fusion head: make train CONFIG=configs/fusion_tiny.
 models: $(STAMP) ## fetch hub models into the cache (needs a network): make models [PROFILE=full]
 	$(BIN)/python -m pipeline models fetch --profile $(PROFILE)
 
-bench: $(STAMP) ## speed and peak memory per stage, per minute of video
+bench: $(STAMP) ## speed and peak memory per stage, per minute of video; batch throughput for --jobs 1 and 2
 	$(BIN)/python -m bench.pipeline_bench $(ARGS)
+	$(BIN)/python -m bench.batch_bench
 
 evaluate-face: $(STAMP) ## face model on a FER2013-format .npz: make evaluate-face DATA=file.npz
 	$(BIN)/python -m pipeline evaluate face --data $(DATA)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 import torch
 from torch import nn
@@ -60,12 +59,41 @@ class _ConvBlock(nn.Sequential):
         )
 
 
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear to 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    mels = f / (200.0 / 3)
+    log_region = f >= 1000.0
+    return np.where(log_region, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mels)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), m * (200.0 / 3))
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) float32 triangular filters, Slaney-normalised: the same matrix as
+    ``librosa.filters.mel`` with its defaults (tests compare them), without importing librosa
+    (whose scipy.signal import costs over a second of start-up)."""
+    fmax = sr / 2.0 if fmax is None else fmax
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fft_freqs)
+    weights = np.zeros((n_mels, len(fft_freqs)), dtype=np.float32)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights
+
+
 class AudioCNN(nn.Module):
     def __init__(self, config: AudioCNNConfig = AudioCNNConfig()):
         super().__init__()
         self.config = config
-        mel = librosa.filters.mel(sr=config.sample_rate_hz, n_fft=config.n_fft, n_mels=config.n_mels,
-                                  fmin=config.f_min_hz, fmax=config.f_max_hz)  # (n_mels, n_fft//2+1)
+        mel = mel_filterbank(config.sample_rate_hz, config.n_fft, config.n_mels,
+                             config.f_min_hz, config.f_max_hz)  # (n_mels, n_fft//2+1)
         # Non-persistent: rebuilt from the config, never stored in weight files.
         self.register_buffer("mel_fb", torch.from_numpy(mel.astype(np.float32)), persistent=False)
         self.register_buffer("stft_window", torch.hann_window(config.n_fft), persistent=False)

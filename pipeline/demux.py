@@ -1,8 +1,19 @@
 """Demuxer: probe a media file, stream sampled video frames and 16 kHz mono audio in chunks.
 
-PyAV (bundled FFmpeg libraries) decodes; nothing is ever read whole into memory. Frames are
-sampled by presentation time, so variable frame rate sources are sampled evenly; display
-rotation metadata is applied to the pixels; frames are downscaled to ``max_side_px``.
+PyAV (bundled FFmpeg libraries) decodes; nothing is ever read whole into memory.
+
+One time base: every stream's timestamps are taken relative to one origin, the first video
+frame's presentation time (the audio's when there is no video), so the faces, the voice and the
+words of a second line up whatever the container's start offset (MPEG-TS starts at about 1.4 s,
+``-output_ts_offset`` anywhere). Audio is placed by its timestamps: a gap is filled with silence
+and counted as lost, samples before the origin (AAC priming) are dropped.
+
+Damaged input: packets are decoded one by one and a packet the decoder rejects is skipped, so
+decoding goes on past damage as ffmpeg does. What each stream actually delivered, against what
+the container promises, is recorded in a ``Coverage`` tracker and reported as ``StreamCoverage``.
+
+Frames are sampled by presentation time, so variable frame rate sources are sampled evenly;
+display rotation metadata is applied to the pixels; frames are downscaled to ``max_side_px``.
 """
 from __future__ import annotations
 
@@ -15,13 +26,23 @@ import av
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.records import AudioChunk, Frame, VideoInfo
+from pipeline.records import AudioChunk, Frame, StreamCoverage, VideoInfo
 
 log = logging.getLogger(__name__)
 
 AUDIO_RATE_HZ = 16_000  # what Whisper, Wav2Vec2 and our audio model expect
-STILL_IMAGE_CODECS = {"mjpeg", "png", "bmp", "webp", "tiff", "gif"}
+STILL_IMAGE_CODECS = {"mjpeg", "png", "bmp", "webp", "tiff", "gif", "jpegls", "jpeg2000"}
 STILL_IMAGE_DURATION_S = 1.0  # a still image is analysed as one second of video
+# A hole in a stream longer than this is recorded as lost. Video: a frame may legitimately last
+# this long (variable frame rate); audio: one AAC packet is 64 ms at 16 kHz, 21 ms at 48 kHz.
+VIDEO_GAP_S = 0.5
+AUDIO_GAP_S = 0.1
+# Audio placed within this of where the previous frame ended counts as contiguous (timestamps
+# are rounded to the container's time base; a gap above it is filled with silence).
+AUDIO_JITTER_S = 0.03
+# AAC encoders put 1024-2112 priming samples before the first real one (21-132 ms at 16-48 kHz);
+# audio that starts this little before the picture is priming, dropped rather than a lead-in.
+PRIMING_MAX_S = 0.2
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -35,28 +56,91 @@ def _open(path: Path) -> av.container.InputContainer:
         return av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as e:
         raise InputError(f"{path}: not a readable media file ({e.strerror or type(e).__name__})") from e
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, OSError) as e:
         raise InputError(f"{path}: not a readable media file ({e})") from e
+
+
+def _decoded(container, stream, coverage: "Coverage | None" = None) -> Iterator[av.frame.Frame]:
+    """Every frame of ``stream`` the decoder can make: a rejected packet is skipped (and counted),
+    not the end of decoding."""
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                if coverage is not None:
+                    coverage.errors += 1
+                continue
+            yield from frames
+    except av.error.FFmpegError as e:  # the demuxer itself gave up (truncated or garbled container)
+        if coverage is not None:
+            coverage.errors += 1
+            coverage.stopped = f"{type(e).__name__}: {e.strerror or e}"
+
+
+def _stream_start(stream) -> float | None:
+    if stream.start_time is None or not stream.time_base:
+        return None
+    return float(stream.start_time * stream.time_base)
+
+
+def origin_of(container) -> float:
+    """Container time that is t = 0 on the timeline: the earliest stream's start, except that audio
+    starting a hair before the picture (encoder priming, up to PRIMING_MAX_S) does not move it:
+    then the first video frame is t = 0, as a player shows it. A camera that starts seconds after
+    the microphone (or the reverse) keeps both: the earlier stream's start is t = 0."""
+    starts = {kind: _stream_start(streams[0]) for kind, streams in
+              (("video", container.streams.video), ("audio", container.streams.audio)) if streams}
+    starts = {k: v for k, v in starts.items() if v is not None}
+    if not starts:
+        return container.start_time / av.time_base if container.start_time is not None else 0.0
+    if "video" in starts and "audio" in starts and 0 <= starts["video"] - starts["audio"] <= PRIMING_MAX_S:
+        return starts["video"]
+    return min(starts.values())
+
+
+def _stream_end(stream) -> float | None:
+    """End of a stream in container time, from the stream's own header (None when it has none,
+    as in Matroska: then only the container's end is known)."""
+    start = _stream_start(stream)
+    if stream.duration and stream.time_base and start is not None:
+        return start + float(stream.duration * stream.time_base)
+    return None
+
+
+def _container_end(container) -> float | None:
+    if container.duration and container.duration > 0:
+        c_start = container.start_time / av.time_base if container.start_time is not None else 0.0
+        return c_start + container.duration / av.time_base
+    return None
 
 
 def _rotation_of(stream, container) -> int:
     """Display rotation in degrees counter-clockwise, read from the first decodable frame."""
-    try:
-        for frame in container.decode(stream):
-            return int(round(getattr(frame, "rotation", 0) or 0)) % 360
-    except av.error.FFmpegError:
-        return 0
+    for frame in _decoded(container, stream):
+        return int(round(getattr(frame, "rotation", 0) or 0)) % 360
     return 0
+
+
+def _is_still(container, stream) -> bool:
+    """One picture, not a video: an image codec in an image demuxer (jpeg_pipe, image2...), or a
+    one-frame stream. MJPEG in .mkv / .avi is a video (its frames are JPEGs)."""
+    if stream.codec_context.name not in STILL_IMAGE_CODECS:
+        return False
+    fmt = container.format.name or ""
+    return fmt == "image2" or fmt.endswith("_pipe") or stream.frames == 1
 
 
 def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     with _open(path) as container:
-        vstreams = [s for s in container.streams.video]
-        astreams = [s for s in container.streams.audio]
+        vstreams = list(container.streams.video)
+        astreams = list(container.streams.audio)
         if not vstreams and not astreams:
             raise InputError(f"{path}: no video or audio stream")
-        duration_s = container.duration / av.time_base if container.duration else 0.0
+        origin = origin_of(container)
+        ends: dict[str, float] = {}
+        starts: dict[str, float] = {}
         width = height = None
         fps = None
         rotation = 0
@@ -67,9 +151,11 @@ def probe(path: str | Path) -> VideoInfo:
             vcodec = vs.codec_context.name
             width, height = vs.codec_context.width, vs.codec_context.height
             fps = float(vs.average_rate) if vs.average_rate else (float(vs.guessed_rate) if vs.guessed_rate else None)
-            still = vcodec in STILL_IMAGE_CODECS and (vs.frames or 1) <= 1
-            if vs.duration and vs.time_base:
-                duration_s = max(duration_s, float(vs.duration * vs.time_base))
+            still = _is_still(container, vs)
+            starts["video"] = max(0.0, (_stream_start(vs) or origin) - origin)
+            end = _stream_end(vs)
+            if end is not None:
+                ends["video"] = end - origin
             rotation = _rotation_of(vs, container)
             if rotation in (90, 270):
                 width, height = height, width
@@ -79,27 +165,73 @@ def probe(path: str | Path) -> VideoInfo:
         if astreams:
             a = astreams[0]
             acodec, rate = a.codec_context.name, a.rate
-            if a.duration and a.time_base:
-                duration_s = max(duration_s, float(a.duration * a.time_base))
+            starts["audio"] = max(0.0, (_stream_start(a) or origin) - origin)
+            end = _stream_end(a)
+            if end is not None:
+                ends["audio"] = end - origin
+        c_end = _container_end(container)
+        duration_s = max([*ends.values(), *([c_end - origin] if c_end is not None else [])], default=0.0)
         if still:
             duration_s = STILL_IMAGE_DURATION_S
-        if not duration_s or not math.isfinite(duration_s):
-            duration_s = _scan_duration(container)
-        if duration_s <= 0:
+            ends = {"video": STILL_IMAGE_DURATION_S}
+        if not duration_s or not math.isfinite(duration_s) or duration_s <= 0:
+            duration_s = _scan_duration(container) - origin
+            ends = {}
+        if not math.isfinite(duration_s) or duration_s <= 0:
             raise InputError(f"{path}: media has zero duration")
     return VideoInfo(path=str(path), duration_s=round(duration_s, 3), fps=fps, width=width, height=height,
                      rotation_deg=rotation, has_video=bool(vstreams), has_audio=bool(astreams),
-                     video_codec=vcodec, audio_codec=acodec, audio_sample_rate_hz=rate, is_still_image=still)
+                     video_codec=vcodec, audio_codec=acodec, audio_sample_rate_hz=rate, is_still_image=still,
+                     origin_s=round(origin, 6),
+                     video_span_s=round(ends["video"], 3) if "video" in ends else None,
+                     audio_span_s=round(ends["audio"], 3) if "audio" in ends else None,
+                     video_start_s=round(starts.get("video", 0.0), 3), audio_start_s=round(starts.get("audio", 0.0), 3))
 
 
 def _scan_duration(container) -> float:
     """Last packet end time, for containers whose header carries no duration (demux only, no decode)."""
     container.seek(0)
     end = 0.0
-    for packet in container.demux():
-        if packet.pts is not None and packet.time_base:
-            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    try:
+        for packet in container.demux():
+            if packet.pts is not None and packet.time_base:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    except av.error.FFmpegError:
+        pass  # what was read so far is all there is
     return end
+
+
+class Coverage:
+    """What one stream delivered: decoded stretches on the timeline and rejected packets.
+
+    Fed by the demuxer while it streams (``add(start_s, end_s)`` per decoded frame); ``result()``
+    gives the frozen record once the stream is exhausted."""
+
+    def __init__(self, kind: str, gap_s: float, start_s: float = 0.0):
+        self.kind, self.gap_s, self.start_s = kind, gap_s, start_s
+        self.errors = 0
+        self.stopped: str | None = None
+        self.decoded_s = 0.0
+        self.cursor = start_s                # end of the decoded stream so far (timeline seconds)
+        self.lost: list[tuple[float, float]] = []
+
+    def add(self, start_s: float, end_s: float) -> None:
+        if start_s - self.cursor > self.gap_s:
+            self.lost.append((self.cursor, start_s))
+        self.decoded_s += max(0.0, end_s - max(start_s, self.cursor))
+        self.cursor = max(self.cursor, end_s)
+
+    def result(self, end_s: float) -> StreamCoverage:
+        """``end_s``: where the header says the stream ends on the timeline."""
+        lost = list(self.lost)
+        if end_s - self.cursor > self.gap_s:
+            lost.append((self.cursor, end_s))
+        lost_total = sum(b - a for a, b in lost)
+        expected_s = max(0.0, end_s - self.start_s)
+        decoded = min(self.decoded_s, expected_s) if expected_s > 0 else self.decoded_s
+        return StreamCoverage(kind=self.kind, expected_s=round(expected_s, 3), decoded_s=round(decoded, 3),
+                              lost_s=tuple((round(a, 3), round(b, 3)) for a, b in lost),
+                              lost_total_s=round(lost_total, 3), decode_errors=self.errors, stopped=self.stopped)
 
 
 def _scaled_size(w: int, h: int, max_side_px: int) -> tuple[int, int]:
@@ -108,47 +240,125 @@ def _scaled_size(w: int, h: int, max_side_px: int) -> tuple[int, int]:
     return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
 
 
-def iter_frames(path: str | Path, *, sample_fps: float, max_side_px: int = 640) -> Iterator[Frame]:
-    """Yield frames sampled at ``sample_fps`` by presentation time, BGR, rotated for display."""
+class FrameSampler:
+    """Which decoded frames to keep for ``sample_fps`` frames per second of presentation time:
+    evenly spaced whatever the source's frame rate; a gap (VFR, dropped frames) skips targets,
+    never bunches them. Also turns a kept frame into a display-ready BGR image."""
+
+    def __init__(self, sample_fps: float, max_side_px: int):
+        self.period, self.max_side_px = 1.0 / sample_fps, max_side_px
+        self.tolerance = 0.25 * self.period
+        self.next_t = 0.0
+
+    def keep(self, t: float) -> bool:
+        if t + self.tolerance < self.next_t:
+            return False
+        self.next_t = max(self.next_t + self.period, (math.floor((t + self.tolerance) / self.period) + 1) * self.period)
+        return True
+
+    def image(self, frame) -> np.ndarray:
+        rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+        w, h = _scaled_size(frame.width, frame.height, self.max_side_px)
+        image = frame.to_ndarray(format="bgr24", width=w, height=h)
+        if rot:
+            image = np.ascontiguousarray(np.rot90(image, k=rot // 90))
+        return image
+
+
+class AudioPlacer:
+    """Decoded audio frames -> 16 kHz mono float32 samples on the timeline (sample 0 is the origin):
+    a late start or a hole becomes silence (in pieces of at most ``max_piece`` samples, so a long
+    hole stays bounded), samples before the origin (encoder priming) are dropped."""
+
+    def __init__(self, origin: float, coverage: Coverage | None = None, max_piece: int = 30 * AUDIO_RATE_HZ):
+        self.origin, self.coverage, self.max_piece = origin, coverage, max_piece
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE_HZ)
+        self.expected_t: float | None = None   # where the next decoded frame should start, seconds
+        self.drop = 0                          # samples still to discard
+
+    def _trim(self, samples: np.ndarray) -> np.ndarray:
+        if self.drop:
+            cut = min(self.drop, len(samples))
+            samples, self.drop = samples[cut:], self.drop - cut
+        return samples
+
+    def push(self, frame) -> Iterator[np.ndarray]:
+        dur = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
+        t = frame.time - self.origin if frame.time is not None else (self.expected_t or 0.0)
+        gap = 0
+        if self.expected_t is None:
+            if t > AUDIO_JITTER_S:               # audio starts after the picture: silence before it
+                gap = int(round(t * AUDIO_RATE_HZ))
+            elif t < 0:                          # before the origin (encoder priming): drop it
+                self.drop = int(round(-t * AUDIO_RATE_HZ))
+        elif t - self.expected_t > AUDIO_JITTER_S:   # packets lost or a hole in the stream: silence
+            gap = int(round((t - self.expected_t) * AUDIO_RATE_HZ))
+        while gap > 0:
+            piece = min(gap, self.max_piece)
+            yield np.zeros(piece, dtype=np.float32)
+            gap -= piece
+        self.expected_t = t + dur
+        if self.coverage is not None:
+            self.coverage.add(max(t, 0.0), max(t + dur, 0.0))
+        for out in self.resampler.resample(frame):
+            samples = self._trim(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+            if len(samples):
+                yield samples
+
+    def flush(self) -> Iterator[np.ndarray]:
+        try:
+            outs = self.resampler.resample(None)
+        except av.error.FFmpegError:
+            return  # nothing buffered
+        for out in outs:
+            samples = self._trim(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+            if len(samples):
+                yield samples
+
+
+def frame_seconds(frame, default_s: float) -> float:
+    """How long a decoded video frame lasts, from its own duration when it has one."""
+    if getattr(frame, "duration", None) and frame.time_base:
+        return float(frame.duration * frame.time_base)
+    return default_s
+
+
+def iter_frames(path: str | Path, *, sample_fps: float, max_side_px: int = 640,
+                coverage: Coverage | None = None) -> Iterator[Frame]:
+    """Yield frames sampled at ``sample_fps`` by presentation time (seconds from the timeline's
+    origin), BGR, rotated for display. ``coverage`` (optional) records every decoded frame."""
     path = Path(path)
-    period = 1.0 / sample_fps
+    sampler = FrameSampler(sample_fps, max_side_px)
     with _open(path) as container:
         if not container.streams.video:
             return
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        next_t = 0.0
-        tolerance = 0.25 * period
-        try:
-            for frame in container.decode(stream):
-                t = (float(frame.pts * stream.time_base) - start) if frame.pts is not None else next_t
-                if t + tolerance < next_t:
-                    continue
-                rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-                w, h = _scaled_size(frame.width, frame.height, max_side_px)
-                image = frame.to_ndarray(format="bgr24", width=w, height=h)
-                if rot:
-                    image = np.ascontiguousarray(np.rot90(image, k=rot // 90))
-                yield Frame(t_s=max(t, 0.0), image=image)
-                # the next target after this frame; a gap (VFR, dropped frames) skips targets, never bunches them
-                next_t = max(next_t + period, (math.floor((t + tolerance) / period) + 1) * period)
-        except av.error.FFmpegError as e:
-            log.warning("%s: video decoding stopped at %.1f s (%s); later seconds have no frames", path, next_t, e)
+        origin = origin_of(container)
+        still = _is_still(container, stream)
+        default_dur = 1.0 / float(stream.average_rate) if stream.average_rate else sampler.period
+        for frame in _decoded(container, stream, coverage):
+            t = (frame.time - origin) if frame.time is not None else sampler.next_t
+            if coverage is not None:
+                start = max(t, 0.0)
+                coverage.add(start, start + (STILL_IMAGE_DURATION_S if still else frame_seconds(frame, default_dur)))
+            if sampler.keep(t):
+                yield Frame(t_s=max(t, 0.0), image=sampler.image(frame))
 
 
-def iter_audio(path: str | Path, *, chunk_s: float = 30.0) -> Iterator[AudioChunk]:
-    """Yield consecutive chunks of 16 kHz mono float32 audio; nothing when there is no audio stream."""
+def iter_audio(path: str | Path, *, chunk_s: float = 30.0, coverage: Coverage | None = None) -> Iterator[AudioChunk]:
+    """Yield consecutive chunks of 16 kHz mono float32 audio on the timeline (sample 0 is the
+    origin); nothing when there is no audio stream. Gaps between decoded frames are silence."""
     path = Path(path)
     chunk_len = int(chunk_s * AUDIO_RATE_HZ)
     with _open(path) as container:
         if not container.streams.audio:
             return
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE_HZ)
+        placer = AudioPlacer(origin_of(container), coverage, max_piece=chunk_len)
         pending: list[np.ndarray] = []
         n_pending = 0
-        emitted = 0  # samples already yielded
+        emitted = 0          # samples already yielded
 
         def take(n: int) -> np.ndarray:
             nonlocal pending, n_pending
@@ -158,23 +368,16 @@ def iter_audio(path: str | Path, *, chunk_s: float = 30.0) -> Iterator[AudioChun
             n_pending = len(rest)
             return out
 
-        first = True
-        try:
-            for frame in container.decode(stream):
-                if first and frame.time is not None and frame.time > 0.02:
-                    pad = np.zeros(int(frame.time * AUDIO_RATE_HZ), dtype=np.float32)  # late-starting audio
-                    pending.append(pad); n_pending += len(pad)
-                first = False
-                for out in resampler.resample(frame):
-                    samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                    pending.append(samples); n_pending += len(samples)
-                while n_pending >= chunk_len:
-                    yield AudioChunk(emitted / AUDIO_RATE_HZ, take(chunk_len), AUDIO_RATE_HZ)
-                    emitted += chunk_len
-            for out in resampler.resample(None):
-                samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                pending.append(samples); n_pending += len(samples)
-        except av.error.FFmpegError as e:
-            log.warning("%s: audio decoding stopped at %.1f s (%s)", path, emitted / AUDIO_RATE_HZ, e)
+        def pieces() -> Iterator[np.ndarray]:
+            for frame in _decoded(container, stream, coverage):
+                yield from placer.push(frame)
+            yield from placer.flush()
+
+        for samples in pieces():
+            pending.append(samples)
+            n_pending += len(samples)
+            while n_pending >= chunk_len:
+                yield AudioChunk(emitted / AUDIO_RATE_HZ, take(chunk_len), AUDIO_RATE_HZ)
+                emitted += chunk_len
         if n_pending:
             yield AudioChunk(emitted / AUDIO_RATE_HZ, take(n_pending), AUDIO_RATE_HZ)

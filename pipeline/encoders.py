@@ -130,9 +130,10 @@ class FaceEncoder:
         self.predictor, self.detector = predictor, detector
         self.batch_size, self.primary_face = batch_size, primary_face
 
-    def observe(self, frames: Iterable[Frame]) -> tuple[list[FaceObservation], FaceTracker, int]:
-        """Detect, track and classify every face in the frames; crops go through the CNN in batches."""
-        tracker = FaceTracker()
+    def observe(self, frames: Iterable[Frame], tracker: FaceTracker | None = None) -> tuple[list[FaceObservation], FaceTracker, int]:
+        """Detect, track and classify every face in the frames; crops go through the CNN in batches.
+        ``tracker``: carry identities over from earlier frames (the live mode feeds a second at a time)."""
+        tracker = tracker if tracker is not None else FaceTracker()
         pending: list[tuple[float, int, Any, np.ndarray]] = []
         observations: list[FaceObservation] = []
         n_frames = 0

@@ -62,10 +62,24 @@ def _hash_split(key: str, val_fraction: float, seed: int) -> bool:
     return (h / 0xFFFFFFFF) < val_fraction
 
 
-def face_examples(npz: str, val_fraction: float, seed: int, limit: int):
-    from pipeline.evaluate.face import read_fer_npz  # the evaluation command's reader: one format, one reader
-    images, labels = read_fer_npz(_resolve(npz))
-    idx = np.arange(len(labels))
+def face_examples(npz: str, val_fraction: float, seed: int, limit: int, label_source: str = "fer2013"):
+    """FER2013-format faces with their labels: the file's own ("fer2013") or the FER+ crowd
+    majority from the vote file beside it ("ferplus"; faces without a majority are left out).
+    Groups (buckets of 50 rows) are over the file's row numbers either way."""
+    from pipeline.corpora import fer_faces, ferplus_votes, ferplus_votes_path  # one format, one reader
+    path = _resolve(npz)
+    faces = fer_faces(path)
+    if label_source == "ferplus":
+        vote_file = ferplus_votes_path(path)
+        if vote_file is None:
+            raise ValueError(f"{path}: face_labels=ferplus needs ferplus_votes_<split>.npz beside it")
+        labels = ferplus_votes(vote_file, filenames=faces.filenames, n_rows=len(faces.labels)).majority()
+    elif label_source == "fer2013":
+        labels = faces.labels
+    else:
+        raise ValueError(f"face_labels must be fer2013 or ferplus, got {label_source!r}")
+    idx = np.flatnonzero(labels >= 0)
+    images = faces.images
     if limit:
         idx = np.random.default_rng(seed).permutation(idx)[:limit]
     groups = np.array([f"img{i // 50}" for i in idx])  # buckets of 50 consecutive images
@@ -141,7 +155,8 @@ def build_unimodal(spec: dict[str, Any], predictors: dict[str, Any], cache_root:
     seed, limit = spec["seed"], spec["max_per_modality"]
     pools: dict[str, Pool] = {}
 
-    images, labels, groups, is_val = face_examples(spec["face_npz"], spec["val_fraction"], seed, limit)
+    images, labels, groups, is_val = face_examples(spec["face_npz"], spec["val_fraction"], seed, limit,
+                                                   spec.get("face_labels", "fer2013"))
     probs, embs = [], []
     for i in tqdm(range(0, len(images), 256), desc="features: face", disable=not progress):
         p, e = predictors["face"].predict(images[i:i + 256])

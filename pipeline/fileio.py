@@ -30,7 +30,8 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
     and an error leaves no file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # the temporary name stays short: ".<up to 40 chars of the name>.<random>.part" fits any file system
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)

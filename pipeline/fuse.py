@@ -8,6 +8,10 @@ Two fusers:
 - ``head``: the trained FusionHead (models/fusion_head.py), used only when the encoders it was
   trained on (recorded in its metadata) are the ones configured; otherwise the run says why and
   falls back to the average.
+
+Each fused second records ``weights``, {modality: share} summing to 1, saying how much each
+present modality counted: for the average its normalised ``w_m * c_m``; for the head its
+leave-one-out influence (how far the fused scores move, in total variation, without it).
 """
 from __future__ import annotations
 
@@ -31,17 +35,26 @@ Row = Sequence[ModalityScores | None]  # one second: (face, audio, text)
 def average(row: Row, weights: Sequence[float]) -> ModalityScores | None:
     total = np.zeros(NUM_LABELS, dtype=np.float64)
     norm = 0.0
-    used = []
+    used: dict[str, float] = {}
     for name, entry, w in zip(MODALITIES, row, weights):
         if entry is None or w <= 0:
             continue
         c = float(np.max(entry.probs))
         total += w * c * entry.probs
         norm += w * c
-        used.append(name)
+        used[name] = w * c
     if norm <= 0:
         return None
-    return ModalityScores(probs=(total / norm).astype(np.float32), details={"method": "average", "modalities": used})
+    return ModalityScores(probs=(total / norm).astype(np.float32), details={
+        "method": "average", "modalities": list(used), "weights": _shares(used)})
+
+
+def _shares(raw: dict[str, float]) -> dict[str, float]:
+    """{modality: share} summing to 1 (equal shares when every raw value is 0), rounded for the JSON."""
+    total = sum(raw.values())
+    if total <= 0:
+        return {m: round(1.0 / len(raw), 4) for m in raw}
+    return {m: round(v / total, 4) for m, v in raw.items()}
 
 
 @dataclass
@@ -67,10 +80,24 @@ class HeadFuser:
                         embs[j][i] = torch.from_numpy(np.asarray(entry.embedding, dtype=np.float32))
         with torch.inference_mode():
             out = torch.softmax(self.loaded.module(probs, mask, embs), dim=-1).numpy()
-        return [None if mask[i].sum() == 0 else
-                ModalityScores(probs=out[i].astype(np.float32), details={
-                    "method": "head", "modalities": [m for m, k in zip(MODALITIES, mask[i]) if k > 0]})
-                for i in range(n)]
+            # each modality's weight: leave-one-out influence, the total-variation distance between
+            # the fused scores with and without it (shares summing to 1; a lone modality weighs 1)
+            influence = np.zeros((n, len(MODALITIES)))
+            for j in range(len(MODALITIES)):
+                without = mask.clone()
+                without[:, j] = 0
+                alone = torch.softmax(self.loaded.module(probs, without, embs), dim=-1).numpy()
+                influence[:, j] = 0.5 * np.abs(out - alone).sum(-1)
+        rows_out: list[ModalityScores | None] = []
+        for i in range(n):
+            present = [(j, m) for j, m in enumerate(MODALITIES) if mask[i, j] > 0]
+            if not present:
+                rows_out.append(None)
+                continue
+            raw = {m: (1.0 if len(present) == 1 else float(influence[i, j])) for j, m in present}
+            rows_out.append(ModalityScores(probs=out[i].astype(np.float32), details={
+                "method": "head", "modalities": [m for _, m in present], "weights": _shares(raw)}))
+        return rows_out
 
 
 # Encoder settings besides the weights that change what an encoder outputs (recorded with a head).
@@ -115,8 +142,9 @@ def fuse_all(rows: list[Row], *, method: str, weights: Sequence[float], head: He
     return [average(row, weights) for row in rows]
 
 
-def smooth(fused: list[ModalityScores | None], window_s: int) -> list[ModalityScores | None]:
-    """Centred moving average over neighbouring seconds that have a fused entry (gaps stay gaps)."""
+def smooth(fused: list[ModalityScores | None], window_s: int, *, causal: bool = False) -> list[ModalityScores | None]:
+    """Moving average over neighbouring seconds that have a fused entry (gaps stay gaps): centred,
+    or ``causal`` (this second and the ``window_s - 1`` before it: a stream cannot look ahead)."""
     if window_s <= 1:
         return fused
     half = window_s // 2
@@ -125,7 +153,11 @@ def smooth(fused: list[ModalityScores | None], window_s: int) -> list[ModalitySc
         if entry is None:
             out.append(None)
             continue
-        neigh = [f.probs for f in fused[max(0, i - half): i + half + 1] if f is not None]
+        lo, hi = (i - window_s + 1, i + 1) if causal else (i - half, i + half + 1)
+        neigh = [f.probs for f in fused[max(0, lo): hi] if f is not None]
         p = np.mean(neigh, axis=0).astype(np.float32)
-        out.append(ModalityScores(probs=p / p.sum(), details={**entry.details, "smoothing_window_s": window_s}))
+        details = {**entry.details, "smoothing_window_s": window_s}
+        if causal:
+            details["smoothing"] = "causal"
+        out.append(ModalityScores(probs=p / p.sum(), details=details))
     return out

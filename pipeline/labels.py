@@ -49,6 +49,15 @@ def canonical(name: str) -> str | None:
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER2013_TO_OURS: tuple[int, ...] = tuple(LABEL_INDEX[canonical(c)] for c in FER2013_CLASSES)
 
+# FER+ (Barsoum et al. 2016) vote columns, in the order of the shared ferplus_votes_*.npz files
+# (``vote_columns``): ten crowd annotators per face. The seven Ekman columns map onto LABELS;
+# contempt has no Ekman class, unknown and NF ("not a face") are not emotions: their votes are
+# dropped (``FERPLUS_TO_OURS`` is None there).
+FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                   "contempt", "unknown", "NF")
+FERPLUS_TO_OURS: tuple[int | None, ...] = tuple(
+    LABEL_INDEX[canonical(c)] if c not in ("contempt", "unknown", "NF") else None for c in FERPLUS_COLUMNS)
+
 # RAVDESS file name field EE (03-01-EE-II-SS-RR-AA). 8 emotions; "calm" -> neutral.
 RAVDESS_EMOTIONS = {
     "01": "neutral", "02": "calm", "03": "happy", "04": "sad",

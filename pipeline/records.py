@@ -23,6 +23,11 @@ class VideoInfo:
     audio_codec: str | None
     audio_sample_rate_hz: int | None
     is_still_image: bool = False
+    origin_s: float = 0.0        # container time of t = 0: the first video frame's (else the audio's)
+    video_span_s: float | None = None   # where the stream's own header says the video ends (seconds
+    audio_span_s: float | None = None   # from the origin); None when only the container's end is known
+    video_start_s: float = 0.0   # where the video starts on the timeline (a camera that starts late)
+    audio_start_s: float = 0.0   # where the audio starts on the timeline
 
     @property
     def n_seconds(self) -> int:
@@ -30,6 +35,27 @@ class VideoInfo:
         shorter than TAIL_TOLERANCE_S (stream-length rounding) joins the previous second."""
         import math
         return max(1, math.ceil(self.duration_s - TAIL_TOLERANCE_S))
+
+
+@dataclass(frozen=True)
+class StreamCoverage:
+    """How much of one stream was actually decoded, against what the container promises."""
+    kind: str                    # "video" or "audio"
+    expected_s: float            # seconds the header promises, from the origin
+    decoded_s: float             # seconds of it that decoded
+    lost_s: tuple[tuple[float, float], ...]   # (start_s, end_s) stretches with nothing decoded
+    lost_total_s: float          # their total length
+    decode_errors: int           # packets the decoder rejected (skipped, decoding went on)
+    stopped: str | None = None   # why the demuxer gave up early, when it did
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.expected_s <= 0 else max(0.0, min(1.0, 1.0 - self.lost_total_s / self.expected_s))
+
+    def json(self) -> dict[str, Any]:
+        return {"expected_s": self.expected_s, "decoded_s": self.decoded_s, "coverage": round(self.fraction, 4),
+                "lost_total_s": self.lost_total_s, "lost_s": [list(r) for r in self.lost_s],
+                "decode_errors": self.decode_errors, "stopped": self.stopped}
 
 
 @dataclass(frozen=True)

@@ -118,3 +118,27 @@ def speech_fraction_per_second(wave: np.ndarray, sample_rate_hz: int, duration_s
     # the denominator is a full second's worth of frames, so missing audio counts as no speech
     out[:] = np.clip(speech / (1.0 / (frame / sample_rate_hz)), 0, 1)
     return out
+
+
+# ------------------------------------------------------------------ Silero (a model, via faster-whisper)
+# Silero VAD v6 (MIT) ships inside faster-whisper as an ONNX file run by onnxruntime; it gates
+# what Whisper transcribes. Its options, and why:
+SILERO_THRESHOLD = 0.5          # speech probability above which a 32 ms frame starts speech (Silero default)
+SILERO_MIN_SILENCE_S = 1.0      # a pause must last 1 s to end a region (faster-whisper uses 2 s; 1 s
+                                # cuts long talks into more, shorter regions without splitting sentences)
+SILERO_PAD_S = 0.3              # regions padded by 0.3 s each side, so word edges are not clipped
+
+
+def silero_regions(wave: np.ndarray, sample_rate_hz: int, *, min_silence_s: float = SILERO_MIN_SILENCE_S,
+                   pad_s: float = SILERO_PAD_S) -> list[tuple[int, int]]:
+    """Speech regions as [start, end) sample indices (16 kHz audio only: Silero's rate)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    if sample_rate_hz != 16000:
+        raise ValueError(f"Silero VAD needs 16 kHz audio, got {sample_rate_hz} Hz")
+    wave = np.ascontiguousarray(wave, dtype=np.float32).reshape(-1)
+    if wave.size < 512:   # one Silero frame
+        return []
+    opts = VadOptions(threshold=SILERO_THRESHOLD, min_silence_duration_ms=int(min_silence_s * 1000),
+                      speech_pad_ms=int(pad_s * 1000))
+    return [(int(r["start"]), int(r["end"])) for r in get_speech_timestamps(wave, opts, sampling_rate=sample_rate_hz)]

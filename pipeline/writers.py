@@ -13,7 +13,7 @@ from pipeline.fileio import atomic_write_text
 from pipeline.labels import LABELS
 from pipeline.records import ModalityScores, SecondEntry, Transcript, VideoInfo
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"   # 1.1: input, settings_key, skip_key, coverage, warnings, complete, per-second lost
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "timeline.schema.json"
 SCORE_DECIMALS = 4
 
@@ -33,36 +33,56 @@ def _prediction(entry: ModalityScores | None, keys: tuple[str, ...] = ()) -> dic
 def _fused(entry: SecondEntry) -> dict[str, Any] | None:
     if entry.fused is None:
         return None
-    out = _prediction(entry.fused, ("method", "modalities"))
+    out = _prediction(entry.fused, ("method", "modalities", "weights"))
     out["raw"] = _prediction(entry.fused_raw or entry.fused)
     return out
 
 
-def timeline_document(*, info: VideoInfo, entries: list[SecondEntry], transcript: Transcript | None,
-                      models: dict[str, Any], software: dict[str, Any], config: dict[str, Any],
-                      modalities: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    timeline = [{
+def timeline_entry(e: SecondEntry) -> dict[str, Any]:
+    """One second of the timeline, as the JSON has it (also the body of a live line)."""
+    return {
         "start_s": e.start_s, "end_s": e.end_s,
         "face": _prediction(e.face, ("n_faces", "face_id", "faces")),
         "audio": _prediction(e.audio, ("speech_fraction",)),
         "text": _prediction(e.text, ("words", "context")),
         "fused": _fused(e),
-    } for e in entries]
+    }
+
+
+def timeline_document(*, info: VideoInfo, entries: list[SecondEntry], transcript: Transcript | None,
+                      models: dict[str, Any], software: dict[str, Any], config: dict[str, Any],
+                      modalities: dict[str, dict[str, Any]], coverage: dict[str, dict[str, Any]] | None = None,
+                      warnings: list[str] | None = None) -> dict[str, Any]:
+    coverage = coverage or {}
+    timeline = [timeline_entry(e) for e in entries]
+    for row in timeline:   # streams that lost more than half of this second
+        lost = [k for k, c in coverage.items()
+                if sum(max(0.0, min(b, row["end_s"]) - max(a, row["start_s"])) for a, b in c["lost_s"])
+                > 0.5 * (row["end_s"] - row["start_s"])]
+        if lost:
+            row["lost"] = lost
     counts = Counter(t["fused"]["label"] for t in timeline if t["fused"])
     return {
         "schema_version": SCHEMA_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "video": {"path": info.path, "duration_s": info.duration_s, "fps": info.fps, "width": info.width,
                   "height": info.height, "has_audio": info.has_audio, "has_video": info.has_video,
-                  "rotation_deg": info.rotation_deg, "video_codec": info.video_codec, "audio_codec": info.audio_codec},
+                  "rotation_deg": info.rotation_deg, "video_codec": info.video_codec, "audio_codec": info.audio_codec,
+                  "origin_s": info.origin_s},
         "labels": list(LABELS),
         "models": models,
         "software": software,
         "config": config,
         "modalities": modalities,
+        "coverage": coverage,
+        "complete": not warnings,
+        "warnings": list(warnings or []),
         "transcript": None if transcript is None else {
             "source": transcript.source, "language": transcript.language,
-            "segments": [{"start_s": s.start_s, "end_s": s.end_s, "text": s.text} for s in transcript.segments]},
+            "segments": [{"start_s": s.start_s, "end_s": s.end_s, "text": s.text,
+                          "words": [{"start_s": w.start_s, "end_s": w.end_s, "text": w.text,
+                                     "probability": None if w.probability is None else round(w.probability, 3)}
+                                    for w in s.words]} for s in transcript.segments]},
         "timeline": timeline,
         "summary": {"dominant_label": counts.most_common(1)[0][0] if counts else None,
                     "label_seconds": {label: counts.get(label, 0) for label in LABELS}},

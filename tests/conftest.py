@@ -86,6 +86,7 @@ def tiny_whisper(tmp_path_factory) -> Path:
     import dataclasses
 
     import torch
+    pytest.importorskip("whisper", reason="openai-whisper is an optional extra (pip install -e '.[openai-whisper]')")
     from whisper.model import ModelDimensions, Whisper
 
     dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=1,

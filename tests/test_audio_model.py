@@ -215,3 +215,12 @@ def test_hf_audio_mapping_rules(tmp_path):
         load_dir(_tiny_hf(tmp_path / "generic", {0: "LABEL_0", 1: "LABEL_1"}, True))
     with pytest.raises(FileNotFoundError):
         load_dir(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [(16000, 512, 64, 50.0, 8000.0), (22050, 2048, 128, 20.0, None)])
+def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax):
+    import librosa
+
+    from models.audio_cnn import mel_filterbank
+    np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels, fmin, fmax),
+                               librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax), atol=1e-7)

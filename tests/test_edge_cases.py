@@ -164,5 +164,5 @@ def test_cli_batch_reports_every_bad_file_and_writes_nothing_for_them(made):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and any("empty.mp4: empty file" in e for e in errors)
-    assert sorted(p.name for p in out.iterdir()) == ["ok.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["batch_summary.csv", "ok.json"]
     assert not list(out.glob(".*part"))

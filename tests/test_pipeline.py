@@ -51,7 +51,7 @@ def test_clip_without_audio_track_marks_audio_missing(analyzer, clip):
     writers.validate(doc)
     assert len(doc["timeline"]) == 4
     assert all(t["audio"] is None and t["text"] is None for t in doc["timeline"])
-    assert doc["modalities"]["audio"] == {"status": "missing", "reason": "no audio track"}
+    assert doc["modalities"]["audio"] == {"status": "missing", "reason": "no audio track", "coverage": None}
     assert all(t["face"] is not None for t in doc["timeline"])
 
 
@@ -93,7 +93,7 @@ def test_cli_batch_goes_past_bad_files_and_skips_done_ones(tmp_path):
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.mp4" in errors[0] and "Traceback" not in r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.png"]      # nothing half-written
+    assert sorted(p.name for p in out.iterdir()) == ["batch_summary.csv", "good.json", "good.png"]  # nothing half-written
     writers.validate(json.loads((out / "good.json").read_text()))
     r2 = _cli("analyze", str(videos / "good.mp4"), *common)
     assert r2.returncode == 0 and "up to date" in r2.stderr

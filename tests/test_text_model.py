@@ -244,3 +244,24 @@ def test_soup_refuses_runs_with_different_heads(tmp_path, model):
     with pytest.raises(SystemExit, match="no best.pt"):
         (tmp_path / "empty").mkdir()
         soup([a, tmp_path / "empty"], tmp_path / "soup")
+
+
+def test_plain_torch_encoder_matches_transformers(model):
+    """models.minilm (no transformers import at start-up) gives transformers' BertModel outputs."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    cfg = BertConfig.from_json_file(str(base_dir() / "config.json"))
+    ref = BertModel(cfg, add_pooling_layer=False).eval()
+    missing, unexpected = ref.load_state_dict({k[5:]: v for k, v in model.state_dict().items() if k.startswith("bert.")},
+                                              strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing)
+    tok = BertTokenizerFast.from_pretrained(str(base_dir()), local_files_only=True)
+    texts = SENTENCES + ["x " * 300, "Ünïcödé ACCENTS and   spaces", ""]
+    want = tok(texts, padding=True, truncation=True, max_length=model.config.max_length, return_tensors="pt")
+    got = model.tokenize(texts)
+    assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["attention_mask"], want["attention_mask"])
+    with torch.no_grad():
+        expected = ref(input_ids=want["input_ids"], attention_mask=want["attention_mask"]).last_hidden_state
+        hidden = model._run_layers(model.bert.embeddings(got["input_ids"]), got["attention_mask"], 0, 6)
+    m = got["attention_mask"].bool()
+    assert torch.allclose(hidden[m], expected[m], atol=1e-4)

@@ -79,6 +79,16 @@ def test_random_tiny_whisper_runs_through_the_loader_and_decoder(tiny_whisper):
 
 def test_missing_whisper_offline_says_how_to_get_it(tmp_path, monkeypatch):
     from models.registry import ModelUnavailableError
+    from pipeline.transcribe import load_asr
     monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path))
-    with pytest.raises(ModelUnavailableError, match="make models"):
-        load_whisper("tiny", offline=True)
+    with pytest.raises(ModelUnavailableError, match="make models|openai-whisper"):
+        load_asr("openai:tiny", offline=True)
+
+
+def test_openai_checkpoint_through_load_asr(tiny_whisper):
+    from pipeline.transcribe import load_asr, transcribe_audio
+    asr = load_asr(str(tiny_whisper))
+    assert asr.info.backend == "openai-whisper" and asr.info.sha256 == load_whisper(str(tiny_whisper))[1].sha256
+    # silence: the Silero gate leaves nothing for the (random) model to decode
+    tr = transcribe_audio(asr, np.zeros(16000 * 3, np.float32), language="en")
+    assert tr.segments == () and tr.language == "en"

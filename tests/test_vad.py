@@ -91,3 +91,31 @@ def test_fraction_bins_past_the_audio_are_zero():
     frac = speech_fraction_per_second(wave, SR, duration + 3.0)
     assert len(frac) == int(np.ceil(duration + 3.0))
     assert (frac[-3:] == 0).all() and frac.max() > 0.5
+
+
+# ------------------------------------------------------------------ Silero (what gates Whisper)
+
+@pytest.mark.parametrize("name", list(_synthetic()))
+def test_silero_finds_no_speech_in_synthetic_non_speech(name):
+    from pipeline.vad import silero_regions
+    wave = _synthetic()[name].astype(np.float32)
+    assert sum(b - a for a, b in silero_regions(wave, SR)) < 0.3 * SR, name
+
+
+@pytest.mark.parametrize("rel", RAVDESS_CLIPS)
+def test_silero_regions_cover_the_ravdess_sentence_not_its_silent_ends(rel):
+    from pipeline.vad import silero_regions
+    wave = _load(rel)
+    regions = silero_regions(wave, SR, pad_s=0.0, min_silence_s=0.1)   # tight regions: a region only closes
+    # after min_silence_s, and RAVDESS's trailing silence is shorter than the pipeline's 1 s
+    assert regions, rel
+    first, last = regions[0][0] / SR, regions[-1][1] / SR
+    assert first > 0.6 and last < len(wave) / SR - 0.6
+    assert sum(b - a for a, b in regions) / SR > 0.8
+
+
+def test_silero_needs_16_khz():
+    from pipeline.vad import silero_regions
+    with pytest.raises(ValueError, match="16 kHz"):
+        silero_regions(np.zeros(8000, np.float32), 8000)
+    assert silero_regions(np.zeros(100, np.float32), SR) == []

@@ -71,7 +71,7 @@ def run(data: Path, *, model: str = "audio-cnn", device: str = "cpu") -> dict:
         try:
             wave = load_audio_file(path, rate)
         except Exception as exc:  # unreadable or missing file: count it, keep going
-            log.warning("%s: skipped (%s)", path, exc)
+            log.warning("%s: skipped (%s)", path, " ".join(str(exc).split()) or type(exc).__name__)
             skipped += 1
             continue
         if wave.size == 0:

@@ -1,9 +1,15 @@
 """Train FaceCNN on FER2013 Training, validate on PublicTest, and export the shipped weights.
 
-    python -m pipeline.train.face --out runs/face [--epochs N] [--no-augment] [--resume]
-                                  [--threads N] [--device auto|cpu|cuda] [--export]
+    python -m pipeline.train.face --out runs/face [--targets fer2013|ferplus] [--epochs N]
+                                  [--no-augment] [--mixup A] [--resume] [--init-from RUN |
+                                  --init-weights FILE] [--threads N] [--device auto|cpu|cuda] [--export]
 
-Every epoch writes last.pt (and best.pt when PublicTest accuracy improves) through RunDir, so a
+Targets: ``fer2013`` trains on the original (noisy) labels with label smoothing and selects on
+PublicTest accuracy; ``ferplus`` trains on the FER+ crowd vote distributions (cross entropy
+against votes / sum, the FER+ paper's best mode; rows without usable votes are left out, see
+``pipeline.corpora.FerPlusVotes``) and selects on FER+ PublicTest majority accuracy.
+
+Every epoch writes last.pt (and best.pt when the selection metric improves) through RunDir, so a
 run killed at any point resumes with ``--resume`` and a partial run can still be exported.
 ``--export`` writes models/weights/face_cnn.safetensors from best.pt (float16 when that keeps
 the PublicTest accuracy) and records its checksum.
@@ -31,8 +37,9 @@ from tqdm import tqdm
 
 from models import registry, weights_io
 from models.face_cnn import FaceCNN, FaceCNNConfig, predict_logits
+from pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, read_fer_npz
 from pipeline.data import data_path
-from pipeline.evaluate.face import read_fer_npz
+from pipeline.evaluate.face import ferplus_report
 from pipeline.labels import LABELS
 from pipeline.metrics import report
 from pipeline.train.common import RunDir, average_state_dicts, seed_everything, select_device
@@ -41,7 +48,12 @@ log = logging.getLogger("pipeline.train.face")
 
 TRAIN_NPZ = ("faces", "fer2013", "fer2013_train_28709.npz")
 VAL_NPZ = ("faces", "fer2013", "fer2013_publictest_3589.npz")
-VERSION = "1.2.0"  # 1.2.0: SWA of the ends of three warm-restart cycles after 1.0.0
+TRAIN_VOTES = ("faces", "fer2013", "ferplus_votes_train.npz")
+VAL_VOTES = ("faces", "fer2013", "ferplus_votes_publictest.npz")
+# 1.2.0: SWA of the ends of three warm-restart cycles after 1.0.0 (FER2013 labels);
+# 2.0.0: 1.2.0 fine-tuned on FER+ vote distributions, selected on FER+ majority accuracy
+VERSION = "2.0.0"
+TARGETS = ("fer2013", "ferplus")
 
 
 @dataclasses.dataclass
@@ -53,7 +65,12 @@ class TrainConfig:
     warmup_epochs: float = 2.0    # linear warm-up, then cosine to 0 over the remaining epochs
     momentum: float = 0.9
     weight_decay: float = 5e-4    # on conv/linear weights only (not BN, not biases)
-    label_smoothing: float = 0.1  # FER2013 labels are noisy (~10% disputed in FER+ relabelling)
+    label_smoothing: float = 0.1  # FER2013 labels are noisy; not applied to FER+ vote targets (already soft)
+    targets: str = "fer2013"      # "fer2013" (original labels) | "ferplus" (crowd vote distributions)
+    mixup_alpha: float = 0.0      # > 0: mixup (Zhang et al. 2018) of images and targets, Beta(a, a)
+    # > 0: weight each class's share of the loss by (mean class mass / class mass) ** power over the
+    # training targets (0.5: square root of inverse frequency), for the rare disgust and fear
+    class_balance: float = 0.0
     augment: bool = True
     # augmentation ranges: shift of the 40 px crop inside 48 px (+-4 px = the whole slack),
     # rotation +-10 degrees, scale 0.9..1.1, flip p=0.5, random erasing p=0.5 of 2-15% area.
@@ -120,29 +137,116 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def evaluate(model: FaceCNN, images: torch.Tensor, labels: np.ndarray, *, tta: str | None = None,
-             batch_size: int = 512) -> tuple[dict, float]:
-    """report() over LABELS plus the mean cross-entropy, on uint8 48 px images (N,1,48,48)."""
+             batch_size: int = 512, votes: FerPlusVotes | None = None) -> tuple[dict, float]:
+    """report() over LABELS plus the mean cross-entropy, on uint8 48 px images (N,1,48,48); with
+    ``votes`` (row-aligned FER+ votes) the report also carries ``ferplus`` (ferplus_report)."""
     model.eval()
     logits = torch.cat([predict_logits(model, images[i:i + batch_size], tta)
                         for i in range(0, len(images), batch_size)])
     loss = float(F.cross_entropy(logits, torch.from_numpy(labels)))
-    return report(labels, logits.argmax(1).numpy(), LABELS), loss
+    result = report(labels, logits.argmax(1).numpy(), LABELS)
+    if votes is not None:
+        result["ferplus"] = ferplus_report(logits.numpy(), votes, labels)
+    return result, loss
+
+
+def selection_metric(val: dict, targets: str) -> float:
+    """What picks the best epoch: FER+ majority accuracy for vote targets, else label accuracy."""
+    return val["ferplus"]["majority"]["accuracy"] if targets == "ferplus" else val["accuracy"]
+
+
+def read_split(npz: tuple[str, ...], votes_npz: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, FerPlusVotes]:
+    """(images uint8 (N,48,48), FER2013 labels in LABELS order, row-aligned FER+ votes) of one split."""
+    faces = fer_faces(data_path(*npz))
+    crowd = ferplus_votes(data_path(*votes_npz), filenames=faces.filenames, n_rows=len(faces.labels))
+    return faces.images, faces.labels, crowd
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross entropy against per-row probability targets (N,7) (rows sum to 1); with
+    ``class_weights`` (7,) each class term is weighted and the sum normalised by the batch's
+    total weight (the soft-target form of weighted cross entropy)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    if class_weights is None:
+        return -(targets * logp).sum(1).mean()
+    wt = targets * class_weights.to(targets.device)
+    return -(wt * logp).sum() / wt.sum()
+
+
+def class_weights_for(targets: torch.Tensor, power: float) -> torch.Tensor:
+    """(7,) weights (mean class mass / class mass) ** power from the training targets (N,7)."""
+    mass = targets.sum(0).clamp_min(1.0)
+    return (mass.mean() / mass) ** power
+
+
+def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al., ICLR 2018): one Beta(alpha, alpha) weight per batch, pairs by a shuffle."""
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(len(x))
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+def smoothed_one_hot(labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """(N,) class indices -> (N,7) targets; with soft_cross_entropy this is exactly
+    F.cross_entropy(label_smoothing=smoothing)."""
+    return F.one_hot(labels, len(LABELS)).float() * (1 - smoothing) + smoothing / len(LABELS)
+
+
+def train_step(model: FaceCNN, optimizer: torch.optim.Optimizer, images: torch.Tensor, target: torch.Tensor,
+               cfg: TrainConfig, device: torch.device, class_weights: torch.Tensor | None = None) -> tuple[float, int]:
+    """One SGD step on uint8 48 px images (N,1,48,48) and probability targets (N,7): augmentation,
+    optional mixup, bf16 autocast forward, soft cross entropy. Returns (loss, number of
+    predictions equal to the top target)."""
+    model.train()
+    x = augment_batch(images, cfg).to(device).to(memory_format=torch.channels_last)
+    target = target.to(device)
+    if cfg.mixup_alpha > 0:
+        x, target = mixup(x, target, cfg.mixup_alpha)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        logits = model(x)
+    loss = soft_cross_entropy(logits, target, class_weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), int((logits.detach().argmax(1) == target.argmax(1)).sum())
+
+
+def load_initial_weights(model: FaceCNN, source: str | Path) -> None:
+    """Copy a weight file's (or a registry name's) tensors into ``model``; same architecture."""
+    loaded = registry.load(source)
+    if loaded.arch != "face_cnn":
+        raise SystemExit(f"{source}: a {loaded.arch} file, not face_cnn")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in loaded.module.state_dict().items()})
+    log.info("initialised from %s (sha256 %s, version %s)", loaded.path, loaded.sha256[:12], loaded.meta.get("version"))
 
 
 def train(args: argparse.Namespace) -> RunDir:
-    cfg = TrainConfig(epochs=args.epochs, augment=not args.no_augment, seed=args.seed,
+    cfg = TrainConfig(epochs=args.epochs, augment=not args.no_augment, seed=args.seed, targets=args.targets,
+                      mixup_alpha=args.mixup, class_balance=args.class_balance,
                       **({"lr": args.lr} if args.lr is not None else {}),
-                      **({"warmup_epochs": args.warmup_epochs} if args.warmup_epochs is not None else {}))
+                      **({"warmup_epochs": args.warmup_epochs} if args.warmup_epochs is not None else {}),
+                      **({"label_smoothing": 0.0} if args.targets == "ferplus" else {}))
     device = select_device(args.device)
     seed_everything(cfg.seed)
     run = RunDir(args.out, {**dataclasses.asdict(cfg), "command": args.command,
-                            "init_from": str(args.init_from) if args.init_from else None})
-    x_train, y_train = read_fer_npz(data_path(*TRAIN_NPZ))
-    x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
-    train_images = torch.from_numpy(x_train)[:, None]
+                            "init_from": str(args.init_from) if args.init_from else None,
+                            "init_weights": str(args.init_weights) if args.init_weights else None})
+    x_train, y_train, votes_train = read_split(TRAIN_NPZ, TRAIN_VOTES)
+    x_val, y_val, votes_val = read_split(VAL_NPZ, VAL_VOTES)
+    if cfg.targets == "ferplus":
+        keep = votes_train.usable  # unmatched rows and rows with only contempt/unknown/NF votes are left out
+        x_train, y_train = x_train[keep], y_train[keep]
+        soft = torch.from_numpy(votes_train.targets()[keep])
+    else:
+        keep = y_train >= 0
+        x_train, y_train = x_train[keep], y_train[keep]
+        soft = None
+    train_images = torch.from_numpy(np.ascontiguousarray(x_train))[:, None]
     val_images = torch.from_numpy(x_val)[:, None]
-    log.info("FER2013 train %d, PublicTest %d; device %s, %d thread(s), augment=%s",
-             len(x_train), len(x_val), device, args.threads, cfg.augment)
+    log.info("FER2013 train %d (targets %s), PublicTest %d (FER+ majority labels %d); device %s, "
+             "%d thread(s), augment=%s, mixup=%s", len(x_train), cfg.targets, len(x_val),
+             int((votes_val.majority() >= 0).sum()), device, args.threads, cfg.augment, cfg.mixup_alpha)
 
     model = FaceCNN(cfg.model).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
@@ -165,7 +269,14 @@ def train(args: argparse.Namespace) -> RunDir:
         model.load_state_dict(init["model"])
         log.info("initialised from %s/best.pt (epoch %d, val accuracy %.4f)", args.init_from,
                  init["epoch"] + 1, init["best_metric"])
+    elif ckpt is None and args.init_weights is not None:
+        load_initial_weights(model, args.init_weights)
 
+    class_weights = None
+    if cfg.class_balance > 0:
+        class_weights = class_weights_for(soft if soft is not None else smoothed_one_hot(torch.from_numpy(y_train), 0.0),
+                                          cfg.class_balance)
+        log.info("class weights: %s", ", ".join(f"{n} {w:.2f}" for n, w in zip(LABELS, class_weights.tolist())))
     steps = len(x_train) // cfg.batch_size  # drop the last partial batch (BN needs > 1 sample)
     y_train_t = torch.from_numpy(y_train)
     for epoch in range(start_epoch, cfg.epochs):
@@ -176,33 +287,37 @@ def train(args: argparse.Namespace) -> RunDir:
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=20, leave=False)
         for i in bar:
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x = augment_batch(train_images[idx], cfg).to(device).to(memory_format=torch.channels_last)
-            y = y_train_t[idx].to(device)
+            target = soft[idx] if soft is not None else smoothed_one_hot(y_train_t[idx], cfg.label_smoothing)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(epoch * steps + i, steps, cfg)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(y)
+            loss, hits = train_step(model, optimizer, train_images[idx], target, cfg, device, class_weights)
+            total_loss += loss * len(idx)
+            correct += hits
+            seen += len(idx)
             if i % 25 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-        val, val_loss = evaluate(model, val_images, y_val)
-        is_best = val["accuracy"] > best
-        best = max(best, val["accuracy"])
+        val, val_loss = evaluate(model, val_images, y_val, votes=votes_val)
+        score = selection_metric(val, cfg.targets)
+        is_best = score > best
+        best = max(best, score)
+        fp = val["ferplus"]
         run.log_epoch({"epoch": epoch + 1, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                        "val_loss": val_loss, "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                       "val_ferplus_majority_accuracy": fp["majority"]["accuracy"],
+                       "val_ferplus_neutral_recall": fp["majority"]["per_class_recall"]["neutral"],
+                       "val_ferplus_macro_f1": fp["majority"]["macro_f1"],
+                       "val_ferplus_plurality_accuracy": fp["plurality"]["accuracy"],
+                       "val_ferplus_cross_entropy": fp["cross_entropy"],
                        "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)})
         run.save_checkpoint(model=model, optimizer=optimizer, epoch=epoch, best_metric=best,
                             config=cfg, is_best=is_best)
+        keys = ("train_loss", "val_loss", "val_accuracy", "val_ferplus_majority_accuracy")
         if is_best:
-            run.save_figures(val["confusion_matrix"], list(LABELS), title=f"PublicTest, epoch {epoch + 1}")
+            cm = fp["majority"]["confusion_matrix"] if cfg.targets == "ferplus" else val["confusion_matrix"]
+            run.save_figures(cm, list(LABELS), curve_keys=keys,
+                             title=f"PublicTest ({'FER+ majority' if cfg.targets == 'ferplus' else 'FER2013'}), epoch {epoch + 1}")
         else:
-            run.save_figures(None, list(LABELS))
+            run.save_figures(None, list(LABELS), curve_keys=keys)
     return run
 
 
@@ -243,15 +358,16 @@ def swa(runs: list[Path], out: Path, command: str = "") -> RunDir:
     model.load_state_dict(average_state_dicts([c["model"] for c in ckpts]))
     x_train, _ = read_fer_npz(data_path(*TRAIN_NPZ))
     recalibrate_bn(model, torch.from_numpy(x_train)[:, None], cfg)
-    x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
-    val, _ = evaluate(model, torch.from_numpy(x_val)[:, None], y_val)
+    x_val, y_val, votes_val = read_split(VAL_NPZ, VAL_VOTES)
+    val, _ = evaluate(model, torch.from_numpy(x_val)[:, None], y_val, votes=votes_val)
     snapshots = [{"run": str(r), "epoch": int(c["epoch"]) + 1, "val_accuracy": c["best_metric"],
                   "command": RunDir(r).command} for r, c in zip(runs, ckpts)]
     run = RunDir(out, {**dataclasses.asdict(cfg), "command": command, "swa_of": snapshots})
-    run.save_checkpoint(model=model, optimizer=None, epoch=0, best_metric=val["accuracy"],
+    run.save_checkpoint(model=model, optimizer=None, epoch=0, best_metric=selection_metric(val, cfg.targets),
                         config={**dataclasses.asdict(cfg), "swa_of": snapshots}, is_best=True)
-    log.info("SWA of %d snapshots: PublicTest accuracy %.4f, macro F1 %.4f (snapshots: %s)", len(runs),
-             val["accuracy"], val["macro_f1"], ", ".join(f"{c['best_metric']:.4f}" for c in ckpts))
+    log.info("SWA of %d snapshots: PublicTest accuracy %.4f, macro F1 %.4f, FER+ majority accuracy %.4f "
+             "(snapshots: %s)", len(runs), val["accuracy"], val["macro_f1"],
+             val["ferplus"]["majority"]["accuracy"], ", ".join(f"{c['best_metric']:.4f}" for c in ckpts))
     return run
 
 
@@ -269,21 +385,29 @@ def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_p
     cfg_dict, mcfg = _checkpoint_configs(ckpt)
     model = FaceCNN(mcfg)
     model.load_state_dict(ckpt["model"])
-    x_val, y_val = read_fer_npz(data_path(*VAL_NPZ))
+    targets = cfg_dict.get("targets", "fer2013")
+    x_val, y_val, votes_val = read_split(VAL_NPZ, VAL_VOTES)
     val_images = torch.from_numpy(x_val)[:, None]
-    metrics = {mode or "none": evaluate(model, val_images, y_val, tta=mode)[0] for mode in (None, "flip", "crops10")}
+    metrics = {mode or "none": evaluate(model, val_images, y_val, tta=mode, votes=votes_val)[0]
+               for mode in (None, "flip", "crops10")}
     half = FaceCNN(mcfg)
     half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in ckpt["model"].items()})
-    half_acc = evaluate(half, val_images, y_val)[0]["accuracy"]
-    dtype = torch.float16 if half_acc >= metrics["none"]["accuracy"] - 0.001 else None
+    half_val = evaluate(half, val_images, y_val, votes=votes_val)[0]
+    half_acc = selection_metric(half_val, targets)
+    dtype = torch.float16 if half_acc >= selection_metric(metrics["none"], targets) - 0.001 else None
     history = run.history()
+    keys = ("accuracy", "macro_f1", "uar", "per_class_recall")
     extra = {
         "version": VERSION,
-        "training_data": "FER2013 Training split, 28,709 grey 48x48 faces (research use)",
+        "training_data": ("FER2013 Training split, 28,709 grey 48x48 faces (research use)" if targets == "fer2013" else
+                          "FER2013 Training split images with FER+ crowd vote distributions (Barsoum et al. 2016, MIT); "
+                          f"{int(votes_train_usable())} faces with usable votes (research use)"),
+        "targets": targets,
         "split": {"train": "FER2013 Training (28,709)", "validation": "FER2013 PublicTest (3,589)"},
-        "metrics": {"publictest": {k: {m: v[m] for m in ("accuracy", "macro_f1", "uar", "per_class_recall")}
-                                   for k, v in metrics.items()},
-                    "float16_accuracy": half_acc, "best_epoch": int(ckpt["epoch"]) + 1},
+        "metrics": {"publictest": {k: {m: v[m] for m in keys} for k, v in metrics.items()},
+                    "publictest_ferplus_majority": {k: {m: v["ferplus"]["majority"][m] for m in keys}
+                                                    for k, v in metrics.items()},
+                    "float16_selection_metric": half_acc, "best_epoch": int(ckpt["epoch"]) + 1},
         "train_config": cfg_dict,
         "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
         "command": run.command or (f"python -m pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
@@ -293,10 +417,17 @@ def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_p
     digest = weights_io.save(out, model, arch="face_cnn", config=mcfg, extra=extra, dtype=dtype)
     if out.resolve() == registry.shipped_path("face-cnn").resolve():
         registry.record_checksum(out)
-    log.info("exported %s (%s, sha256 %s): PublicTest accuracy %.4f (flip %.4f, 10-crop %.4f), float16 %.4f",
+    log.info("exported %s (%s, sha256 %s): PublicTest accuracy %.4f (flip %.4f, 10-crop %.4f); FER+ majority "
+             "accuracy %.4f (flip %.4f, 10-crop %.4f); float16 selection metric %.4f",
              out, "float16" if dtype else "float32", digest[:12], metrics["none"]["accuracy"],
-             metrics["flip"]["accuracy"], metrics["crops10"]["accuracy"], half_acc)
+             metrics["flip"]["accuracy"], metrics["crops10"]["accuracy"],
+             *(metrics[m]["ferplus"]["majority"]["accuracy"] for m in ("none", "flip", "crops10")), half_acc)
     return extra
+
+
+def votes_train_usable() -> int:
+    faces = fer_faces(data_path(*TRAIN_NPZ))
+    return int(ferplus_votes(data_path(*TRAIN_VOTES), filenames=faces.filenames).usable.sum())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,11 +435,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/face"), help="run folder (checkpoints, metrics, figures)")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--no-augment", action="store_true", help="train on centre crops only (ablation)")
+    p.add_argument("--targets", choices=TARGETS, default=TrainConfig.targets,
+                   help="fer2013: original labels; ferplus: FER+ crowd vote distributions, selected on FER+ majority accuracy")
+    p.add_argument("--mixup", type=float, default=TrainConfig.mixup_alpha, metavar="ALPHA",
+                   help="mixup of images and targets with Beta(ALPHA, ALPHA) (default 0: off)")
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {TrainConfig.lr})")
     p.add_argument("--warmup-epochs", type=float, default=None,
                    help=f"linear warm-up before the cosine decay (default {TrainConfig.warmup_epochs})")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this run's best.pt (a warm restart: new cosine cycle, fresh optimiser)")
+    p.add_argument("--class-balance", type=float, default=TrainConfig.class_balance, metavar="POWER",
+                   help="weight classes by (mean mass / class mass) ** POWER (default 0: off; 0.5 = sqrt)")
+    p.add_argument("--init-weights", default=None, metavar="FILE",
+                   help="start from a face_cnn .safetensors file or registry name (e.g. the shipped face-cnn)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")

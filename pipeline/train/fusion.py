@@ -43,6 +43,10 @@ class DataConfig:
     # paired_unimodal pools, paths relative to $EMOTION_DATA_DIR. Each is the encoder's own
     # validation split, so its scores are out-of-sample (training-set scores are overconfident).
     face_npz: str = "faces/fer2013/fer2013_publictest_3589.npz"
+    # face labels: "fer2013" = the npz's own labels; "ferplus" = the FER+ crowd majority label
+    # (pipeline.corpora.FerPlusVotes.majority) from the ferplus_votes_<split>.npz beside it,
+    # faces without a majority left out (what face-cnn >= 2.0.0 is trained and selected on)
+    face_labels: str = "fer2013"
     audio_dirs: tuple[str, ...] = ("speech/ravdess/Actor_17", "speech/ravdess/Actor_18",
                                    "speech/ravdess/Actor_19", "speech/ravdess/Actor_20")
     audio_val_groups: tuple[str, ...] = ("actor19", "actor20")   # speakers held out for validation

@@ -1,0 +1,310 @@
+"""Many videos: one per-video function, three ways to run it, one summary table.
+
+    analyze_one(analyzer, job)        the per-video work (analyse, validate, write atomically);
+                                      whatever goes wrong becomes the Outcome's one-line error
+    run_serial / run_processes / run_ray
+                                      the same function in this process, in N worker processes
+                                      on this machine (each loads the models once, with a capped
+                                      thread count), or on a Ray cluster (Ray Data map_batches
+                                      over actors that hold the loaded models)
+    write_summary                     OUT/batch_summary.csv: a row per video, written atomically
+
+Each engine returns the Outcomes in the order of the jobs, so the summary and the JSON files are
+the same whichever engine made them.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pipeline.config import AnalyzeConfig
+from pipeline.errors import InputError, PipelineError
+from pipeline.fileio import atomic_write_text
+from pipeline.preflight import Job
+
+log = logging.getLogger(__name__)
+
+SUMMARY_NAME = "batch_summary.csv"
+MODALITIES = ("face", "audio", "text", "fused")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-video options that are not analysis settings."""
+    transcript: str | None = None     # a transcript file (one video only)
+    strict: bool = False              # a partial result is a failure
+    plot: bool = False                # also draw OUT/<stem>.png
+    formats: tuple[str, ...] = ("json",)   # outputs beside the JSON: csv, png, mp4, html, srt (pipeline.exports)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One row of the batch summary."""
+    video: str
+    output: str
+    status: str                       # ok | partial | failed | skipped (up to date)
+    duration_s: float | None = None   # of the video
+    compute_s: float | None = None    # wall seconds this run spent on it (None when skipped or failed early)
+    face: str | None = None           # dominant label per modality over the timeline (None: never present)
+    audio: str | None = None
+    text: str | None = None
+    fused: str | None = None
+    message: str | None = None        # the error line, or the partial-result warning
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures users cause (bad input, missing models, bad settings): their message is enough."""
+    from models.registry import ChecksumError, ModelUnavailableError
+    return (PipelineError, ModelUnavailableError, ChecksumError)
+
+
+def one_line(video: Path | str, e: BaseException) -> str:
+    """``<file>: <problem>`` on one line, whatever the exception."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if not isinstance(e, expected_errors()):
+        first = (getattr(e, "message", None) or str(e)).strip().splitlines()   # jsonschema: .message is the short form
+        text = f"{type(e).__name__}: {first[0][:300] if first else ''}"
+    return text if str(video) in text else f"{video}: {text}"
+
+
+def _dominant(doc: dict[str, Any], modality: str) -> str | None:
+    labels = Counter(row[modality]["label"] for row in doc["timeline"] if row.get(modality))
+    return labels.most_common(1)[0][0] if labels else None
+
+
+def outcome_of(job: Job, doc: dict[str, Any], status: str, compute_s: float | None) -> Outcome:
+    return Outcome(str(job.video), str(job.out), status, doc["video"]["duration_s"],
+                   None if compute_s is None else round(compute_s, 3),
+                   *(_dominant(doc, m) for m in MODALITIES),
+                   message="; ".join(doc.get("warnings") or []) or None)
+
+
+def skipped(job: Job) -> Outcome:
+    """The row of a video that is up to date: read back from its output."""
+    import json
+    try:
+        return outcome_of(job, json.loads(job.out.read_text()), "skipped", None)
+    except (OSError, ValueError, KeyError, TypeError):
+        return Outcome(str(job.video), str(job.out), "skipped")
+
+
+def failed(job: Job, message: str) -> Outcome:
+    return Outcome(str(job.video), str(job.out), "failed", message=message)
+
+
+def analyze_one(analyzer, job: Job, options: Options) -> Outcome:
+    """Analyse one video and write its JSON atomically. Never raises (but KeyboardInterrupt):
+    a failure of any kind is returned as a failed Outcome carrying one line."""
+    from pipeline import writers
+
+    t0 = time.perf_counter()
+    try:
+        doc = analyzer.analyze(job.video, transcript_file=options.transcript)
+        if options.strict and not doc["complete"]:
+            raise InputError(f"{job.video}: {'; '.join(doc['warnings'])} (--strict)")
+        writers.validate(doc)
+        writers.write_json_atomic(job.out, doc)
+        formats = tuple(options.formats) + (("png",) if options.plot else ())
+        if set(formats) - {"json"}:
+            from pipeline.exports import write_formats
+            write_formats(doc, job.video, job.out, formats, detector=analyzer.face.detector)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # one bad video never stops the batch: it becomes its error line
+        log.debug("%s failed", job.video, exc_info=True)
+        return failed(job, one_line(job.video, e))
+    return outcome_of(job, doc, "ok" if doc["complete"] else "partial", time.perf_counter() - t0)
+
+
+def limit_threads(threads: int) -> None:
+    """Cap the math libraries of this process at ``threads`` (torch, OpenCV)."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    cv2.setNumThreads(max(1, threads))
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+# ------------------------------------------------------------------ engines
+def run_serial(cfg: AnalyzeConfig, jobs: list[Job], options: Options, *, progress: bool = True) -> Iterator[Outcome]:
+    from tqdm import tqdm
+
+    from pipeline.analyze import Analyzer
+
+    if not jobs:
+        return
+    analyzer = Analyzer(cfg)
+    for job in tqdm(jobs, unit="video", desc="analyze", disable=not progress or len(jobs) < 2):
+        yield analyze_one(analyzer, job, options)
+
+
+_WORKER: dict[str, Any] = {}   # worker processes only: the Analyzer loaded by _init_worker
+
+
+def _init_worker(cfg: AnalyzeConfig, threads: int, log_level: int) -> None:
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    limit_threads(threads)
+    from pipeline.analyze import Analyzer
+    _WORKER["analyzer"] = Analyzer(cfg)
+
+
+def _work(job: Job, options: Options) -> Outcome:
+    return analyze_one(_WORKER["analyzer"], job, options)
+
+
+def run_processes(cfg: AnalyzeConfig, jobs: list[Job], options: Options, workers: int, *,
+                  progress: bool = True) -> Iterator[Outcome]:
+    """``workers`` processes (spawned: no fork of a process holding torch threads), each loading
+    the models once with ``cpu_count // workers`` threads; outcomes come back in job order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    if not jobs:
+        return
+    threads = threads_per_worker(workers)
+    cfg = dataclasses.replace(cfg, progress=False)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker,
+                             initargs=(cfg, threads, logging.getLogger().getEffectiveLevel())) as pool:
+        futures = [pool.submit(_work, job, options) for job in jobs]
+        for job, fut in tqdm(zip(jobs, futures), total=len(jobs), unit="video", desc=f"analyze x{workers}",
+                             disable=not progress):
+            try:
+                yield fut.result()
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:   # the worker itself died (out of memory, a crash in a decoder)
+                yield failed(job, one_line(job.video, e))
+
+
+class _RayAnalyzer:
+    """A Ray Data actor: loads the models once, then analyses batches of jobs."""
+
+    def __init__(self, cfg: AnalyzeConfig, options: Options, threads: int):
+        limit_threads(threads)
+        from pipeline.analyze import Analyzer
+        self.analyzer, self.options = Analyzer(cfg), options
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        rows = [analyze_one(self.analyzer, Job(Path(v), Path(o)), self.options)
+                for v, o in zip(batch["video"], batch["out"])]
+        return {f.name: [getattr(r, f.name) for r in rows] for f in dataclasses.fields(Outcome)}
+
+
+def run_ray(cfg: AnalyzeConfig, jobs: list[Job], options: Options, workers: int, *,
+            address: str | None = None, gpus_per_worker: float = 0.0) -> Iterator[Outcome]:
+    """The same per-video function on a Ray cluster: ``ray.data`` over the jobs, ``map_batches``
+    with ``workers`` actors that each hold the loaded models. ``address``: a running cluster
+    (``ray://...`` or ``auto``; also $RAY_ADDRESS); none starts a local one."""
+    try:
+        import ray
+    except ImportError as e:
+        raise PipelineError("the Ray engine needs Ray: pip install 'emotion-pipeline[ray]'") from e
+    if not jobs:
+        return
+    threads = threads_per_worker(workers) if address is None else 1
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": {k: v for k, v in os.environ.items()
+                                           if k.startswith(("EMOTION_", "HF_"))}})
+    cfg = dataclasses.replace(cfg, progress=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ds = ray.data.from_items([{"video": str(j.video), "out": str(j.out)} for j in jobs],
+                             override_num_blocks=len(jobs))
+    results = ds.map_batches(_RayAnalyzer, fn_constructor_kwargs={"cfg": cfg, "options": options, "threads": threads},
+                             batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,
+                             num_gpus=gpus_per_worker or None, max_task_retries=2)
+    by_key = {}
+    for row in results.iter_rows():
+        outcome = Outcome(**{f.name: _plain(row[f.name]) for f in dataclasses.fields(Outcome)})
+        by_key[(outcome.video, outcome.output)] = outcome
+    for job in jobs:
+        yield by_key.get((str(job.video), str(job.out))) or failed(job, f"{job.video}: lost by the Ray run")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and NaN (Arrow's missing values) back to Python."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+# ------------------------------------------------------------------ summary
+def summary_path(out_dir: str | Path, shard: tuple[int, int] | None = None) -> Path:
+    if shard is None:
+        return Path(out_dir) / SUMMARY_NAME
+    i, n = shard
+    return Path(out_dir) / f"batch_summary.shard-{i}-of-{n}.csv"
+
+
+def write_summary(path: str | Path, outcomes: Iterable[Outcome]) -> Path:
+    buf = io.StringIO()
+    names = [f.name for f in dataclasses.fields(Outcome)]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for o in outcomes:
+        writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(o).items()})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def shard_of(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
+    """Shard ``i`` of ``n`` (1-based): every n-th job of the sorted list, starting at the i-th;
+    the same inputs give the same shards on every machine."""
+    if shard is None:
+        return jobs
+    i, n = shard
+    ordered = sorted(jobs, key=lambda j: str(j.out))
+    return [j for k, j in enumerate(ordered) if k % n == i - 1]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise PipelineError(f"--shard {text}: expected i/N, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise PipelineError(f"--shard {text}: i must be 1..N")
+    return i, n
+
+
+def read_manifest(path: str | Path) -> list[Path]:
+    """Videos listed in a manifest: one path per line (``#`` comments), or a CSV with a ``path``
+    column. Relative paths are relative to the manifest's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read manifest ({e})") from e
+    base = path.parent
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise InputError(f"{path}: a CSV manifest needs a 'path' column (has {reader.fieldnames})")
+        entries = [row["path"].strip() for row in reader if (row.get("path") or "").strip()]
+    else:
+        entries = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return [p if p.is_absolute() else base / p for p in map(Path, entries)]

@@ -1,0 +1,150 @@
+"""Word error rate of the transcription model: ``run(data, model=..., device=...) -> dict``.
+
+``data`` is one of
+* a folder of RAVDESS-named speech (``03-01-EE-II-SS-RR-AA.flac|wav``, any depth): the reference
+  is the statement in the name (01 "Kids are talking by the door", 02 "Dogs are sitting by the door");
+* a folder of TESS ``<speaker>_<emotion>/<speaker>_<word>_<emotion>.flac|wav`` files: the reference
+  is "Say the word <word>";
+* a CSV with columns ``path,text`` (relative paths resolved against the CSV's folder).
+
+Each file goes through the same path as ``analyze`` (``transcribe.transcribe_audio``: Silero
+regions, language identification, faster-whisper). WER = (substitutions + deletions + insertions)
+/ reference words over the whole set, after lower-casing and dropping punctuation. Also reported:
+the share of files identified as English (every reference here is English) and seconds of
+compute per minute of audio.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.corpora import speech_items
+from pipeline.labels import ravdess_fields
+
+log = logging.getLogger(__name__)
+
+RAVDESS_STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+TESS_CARRIER = "Say the word {}"
+_PUNCT = re.compile(r"[^\w\s']+")
+
+
+def normalize(text: str) -> list[str]:
+    """Lower-case words without punctuation (apostrophes inside words kept: "we're")."""
+    text = _PUNCT.sub(" ", text.lower().replace("-", " "))
+    return [w.strip("'") for w in text.split() if w.strip("'")]
+
+
+def edit_ops(ref: list[str], hyp: list[str]) -> tuple[int, int, int]:
+    """(substitutions, deletions, insertions) of a minimum word-level alignment."""
+    # dp[i][j] = (cost, S, D, I) for ref[:i] vs hyp[:j]
+    prev = [(j, 0, 0, j) for j in range(len(hyp) + 1)]
+    for i in range(1, len(ref) + 1):
+        cur = [(i, 0, i, 0)]
+        for j in range(1, len(hyp) + 1):
+            c, s, d, n = prev[j - 1]
+            best = (c, s, d, n) if ref[i - 1] == hyp[j - 1] else (c + 1, s + 1, d, n)
+            c, s, d, n = prev[j]
+            best = min(best, (c + 1, s, d + 1, n))
+            c, s, d, n = cur[j - 1]
+            best = min(best, (c + 1, s, d, n + 1))
+            cur.append(best)
+        prev = cur
+    _, s, d, n = prev[-1]
+    return s, d, n
+
+
+def read_references(data: str | Path) -> tuple[list[tuple[Path, str]], str]:
+    """((audio path, reference text) pairs, format); ValueError naming the file when unusable."""
+    data = Path(data)
+    if data.is_dir():
+        pairs, formats = [], set()
+        for item in speech_items(data):
+            fields = ravdess_fields(item.path.stem)
+            if fields is not None:
+                if fields["statement"] in RAVDESS_STATEMENTS:
+                    pairs.append((item.path, RAVDESS_STATEMENTS[fields["statement"]]))
+                    formats.add("ravdess-folder")
+                continue
+            parts = item.path.stem.split("_")
+            if len(parts) >= 3:   # TESS: <speaker>_<word>_<emotion>
+                pairs.append((item.path, TESS_CARRIER.format(parts[1])))
+                formats.add("tess-folder")
+        if not pairs:
+            raise ValueError(f"{data}: no RAVDESS-named or TESS-named speech files in this folder")
+        return pairs, "+".join(sorted(formats))
+    if data.is_file() and data.suffix.lower() == ".csv":
+        with open(data, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = [c.strip().lstrip("\ufeff").lower() for c in (reader.fieldnames or [])]
+            if "path" not in header or "text" not in header:
+                raise ValueError(f"{data}: a transcript manifest needs columns path,text (found {','.join(header) or 'none'})")
+            reader.fieldnames = header
+            pairs = []
+            for row in reader:
+                p = Path((row["path"] or "").strip())
+                pairs.append((p if p.is_absolute() else data.parent / p, (row["text"] or "").strip()))
+        if not pairs:
+            raise ValueError(f"{data}: the manifest has no rows")
+        return pairs, "csv"
+    if data.exists():
+        raise ValueError(f"{data}: expected a RAVDESS or TESS folder, or a .csv manifest (path,text)")
+    raise ValueError(f"{data}: no such file or folder")
+
+
+def run(data: Path, *, model: str = "auto", device: str = "cpu", language: str | None = None,
+        limit: int | None = None) -> dict:
+    """WER of ``model`` (the ``whisper_model`` setting: auto, tiny.en, base, a folder, ...) on ``data``."""
+    from pipeline.audio_windows import load_audio_file
+    from pipeline.transcribe import SAMPLE_RATE_HZ, load_for_analysis, transcribe_audio
+
+    pairs, fmt = read_references(data)
+    if limit:
+        pairs = pairs[:limit]
+    asr, language_id = load_for_analysis(model, device=device, language=language)
+    totals = np.zeros(3, dtype=np.int64)
+    n_ref = n_files = skipped = english = 0
+    audio_s = compute_s = 0.0
+    worst: list[tuple[float, str, str, str]] = []
+    for path, reference in pairs:
+        try:
+            wave = load_audio_file(path, SAMPLE_RATE_HZ)
+        except Exception as exc:  # unreadable file: counted, the rest go on
+            log.warning("%s: skipped (%s)", path, exc)
+            skipped += 1
+            continue
+        t0 = time.perf_counter()
+        tr = transcribe_audio(asr, wave, language_id=language_id, language=language)
+        compute_s += time.perf_counter() - t0
+        audio_s += len(wave) / SAMPLE_RATE_HZ
+        hypothesis = " ".join(s.text for s in tr.segments)
+        ref, hyp = normalize(reference), normalize(hypothesis)
+        ops = np.array(edit_ops(ref, hyp))
+        totals += ops
+        n_ref += len(ref)
+        n_files += 1
+        english += tr.language == "en"
+        if ops.sum():
+            worst.append((float(ops.sum()) / max(1, len(ref)), str(path), reference, hypothesis))
+    if not n_files:
+        raise ValueError(f"{data}: none of the {len(pairs)} listed audio files could be read")
+    worst.sort(key=lambda w: -w[0])
+    s, d, i = (int(x) for x in totals)
+    result = {
+        "wer": round((s + d + i) / max(1, n_ref), 4), "substitutions": s, "deletions": d, "insertions": i,
+        "reference_words": n_ref, "n": n_files, "skipped": skipped,
+        "files_with_errors": len(worst), "identified_english": round(english / n_files, 4),
+        "audio_s": round(audio_s, 1), "compute_s": round(compute_s, 1),
+        "compute_s_per_audio_minute": round(compute_s / audio_s * 60, 2) if audio_s else None,
+        "model": asr.info.describe(), "language_id": language_id.info.describe() if language_id else None,
+        "data": str(data), "format": fmt,
+        "worst": [{"path": p, "reference": r, "hypothesis": h, "wer": round(w, 3)} for w, p, r, h in worst[:10]],
+    }
+    log.info("%s on %s (%s, n=%d): WER %.4f, English identified %.1f%%, %.2f s compute per audio minute",
+             asr.info.name, data, fmt, n_files, result["wer"], 100 * result["identified_english"],
+             result["compute_s_per_audio_minute"] or 0)
+    return result

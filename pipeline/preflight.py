@@ -1,0 +1,178 @@
+"""Checks that run before any model loads: where each result goes, whether it is up to date,
+whether the output locations can be written, whether a transcript file makes sense, whether
+the configured device exists. Cheap (no torch import except for a CUDA check), so a re-run of a
+finished batch, a typo in a setting or an unwritable output folder is answered in a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import AnalyzeConfig, to_dict
+from pipeline.errors import ConfigError, InputError, PipelineError
+from pipeline.records import Transcript
+
+# Settings that change how a run looks or reaches the network, never what it finds: left out of
+# the key that decides whether an existing result is up to date. (``device``: CPU and GPU give
+# the same labels; float differences in the fourth decimal are not worth a re-run.)
+NOT_RESULT_SETTINGS = frozenset({"progress", "offline", "device"})
+NAME_MAX_BYTES = 255          # longest file name on ext4, XFS, APFS, NTFS (in UTF-16 units there)
+CHECKSUMS_FILE = Path(__file__).resolve().parent.parent / "models" / "weights" / "checksums.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    video: Path                  # as given (or found in a folder)
+    out: Path                    # OUT/<path relative to the inputs' common folder>/<stem>.json
+
+
+def _name_ok(name: str) -> bool:
+    return len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX_BYTES
+
+
+def plan(videos: list[tuple[Path, Path]], out_dir: str | Path) -> list[Job]:
+    """One output per video that can never collide. ``videos`` holds (video, base folder): a
+    folder given on the command line keeps its structure under ``out_dir``
+    (``OUT/<path inside it>/<stem>.json``), a file given alone goes to ``OUT/<stem>.json``.
+    Videos that would still share an output (``a/clip.mp4`` and ``b/clip.mp4``) keep their
+    folders relative to the folder they share (``OUT/a/clip.json``); two in one folder that
+    differ only in extension keep it (``clip.mp4.json``)."""
+    out_dir = Path(out_dir)
+    absolute = [Path(os.path.abspath(v)) for v, _ in videos]
+    rel_dirs = [a.parent.relative_to(os.path.abspath(base)) for a, (_, base) in zip(absolute, videos)]
+    outs = [out_dir / r / f"{a.stem}.json" for r, a in zip(rel_dirs, absolute)]
+    groups: dict[Path, list[int]] = {}
+    for i, o in enumerate(outs):
+        groups.setdefault(o, []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        common = os.path.commonpath([str(absolute[i].parent) for i in members])
+        for i in members:
+            outs[i] = out_dir / rel_dirs[i] / absolute[i].parent.relative_to(common) / f"{absolute[i].stem}.json"
+        names: dict[Path, int] = {}
+        for i in members:
+            names[outs[i]] = names.get(outs[i], 0) + 1
+        for i in members:
+            if names[outs[i]] > 1:
+                outs[i] = outs[i].with_name(f"{absolute[i].name}.json")
+    return [Job(v, o) for (v, _), o in zip(videos, outs)]
+
+
+def check_output(job: Job) -> None:
+    """Raise InputError (naming the output) when the result could not be written there."""
+    out = job.out
+    if not _name_ok(out.name):
+        raise InputError(f"{job.video}: output name {out.name[:40]}...json is longer than {NAME_MAX_BYTES} bytes; "
+                         f"rename the video")
+    if out.is_dir():
+        raise InputError(f"{job.video}: output path {out} is a folder")
+    folder = out.parent
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{job.video}: output folder {folder}: {probe} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".part", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"{job.video}: cannot write to output folder {folder} ({e.strerror or e})") from e
+
+
+def video_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies a video file without reading it: absolute path, size, modification time."""
+    st = Path(path).stat()
+    return {"path": os.path.abspath(path), "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def settings_key(cfg: AnalyzeConfig, transcript_file: str | Path | None = None) -> str:
+    """Hash of everything that changes results: the result-relevant settings, the pipeline's
+    version, the shipped weights' recorded checksums, and the transcript file given (if any)."""
+    from pipeline import __version__
+
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in NOT_RESULT_SETTINGS}
+    try:
+        checksums = json.loads(CHECKSUMS_FILE.read_text())
+    except (OSError, ValueError):
+        checksums = None
+    material = {"settings": settings, "pipeline": __version__, "weights": checksums,
+                "transcript": video_identity(transcript_file) if transcript_file else None}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def skip_key(video: str | Path, settings: str) -> str:
+    material = json.dumps({"video": video_identity(video), "settings": settings}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def up_to_date(job: Job, settings: str) -> bool:
+    """True when ``job.out`` holds the result of this very file (same path, size, mtime) made with
+    the same result-relevant settings and models."""
+    try:
+        existing = json.loads(job.out.read_text()).get("skip_key")
+        return existing is not None and existing == skip_key(job.video, settings)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _finite_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def check_transcript(tr: Transcript, path: str | Path) -> Transcript:
+    """A parsed transcript whose times are finite, non-negative and ordered, texts strings and the
+    language a short code; InputError naming the file and the first problem otherwise."""
+    if tr.language is not None and not (isinstance(tr.language, str) and 1 <= len(tr.language) <= 16):
+        raise InputError(f"{path}: 'language' must be a language code such as \"en\", got {tr.language!r}")
+    for i, seg in enumerate(tr.segments):
+        if not (_finite_time(seg.start_s) and _finite_time(seg.end_s) and seg.end_s >= seg.start_s):
+            raise InputError(f"{path}: segment {i} has bad times start_s={seg.start_s!r}, end_s={seg.end_s!r} "
+                             f"(finite, >= 0, end after start)")
+        if not isinstance(seg.text, str):
+            raise InputError(f"{path}: segment {i} text is not a string")
+        for w in seg.words:
+            if not (_finite_time(w.start_s) and _finite_time(w.end_s) and w.end_s >= w.start_s):
+                raise InputError(f"{path}: segment {i} has a word with bad times start_s={w.start_s!r}, "
+                                 f"end_s={w.end_s!r}")
+    return tr
+
+
+def load_transcript(path: str | Path) -> Transcript:
+    """Parse and validate a transcript file up front; every failure is one InputError line."""
+    from pipeline import transcribe
+
+    try:
+        tr = transcribe.parse_subtitles(path)
+    except PipelineError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise InputError(f"{path}: unreadable transcript ({type(e).__name__}: {e})") from e
+    return check_transcript(tr, path)
+
+
+def check_device(spec: str) -> None:
+    """ConfigError when the configured device does not exist on this machine."""
+    kind = spec.split(":")[0]
+    if kind in ("auto", "cpu"):
+        return
+    import torch
+
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={spec}: no CUDA device on this machine (torch {torch.__version__}); "
+                              f"use device=auto or device=cpu")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif kind == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device={spec}: no Apple MPS device on this machine")

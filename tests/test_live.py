@@ -1,0 +1,96 @@
+"""Live mode: a shared talking clip played as a live source at its real speed."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import writers
+from tests.conftest import TALKING, ffmpeg, needs_data, needs_ffmpeg
+
+pytestmark = [needs_data, needs_ffmpeg]
+REPO = Path(__file__).resolve().parent.parent
+BOUND_S = 2.0
+# Live and offline see the same frames and the same centred voice windows, but the voice
+# activity detector runs over a few seconds instead of 30 s chunks, and shed seconds use one
+# frame: labels must agree on most seconds, voice scores within this margin where both exist.
+SCORE_MARGIN = 0.15
+
+
+def live(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", "live", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("live") / "talk.mp4"
+    ffmpeg("-i", str(TALKING), "-c", "copy", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def realtime(clip, tmp_path_factory) -> tuple[list[dict], dict]:
+    folder = tmp_path_factory.mktemp("live_out")
+    lines = folder / "lines.jsonl"
+    r = live("--source", str(clip), "--realtime", "--offline", "--lines", str(lines), "--out", str(folder),
+             "--max-delay-s", str(BOUND_S))   # with the default transcription: words come as amendments
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(ln) for ln in lines.read_text().splitlines()]
+    return rows, json.loads((folder / "talk.live.json").read_text())
+
+
+def test_every_second_arrives_in_order_within_the_bound(realtime):
+    rows, doc = realtime
+    seconds = [r for r in rows if r["type"] == "second"]
+    assert [r["start_s"] for r in seconds] == [float(i) for i in range(20)]
+    late = [(r["start_s"], r["latency_s"]) for r in seconds if r["latency_s"] > BOUND_S]
+    assert not late, late
+    assert all(r["emitted_at"] > 0 and r["fused"]["scores"] for r in seconds)
+    assert doc["live"]["latency_s"]["max"] <= BOUND_S
+
+
+def test_live_agrees_with_the_offline_analysis(realtime, analyzer, clip):
+    rows, doc = realtime
+    writers.validate(doc)
+    assert doc["config"]["smoothing"] == "causal"
+    offline = analyzer.analyze(clip)["timeline"]
+    seconds = [r for r in rows if r["type"] == "second"]
+    face_agree = sum((a["face"] or {}).get("label") == (b["face"] or {}).get("label") for a, b in zip(seconds, offline))
+    assert face_agree >= 16
+    both = [(a, b) for a, b in zip(seconds, offline) if a["audio"] and b["audio"] and "audio" not in a.get("shed", [])]
+    assert len(both) >= 6
+    close = sum(max(abs(a["audio"]["scores"][k] - b["audio"]["scores"][k]) for k in a["audio"]["scores"]) < SCORE_MARGIN
+                for a, b in both)
+    assert close >= 0.8 * len(both)
+
+
+def test_words_arrive_as_amendments_of_past_seconds(realtime):
+    rows, doc = realtime
+    amends = [r for r in rows if r["type"] == "amend"]
+    assert len(amends) >= 8 and all(r["text"]["words"] and r["text_delay_s"] > 0 for r in amends)
+    first_amend = rows.index(amends[0])
+    assert first_amend < len(rows) - len(amends)       # the first words come while the stream still runs
+    assert doc["transcript"]["language"] == "en" and doc["modalities"]["text"]["status"] == "ok"
+    assert sum(1 for t in doc["timeline"] if t["text"]) >= 15
+
+
+def test_a_file_read_as_fast_as_it_decodes(clip, tmp_path):
+    r = live("--source", str(clip), "--offline", "--set", "whisper_model=none", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [r["start_s"] for r in rows if r["type"] == "second"] == [float(i) for i in range(20)]
+    doc = json.loads((tmp_path / "talk.live.json").read_text())
+    assert len(doc["timeline"]) == 20 and doc["live"]["stopped"] == "end of stream"
+    assert np.isclose(sum(doc["timeline"][3]["fused"]["scores"].values()), 1.0, atol=1e-3)
+
+
+def test_a_source_that_cannot_be_opened(tmp_path):
+    r = live("--source", str(tmp_path / "nothing.mp4"), "--offline", "--out", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nothing.mp4'}: no such file")
