@@ -185,6 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         kwargs["model"] = args.model
     if args.modality == "clips":
         kwargs["adapter"] = args.adapter
+        kwargs["whisper"] = args.whisper
     if args.tta:
         if args.modality != "face":
             raise PipelineError("--tta applies to the face model only")
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "clips: labelled video clips (see --adapter)")
     e.add_argument("--adapter", default="mead", choices=["mead", "ravdess", "meld", "csv"],
                    help="clips only: how labels are read (file names or a path,label CSV)")
+    e.add_argument("--whisper", default="auto", help="clips only: whisper_model setting (none: no words)")
     e.add_argument("--model", help="registry name or weights file (default: the shipped model)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--tta", choices=["flip", "crops10"], help="face only: test-time augmentation")
@@ -302,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list models, or fetch the hub ones into the cache")
     m.add_argument("action", choices=["list", "fetch"])
     m.add_argument("--profile", default="default", choices=["default", "full"])
-    m.add_argument("--whisper", default="tiny", help="Whisper model(s) to fetch, comma-separated")
+    m.add_argument("--whisper", default="", help="extra Whisper models to fetch (faster-whisper sizes, org/repo, or openai:<size>), comma-separated")
     m.set_defaults(func=cmd_models)
     return parser
 

@@ -103,3 +103,17 @@ def test_cli_missing_file_is_one_line_error(tmp_path):
     r = _cli("analyze", str(tmp_path / "nope.mp4"), "--out", str(tmp_path), "--offline", "--no-progress")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"error: {tmp_path / 'nope.mp4'}: no such file" in r.stderr
+
+
+def test_evaluate_clips_reports_each_modality_alone(tmp_path):
+    from pipeline.data import data_path
+    from pipeline.labels import ravdess_fields
+    files = sorted(data_path("speech", "ravdess", "Actor_17").glob("*.flac"))[::20][:3]
+    csv = tmp_path / "clips.csv"
+    csv.write_text("path,label\n" + "".join(f"{f},{ravdess_fields(f.stem)['label']}\n" for f in files))
+    r = _cli("evaluate", "clips", "--data", str(csv), "--adapter", "csv", "--whisper", "none")
+    assert r.returncode == 0, r.stderr[-1000:]
+    out = json.loads(r.stdout)
+    assert out["n_clips"] == 3 and out["modality_alone"]["audio"]["clips"] == 3
+    assert out["modality_alone"]["text"]["clips"] == 0 and out["modality_alone"]["face"]["clips"] == 0
+    assert all(row["alone"]["audio"] for row in out["clips"])

@@ -16,8 +16,9 @@ from pipeline.labels import LABELS
 from pipeline.metrics import report
 
 
-def clip_label(doc: dict) -> str | None:
-    fused = [t["fused"] for t in doc["timeline"] if t["fused"]]
+def clip_label(doc: dict, modality: str = "fused") -> str | None:
+    """Most frequent label of ``modality`` over the clip's seconds (ties: higher mean score)."""
+    fused = [t[modality] for t in doc["timeline"] if t[modality]]
     if not fused:
         return None
     counts = Counter(f["label"] for f in fused)
@@ -27,7 +28,9 @@ def clip_label(doc: dict) -> str | None:
     return max(tied, key=mean.get)
 
 
-def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | None = None) -> dict:
+def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | None = None,
+        whisper: str = "auto") -> dict:
+    """``whisper``: the whisper_model setting (``none``: no words; the default: the packaged ASR)."""
     from pipeline.analyze import Analyzer
     from pipeline.config import AnalyzeConfig
     from pipeline.errors import PipelineError
@@ -39,19 +42,25 @@ def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | 
         raise ValueError(str(e)) from e
     # contempt clips are skipped by the adapter; list them for the report
     unmappable = [f.name for f, label in mead_files(data) if label is None] if adapter == "mead" else []
-    analyzer = Analyzer(AnalyzeConfig(whisper_model="none", offline=True, progress=False, device=device,
+    analyzer = Analyzer(AnalyzeConfig(whisper_model=whisper, offline=True, progress=False, device=device,
                                       **({"face_model": model} if model else {})))
     rows, y_true, y_pred = [], [], []
     for clip in clips:
         doc = analyzer.analyze(clip.path)
         pred = clip_label(doc)
         face = Counter(t["face"]["label"] for t in doc["timeline"] if t["face"])
+        alone = {m: clip_label(doc, m) for m in ("face", "audio", "text")}
         rows.append({"clip": clip.path.name, "label": clip.label, "predicted": pred, "correct": pred == clip.label,
-                     "face_labels": dict(face)})
+                     "face_labels": dict(face), "alone": alone})
         y_true.append(LABELS.index(clip.label))
         y_pred.append(LABELS.index(pred) if pred else -1)
     ok = [p >= 0 for p in y_pred]
     result = report([t for t, k in zip(y_true, ok) if k], [p for p, k in zip(y_pred, ok) if k], LABELS)
+    # each modality on its own, over the clips where it gave a label (its clip label as if it were fused)
+    single = {m: {"clips": sum(1 for r in rows if r["alone"][m]),
+                  "correct": sum(1 for r in rows if r["alone"][m] and r["alone"][m] == r["label"])}
+              for m in ("face", "audio", "text")}
     return {"data": str(data), "adapter": adapter, "n_clips": len(rows) + len(unmappable),
             "correct": sum(r["correct"] for r in rows), "accuracy_mappable": result["accuracy"],
+            "uar": result.get("uar"), "modality_alone": single,
             "unmappable": unmappable, "clips": rows, "models": analyzer.models}
