@@ -161,7 +161,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     stem = Path(args.source).stem if Path(args.source).exists() else "live"
     timeline = Path(args.out) / f"{stem}.live.json"
     preflight.check_output(preflight.Job(Path(args.source), timeline))
-    options = live.LiveOptions(max_delay_s=args.max_delay_s, realtime=args.realtime, max_seconds=args.max_seconds)
+    options = live.LiveOptions(max_delay_s=args.max_delay_s, realtime=args.realtime, max_seconds=args.max_seconds,
+                               show=args.show)
     from pipeline.analyze import Analyzer
     analyzer = Analyzer(cfg)
     lines = open(args.lines, "w", encoding="utf-8") if args.lines else sys.stdout
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--max-delay-s", type=float, default=2.0,
                     help="bound on a line's delay after its second ends; work is shed to keep it (default 2)")
     lv.add_argument("--max-seconds", type=float, help="stop after this many seconds of stream")
+    lv.add_argument("--show", action="store_true",
+                    help="a window with the picture, face boxes, labels and the fused strip (where a display exists)")
     lv.add_argument("--lines", help="write the JSON lines to this file (default: stdout)")
     lv.add_argument("--out", default="out", help="folder for the full timeline at the end: OUT/<name>.live.json")
     lv.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG.name})")

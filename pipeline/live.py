@@ -50,6 +50,65 @@ class LiveOptions:
     max_delay_s: float = DEFAULT_MAX_DELAY_S   # bound on a line's delay after its second ends
     realtime: bool = False                     # play a file at its own speed (as if it were live)
     max_seconds: float | None = None           # stop after this many seconds of stream
+    show: bool = False                         # a window with the picture and the analysis, where a display exists
+
+
+class Viewer:
+    """``--show``: the sampled frames in a Tk window, with the MP4 writer's painter drawing the last
+    analysed second's face boxes, labels and fused strip on them. Runs in the main thread
+    (``update`` pumps Tk's events); never raises: a closed window only stops the showing."""
+
+    def __init__(self, title: str):
+        import tkinter
+
+        self.tk = tkinter
+        self.root = tkinter.Tk()            # TclError without a display: the caller runs headless
+        self.root.title(f"emotion-pipeline live: {title}")
+        self.label = tkinter.Label(self.root)
+        self.label.pack()
+        self.root.protocol("WM_DELETE_WINDOW", self.close)
+        self.open, self.painter, self.photo, self.shown = True, None, None, 0
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            try:
+                self.root.destroy()
+            except self.tk.TclError:
+                pass
+
+    def update(self, frame: Frame, timeline: list[dict[str, Any]], boxes: list[tuple[int, tuple]],
+               segments: list[dict[str, Any]]) -> None:
+        if not self.open:
+            return
+        from PIL import Image, ImageTk
+
+        from pipeline.annotate import _Painter
+
+        image = np.ascontiguousarray(frame.image[:, :, ::-1])          # BGR -> RGB
+        h, w = image.shape[:2]
+        if not timeline:          # before the first second is analysed: the picture alone
+            try:
+                self.photo = ImageTk.PhotoImage(Image.fromarray(image))
+                self.label.configure(image=self.photo)
+                self.root.update()
+                self.shown += 1
+            except self.tk.TclError:
+                self.open = False
+            return
+        doc = {"timeline": timeline, "transcript": {"segments": segments}}
+        if self.painter is None or (self.painter.w, self.painter.h) != (w, h):
+            self.painter = _Painter(doc, (w, h), w)
+        self.painter.doc, self.painter.tl = doc, timeline
+        self.painter.segments, self.painter.seg_starts = segments, [g["start_s"] for g in segments]
+        try:
+            picture = self.painter.paint(image, min(frame.t_s, timeline[-1]["start_s"] + 0.99), boxes)
+            self.photo = ImageTk.PhotoImage(Image.fromarray(picture))
+            self.label.configure(image=self.photo)
+            self.root.update()
+            self.shown += 1
+        except self.tk.TclError:      # the window was closed
+            self.open = False
 
 
 def open_source(source: str) -> av.container.InputContainer:
@@ -180,6 +239,9 @@ class LiveSession:
         self.n_segments = 0
         self.text_status: str | None = None
         self.end_wall: float | None = None
+        self.viewer: Viewer | None = None
+        self.entries: list[dict[str, Any]] = []   # emitted timeline entries (the window's strip)
+        self.boxes: list[tuple[int, tuple]] = []  # the last analysed frame's faces
         self._warm_up(window_s)
 
     def _warm_up(self, window_s: float) -> None:
@@ -199,6 +261,11 @@ class LiveSession:
             self.reached[k] = wall
 
     def on_video(self, frame: Frame, wall: float) -> None:
+        if self.viewer is not None:
+            segments = [{"start_s": g.start_s, "end_s": g.end_s, "text": g.text,
+                         "words": [{"start_s": w.start_s, "text": w.text} for w in g.words]}
+                        for g in (self.session.segments if self.session is not None else [])]
+            self.viewer.update(frame, self.entries, self.boxes, segments)
         self.has_video = True
         self.video_t = max(self.video_t, frame.t_s)
         self.frames.setdefault(int(frame.t_s), []).append(frame)
@@ -261,6 +328,8 @@ class LiveSession:
             observations, self.tracker, _ = self.an.face.observe(frames, tracker=self.tracker)
             if observations:
                 face = self.an.face.per_second(observations, self.tracker, s + 1)[s]
+                last_t = observations[-1].t_s
+                self.boxes = [(o.face_id, (o.box.x, o.box.y, o.box.w, o.box.h)) for o in observations if o.t_s == last_t]
         audio = None
         if self.has_audio:
             if wait > budget:                                  # far behind: no voice window either
@@ -284,6 +353,7 @@ class LiveSession:
         if self.session is not None:
             line["text_pending"] = True
         self.emit(line)
+        self.entries.append(entry)
         self._trim(s)
 
     def _trim(self, s: int) -> None:
@@ -376,6 +446,12 @@ def run(analyzer, source: str, options: LiveOptions, out_lines: TextIO, timeline
     reader = _Reader(container, q, sample_fps=analyzer.cfg.frames_per_second, max_side_px=analyzer.cfg.max_frame_side_px,
                      realtime=options.realtime, stop=stop, max_seconds=options.max_seconds)
     live = LiveSession(analyzer, options, emit)
+    if options.show:
+        try:
+            live.viewer = Viewer(source)
+            log.info("showing the stream in a window (close it to stop showing; Ctrl-C to stop)")
+        except Exception as e:   # tkinter missing or no display: headless, as asked where there is none
+            log.warning("no window (%s): running headless", " ".join(str(e).split()) or type(e).__name__)
     reason = "end of stream"
     reader.start()
     try:
@@ -413,6 +489,9 @@ def run(analyzer, source: str, options: LiveOptions, out_lines: TextIO, timeline
         reader.join(timeout=2.0)
         if not reader.is_alive():
             container.close()
+    if live.viewer is not None:
+        log.info("window showed %d frames", live.viewer.shown)
+        live.viewer.close()
     if live.session is not None:
         live.amend_text(final=True)
     transcript = None

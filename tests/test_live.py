@@ -94,3 +94,34 @@ def test_a_source_that_cannot_be_opened(tmp_path):
     r = live("--source", str(tmp_path / "nothing.mp4"), "--offline", "--out", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nothing.mp4'}: no such file")
+
+
+def test_show_opens_a_window_where_a_display_exists(clip, tmp_path):
+    import shutil
+    import time as _time
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not installed (.ci/run installs it)")
+    display = f":{90 + os.getpid() % 100}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _time.sleep(1.0)
+        r = subprocess.run([sys.executable, "-m", "pipeline", "live", "--source", str(clip), "--show", "--offline",
+                            "--set", "whisper_model=none", "--max-seconds", "5", "--out", str(tmp_path)],
+                           capture_output=True, text=True, cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO), "DISPLAY": display})
+    finally:
+        xvfb.terminate()
+    assert r.returncode == 0, r.stderr[-2000:]
+    shown = [ln for ln in r.stderr.splitlines() if "window showed" in ln]
+    assert shown and int(shown[0].split("window showed ")[1].split()[0]) >= 15     # 4 frames per second x 5 s
+    assert len([ln for ln in r.stdout.splitlines() if '"second"' in ln]) == 5
+
+
+def test_show_without_a_display_runs_headless(clip, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-m", "pipeline", "live", "--source", str(clip), "--show", "--offline",
+                        "--set", "whisper_model=none", "--max-seconds", "3", "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0 and "running headless" in r.stderr and "Traceback" not in r.stderr
+    assert len([ln for ln in r.stdout.splitlines() if '"second"' in ln]) == 3
