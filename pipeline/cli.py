@@ -102,6 +102,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             preflight.check_output(job)
             if not job.video.exists():
                 raise InputError(f"{job.video}: no such file")
+            preflight.check_owner(job, force=args.force)
         except PipelineError as e:
             early[k] = batch.failed(job, batch.one_line(job.video, e))
             print(f"error: {early[k].message}", file=sys.stderr)

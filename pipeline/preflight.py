@@ -88,6 +88,21 @@ def check_output(job: Job) -> None:
         raise InputError(f"{job.video}: cannot write to output folder {folder} ({e.strerror or e})") from e
 
 
+def check_owner(job: Job, force: bool = False) -> None:
+    """An existing output made from another video (``a/clip.mp4`` analysed into the folder that
+    holds ``b/clip.mp4``'s result by an earlier run) is never overwritten silently: InputError,
+    unless ``force``."""
+    if force or not job.out.is_file():
+        return
+    try:
+        owner = (json.loads(job.out.read_text()).get("input") or {}).get("path")
+    except (OSError, ValueError, AttributeError):
+        return   # unreadable: not a result of ours, replaced like any stale file
+    if owner and owner != os.path.abspath(job.video):
+        raise InputError(f"{job.video}: {job.out} holds the result of another video ({owner}); "
+                         f"use another --out, or --force to replace it")
+
+
 def video_identity(path: str | Path) -> dict[str, Any]:
     """What identifies a video file without reading it: absolute path, size, modification time."""
     st = Path(path).stat()

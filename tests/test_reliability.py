@@ -254,6 +254,21 @@ def test_batch_outputs_never_collide_and_bad_locations_fail_alone(tmp_path):
     assert json.loads((out / "b" / "clip.json").read_text())["input"]["size_bytes"] == b.stat().st_size
 
 
+def test_an_earlier_runs_result_for_another_video_is_not_overwritten(tmp_path):
+    a, b = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for src, dst in ((MEAD / "M030_front_angry_level3_001.mp4", a), (MEAD / "M030_front_happy_level3_001.mp4", b)):
+        dst.parent.mkdir()
+        shutil.copy(src, dst)
+    out = tmp_path / "out"
+    assert cli("analyze", str(a), "--out", str(out), *FAST).returncode == 0
+    r = cli("analyze", str(b), "--out", str(out), *FAST)         # a separate run: same output name
+    lines = message_lines(r.stderr)
+    assert r.returncode == 1 and len(lines) == 1 and "holds the result of another video" in lines[0]
+    assert json.loads((out / "clip.json").read_text())["input"]["path"] == str(a)
+    assert cli("analyze", str(b), "--out", str(out), "--force", *FAST).returncode == 0
+    assert json.loads((out / "clip.json").read_text())["input"]["path"] == str(b)
+
+
 def test_one_bad_file_is_one_line(tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
