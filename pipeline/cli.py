@@ -173,9 +173,12 @@ def cmd_live(args: argparse.Namespace) -> int:
         if args.lines:
             lines.close()
     log.info("%s: %d s analysed live (latency median %s s, max %s s; %d seconds shed work) -> %s", args.source,
-             len(doc["timeline"]), doc["live"]["latency_s"]["median"], doc["live"]["latency_s"]["max"],
+             doc["live"]["seconds"], doc["live"]["latency_s"]["median"], doc["live"]["latency_s"]["max"],
              doc["live"]["shed_seconds"], timeline)
-    return 0 if doc["live"]["stopped"] in ("end of stream", "interrupted") else EXIT_FAILED
+    if doc["live"]["stopped"] in ("end of stream", "interrupted"):
+        return 0
+    print(f"error: {args.source}: {doc['live']['stopped']}", file=sys.stderr)   # what was seen is still written
+    return EXIT_FAILED
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

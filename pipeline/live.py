@@ -420,7 +420,8 @@ class LiveSession:
         doc["settings_key"] = doc["skip_key"] = "live"
         doc["live"] = {"latency_s": {"median": round(float(np.median(self.latencies)), 3) if self.latencies else None,
                                      "max": round(float(max(self.latencies)), 3) if self.latencies else None},
-                       "shed_seconds": sum(1 for s in self.shed if s), "stopped": reason}
+                       "shed_seconds": sum(1 for s in self.shed if s), "stopped": reason,
+                       "seconds": len(self.rows)}
         return doc
 
 
@@ -509,5 +510,8 @@ def run(analyzer, source: str, options: LiveOptions, out_lines: TextIO, timeline
 
 
 def _last_second(live: LiveSession) -> int:
+    """Seconds the stream reached (none when nothing was decoded)."""
+    if not (live.has_video or live.has_audio):
+        return 0
     end = max(live.video_t + 1e-6, live.audio_end_s)
     return max(1, int(math.ceil(end - 0.1)))

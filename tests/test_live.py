@@ -125,3 +125,27 @@ def test_show_without_a_display_runs_headless(clip, tmp_path):
                        capture_output=True, text=True, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0 and "running headless" in r.stderr and "Traceback" not in r.stderr
     assert len([ln for ln in r.stdout.splitlines() if '"second"' in ln]) == 3
+
+
+def test_an_http_stream_and_a_source_that_fails(clip, tmp_path):
+    """An MPEG-TS stream over HTTP is analysed; an MP4 from a server without range requests
+    (FFmpeg cannot seek to its index) ends with one error line, exit 1, and what was seen."""
+    import functools
+    import http.server
+    import threading
+    ffmpeg("-i", str(clip), "-t", "4", "-c", "copy", "-f", "mpegts", str(tmp_path / "talk.ts"))
+    ffmpeg("-i", str(clip), "-t", "4", "-c", "copy", str(tmp_path / "talk.mp4"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        r = live("--source", f"{base}/talk.ts", "--offline", "--set", "whisper_model=none", "--out", str(tmp_path / "a"))
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert [json.loads(ln)["start_s"] for ln in r.stdout.splitlines()] == [0.0, 1.0, 2.0, 3.0]
+        r = live("--source", f"{base}/talk.mp4", "--offline", "--set", "whisper_model=none", "--out", str(tmp_path / "b"))
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert r.returncode == 1 and len(errors) == 1 and "the source stopped" in errors[0] and "Traceback" not in r.stderr
+        assert json.loads((tmp_path / "b" / "live.live.json").read_text())["live"]["seconds"] == 0
+    finally:
+        server.shutdown()
