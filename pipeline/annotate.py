@@ -103,21 +103,24 @@ def _boxes_at(t: float, times: list[float], faces: list, period: float) -> list[
     return out
 
 
-class _Painter:
-    """Draws one output frame: the video picture with boxes and subtitle, the strip beneath."""
+class Painter:
+    """Draws one output frame: the video picture with boxes and subtitle, the strip beneath.
+    Used by the annotated MP4 and by the live window (which feeds it a growing timeline)."""
 
     def __init__(self, doc: dict[str, Any], size: tuple[int, int], src_width: int):
         from pipeline.plots import COLOURS
-        self.doc, self.tl = doc, doc["timeline"]
         self.w, self.h = size
         self.scale = self.w / src_width
         self.strip_h = max(72, self.h // 12 * 2)   # even: yuv420p needs even frame sizes
         self.colours = [_rgb(c) for c in COLOURS]
-        self.segments = (doc.get("transcript") or {}).get("segments") or []
-        self.seg_starts = [s["start_s"] for s in self.segments]
+        self.set_timeline(doc["timeline"], (doc.get("transcript") or {}).get("segments") or [])
         self.font = _font(max(12, self.h // 32))
         self.small = _font(max(10, self.h // 42))
         self.sub_font = _font(max(13, self.h // 26))
+
+    def set_timeline(self, timeline: list[dict[str, Any]], segments: list[dict[str, Any]]) -> None:
+        self.tl, self.segments = timeline, segments
+        self.seg_starts = [s["start_s"] for s in segments]
 
     def _second(self, t: float) -> dict[str, Any]:
         return self.tl[max(0, min(int(t), len(self.tl) - 1))]
@@ -224,7 +227,7 @@ def _render(doc, video: Path, out_path: str, times, faces, period: float) -> Non
         rate = Fraction(rate).limit_denominator(1001)
         src_w, src_h = doc["video"]["width"], doc["video"]["height"]
         out_w, out_h = _output_size(src_w, src_h)
-        painter = _Painter(doc, (out_w, out_h), src_w)
+        painter = Painter(doc, (out_w, out_h), src_w)
         with av.open(out_path, "w", format="mp4") as dst:
             vout = dst.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
             vout.width, vout.height, vout.pix_fmt = out_w, out_h + painter.strip_h, "yuv420p"

@@ -87,12 +87,11 @@ class Result:
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 1) -> str:
         """The timeline document as JSON text; with ``path``, also written there atomically."""
-        from pipeline import writers
+        from pipeline.fileio import atomic_write_text
 
         text = json.dumps(self.document, indent=indent, allow_nan=False) + "\n"
-        if path is not None:
-            writers.validate(self.document)
-            writers.write_json_atomic(path, self.document)
+        if path is not None:   # validated when it was made (Session.analyze) or read (Result.load)
+            atomic_write_text(path, text)
         return text
 
     def plot(self, path: str | Path | None = None):

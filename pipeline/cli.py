@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.batch import expected_errors
 from pipeline.errors import InputError, PipelineError
 
 log = logging.getLogger("pipeline")
@@ -26,9 +27,20 @@ MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "analyze.yaml"
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from pipeline.batch import expected_errors
-    return expected_errors()
+def _analysis_config(args: argparse.Namespace, *, progress: bool):
+    """The analysis settings of ``analyze`` and ``live``: the config file (or the default one),
+    ``--set`` overrides, ``--offline``; checked, device included, before anything loads."""
+    from pipeline import config, preflight
+
+    overrides = list(args.set or [])
+    if args.offline:
+        overrides.append("offline=true")
+    if not progress:
+        overrides.append("progress=false")
+    cfg_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    cfg = config.load(config.AnalyzeConfig, cfg_path, overrides)
+    preflight.check_device(cfg.device)
+    return cfg
 
 
 def collect_videos(paths: list[str], manifests: list[str] = ()) -> list[tuple[Path, Path]]:
@@ -67,17 +79,11 @@ EXIT_PARTIAL = 3       # every video has a result, but at least one is partial (
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from pipeline import batch, config, exports, preflight
+    from pipeline import batch, exports, preflight
 
-    overrides = list(args.set or [])
-    if args.offline:
-        overrides.append("offline=true")
-    if args.no_progress or args.quiet or not sys.stderr.isatty():   # no bars in logs, pipes or with --quiet
-        overrides.append("progress=false")
+    # no bars in logs, pipes or with --quiet
+    cfg = _analysis_config(args, progress=not (args.no_progress or args.quiet or not sys.stderr.isatty()))
     formats = exports.parse_formats(args.formats) + (("png",) if args.plot else ())
-    cfg_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    cfg = config.load(config.AnalyzeConfig, cfg_path, overrides)
-    preflight.check_device(cfg.device)
     if args.jobs < 1:
         raise PipelineError(f"--jobs {args.jobs}: must be at least 1")
     shard = batch.parse_shard(args.shard) if args.shard else None
@@ -97,19 +103,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     jobs = batch.shard_of(preflight.plan(videos, args.out), shard)
     early: dict[int, batch.Outcome] = {}
     todo: list[tuple[int, preflight.Job]] = []
+    writable: set[Path] = set()
     for k, job in enumerate(jobs):
+        existing = preflight.existing_result(job)
         try:
-            preflight.check_output(job)
+            preflight.check_output(job, writable)
             if not job.video.exists():
                 raise InputError(f"{job.video}: no such file")
-            preflight.check_owner(job, force=args.force)
+            preflight.check_owner(job, existing, force=args.force)
         except PipelineError as e:
             early[k] = batch.failed(job, batch.one_line(job.video, e))
             print(f"error: {early[k].message}", file=sys.stderr)
             continue
-        if not args.force and preflight.up_to_date(job, settings):
+        if not args.force and preflight.up_to_date(job, existing, settings):
             log.info("%s: up to date (same file, settings and models), skipped", job.out)
-            early[k] = batch.skipped(job)
+            early[k] = batch.skipped(job, existing)
             try:   # formats asked for now but not made then: from the JSON, without analysing again
                 for fmt, path in exports.complete_existing(job.video, job.out, formats).items():
                     log.info("%s: made %s from the up-to-date timeline", job.out, path)
@@ -148,15 +156,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from pipeline import config, live, preflight
+    from pipeline import live, preflight
 
-    overrides = list(args.set or [])
-    if args.offline:
-        overrides.append("offline=true")
-    overrides.append("progress=false")
-    cfg_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    cfg = config.load(config.AnalyzeConfig, cfg_path, overrides)
-    preflight.check_device(cfg.device)
+    cfg = _analysis_config(args, progress=False)
     if not 0.5 <= args.max_delay_s <= 60:
         raise PipelineError(f"--max-delay-s {args.max_delay_s}: must be 0.5..60 seconds")
     stem = Path(args.source).stem if Path(args.source).exists() else "live"
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except _expected_errors() as e:
+    except expected_errors() as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -98,27 +98,34 @@ class FerFaces:
     filenames: np.ndarray | None    # (N,) str, the file's ``filenames`` when it has them (to align votes)
 
 
+def _load_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """The ``required`` (and present ``optional``) arrays of a .npz, no pickle; ValueError with a
+    one-line message naming the file (missing file, missing keys, unreadable archive)."""
+    if not path.is_file():
+        raise _fail(path, "no such file" if not path.exists() else f"not a file (expected a {what})")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(getattr(data, "files", []))
+            if not set(required) <= files:
+                raise _fail(path, f"expected keys {', '.join(map(repr, required))}, found {sorted(files) or 'none'}")
+            return {k: data[k] for k in (*required, *optional) if k in files}
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise _fail(path, f"not a readable {what} ({exc})") from None
+    except Exception as exc:  # zip / pickle / OS errors from np.load
+        raise _fail(path, f"not a readable npz ({type(exc).__name__}: {exc})") from None
+
+
 def fer_faces(path: str | Path) -> FerFaces:
     """Every row of a FER2013-format npz: ``images`` uint8 (N,H,W), ``labels`` int class indices,
     optional ``classes`` (names of the indices, mapped with ``canonical``; FER2013 order when
     absent) and optional ``filenames``. ValueError with a one-line message naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "no such file" if not path.exists() else "not a file (expected a FER2013-format .npz)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = list(getattr(data, "files", []))
-            if "images" not in files or "labels" not in files:
-                raise _fail(path, f"expected keys 'images' and 'labels', found {sorted(files) or 'none'}")
-            images, labels = data["images"], data["labels"]
-            classes = [str(c) for c in data["classes"]] if "classes" in files else list(FER2013_CLASSES)
-            filenames = data["filenames"].astype(str) if "filenames" in files else None
-    except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise _fail(path, f"not a readable FER2013-format npz ({exc})") from None
-    except Exception as exc:  # zip / pickle / OS errors from np.load
-        raise _fail(path, f"not a readable npz ({type(exc).__name__}: {exc})") from None
+    data = _load_npz(path, ("images", "labels"), ("classes", "filenames"), "FER2013-format npz")
+    images, labels = data["images"], data["labels"]
+    classes = [str(c) for c in data["classes"]] if "classes" in data else list(FER2013_CLASSES)
+    filenames = data["filenames"].astype(str) if "filenames" in data else None
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise _fail(path, f"images must be (N,H,W) with one label each, got {images.shape} and {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -196,22 +203,10 @@ def ferplus_votes(path: str | Path, *, filenames: np.ndarray | None = None, n_ro
     ``matched`` bool, ``fer2013_filenames``). ``filenames`` (the FER2013 file's, when it has them)
     must equal ``fer2013_filenames`` row by row; otherwise ``n_rows`` must equal N."""
     path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "no such vote file" if not path.exists() else "not a file (expected a FER+ votes .npz)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = set(getattr(data, "files", []))
-            if not {"votes", "matched"} <= files:
-                raise _fail(path, f"expected keys 'votes' and 'matched', found {sorted(files) or 'none'}")
-            votes, matched = data["votes"], data["matched"].astype(bool)
-            columns = tuple(str(c) for c in data["vote_columns"]) if "vote_columns" in files else FERPLUS_COLUMNS
-            theirs = data["fer2013_filenames"].astype(str) if "fer2013_filenames" in files else None
-    except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise _fail(path, f"not a readable FER+ votes npz ({exc})") from None
-    except Exception as exc:
-        raise _fail(path, f"not a readable npz ({type(exc).__name__}: {exc})") from None
+    data = _load_npz(path, ("votes", "matched"), ("vote_columns", "fer2013_filenames"), "FER+ votes npz")
+    votes, matched = data["votes"], data["matched"].astype(bool)
+    columns = tuple(str(c) for c in data["vote_columns"]) if "vote_columns" in data else FERPLUS_COLUMNS
+    theirs = data["fer2013_filenames"].astype(str) if "fer2013_filenames" in data else None
     if votes.ndim != 2 or votes.shape[1] != len(FERPLUS_COLUMNS) or matched.shape != votes.shape[:1]:
         raise _fail(path, f"votes must be (N,{len(FERPLUS_COLUMNS)}) with one 'matched' flag per row, "
                           f"got {votes.shape} and {matched.shape}")

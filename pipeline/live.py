@@ -83,7 +83,7 @@ class Viewer:
             return
         from PIL import Image, ImageTk
 
-        from pipeline.annotate import _Painter
+        from pipeline.annotate import Painter
 
         image = np.ascontiguousarray(frame.image[:, :, ::-1])          # BGR -> RGB
         h, w = image.shape[:2]
@@ -96,11 +96,9 @@ class Viewer:
             except self.tk.TclError:
                 self.open = False
             return
-        doc = {"timeline": timeline, "transcript": {"segments": segments}}
         if self.painter is None or (self.painter.w, self.painter.h) != (w, h):
-            self.painter = _Painter(doc, (w, h), w)
-        self.painter.doc, self.painter.tl = doc, timeline
-        self.painter.segments, self.painter.seg_starts = segments, [g["start_s"] for g in segments]
+            self.painter = Painter({"timeline": timeline}, (w, h), w)
+        self.painter.set_timeline(timeline, segments)
         try:
             picture = self.painter.paint(image, min(frame.t_s, timeline[-1]["start_s"] + 0.99), boxes)
             self.photo = ImageTk.PhotoImage(Image.fromarray(picture))

@@ -89,8 +89,7 @@ def text_rows(data: Path, *, model: str, device: str, batch_size: int = 64):
     from models import registry
     from pipeline.evaluate import text as text_eval
 
-    fmt = text_eval.detect_format(data)
-    texts, names, _ = {"meld": text_eval._meld, "goemotions": text_eval._goemotions, "dair": text_eval._dair}[fmt](data)
+    texts, names, _, _ = text_eval.read_rows(data)
     loaded = registry.load(model, device=device)
     probs, _ = loaded.module.predict(list(texts), batch_size=batch_size) if texts else (np.zeros((0, 7)), None)
     tag = _model_tag(loaded)

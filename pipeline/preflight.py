@@ -65,8 +65,9 @@ def plan(videos: list[tuple[Path, Path]], out_dir: str | Path) -> list[Job]:
     return [Job(v, o) for (v, _), o in zip(videos, outs)]
 
 
-def check_output(job: Job) -> None:
-    """Raise InputError (naming the output) when the result could not be written there."""
+def check_output(job: Job, writable: set[Path] | None = None) -> None:
+    """Raise InputError (naming the output) when the result could not be written there.
+    ``writable``: folders already shown writable in this run (each is tried once, not per video)."""
     out = job.out
     if not _name_ok(out.name):
         raise InputError(f"{job.video}: output name {out.name[:40]}...json is longer than {NAME_MAX_BYTES} bytes; "
@@ -79,6 +80,8 @@ def check_output(job: Job) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise InputError(f"{job.video}: output folder {folder}: {probe} is a file, not a folder")
+    if writable is not None and folder in writable:
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".part", dir=folder)
@@ -86,18 +89,27 @@ def check_output(job: Job) -> None:
         os.unlink(tmp)
     except OSError as e:
         raise InputError(f"{job.video}: cannot write to output folder {folder} ({e.strerror or e})") from e
+    if writable is not None:
+        writable.add(folder)
 
 
-def check_owner(job: Job, force: bool = False) -> None:
+def existing_result(job: Job) -> dict[str, Any] | None:
+    """The timeline already at ``job.out`` (None when there is none or it is not ours); read once
+    per video for the ownership and up-to-date checks and the summary row."""
+    try:
+        doc = json.loads(job.out.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def check_owner(job: Job, existing: dict[str, Any] | None, force: bool = False) -> None:
     """An existing output made from another video (``a/clip.mp4`` analysed into the folder that
     holds ``b/clip.mp4``'s result by an earlier run) is never overwritten silently: InputError,
-    unless ``force``."""
-    if force or not job.out.is_file():
+    unless ``force``. An unreadable file is not a result of ours: replaced like any stale file."""
+    if force or existing is None:
         return
-    try:
-        owner = (json.loads(job.out.read_text()).get("input") or {}).get("path")
-    except (OSError, ValueError, AttributeError):
-        return   # unreadable: not a result of ours, replaced like any stale file
+    owner = (existing.get("input") or {}).get("path") if isinstance(existing.get("input"), dict) else None
     if owner and owner != os.path.abspath(job.video):
         raise InputError(f"{job.video}: {job.out} holds the result of another video ({owner}); "
                          f"use another --out, or --force to replace it")
@@ -129,14 +141,11 @@ def skip_key(video: str | Path, settings: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-def up_to_date(job: Job, settings: str) -> bool:
-    """True when ``job.out`` holds the result of this very file (same path, size, mtime) made with
-    the same result-relevant settings and models."""
-    try:
-        existing = json.loads(job.out.read_text()).get("skip_key")
-        return existing is not None and existing == skip_key(job.video, settings)
-    except (OSError, ValueError, AttributeError):
-        return False
+def up_to_date(job: Job, existing: dict[str, Any] | None, settings: str) -> bool:
+    """True when ``existing`` (the output at ``job.out``) is the result of this very file (same
+    path, size, mtime) made with the same result-relevant settings and models."""
+    key = existing.get("skip_key") if existing is not None else None
+    return key is not None and key == skip_key(job.video, settings)
 
 
 def _finite_time(value: Any) -> bool:
@@ -172,6 +181,17 @@ def load_transcript(path: str | Path) -> Transcript:
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
         raise InputError(f"{path}: unreadable transcript ({type(e).__name__}: {e})") from e
     return check_transcript(tr, path)
+
+
+def select_device(spec: str = "auto"):
+    """The torch device for a ``device`` setting: ``auto`` picks CUDA when present; anything else
+    is checked to exist here first (ConfigError, one line). Used by analysis and training."""
+    import torch
+
+    check_device(spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
 
 
 def check_device(spec: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.demux import AUDIO_RATE_HZ
 from pipeline.errors import InputError
 from pipeline.records import Segment, Transcript, Word
 
@@ -152,7 +153,7 @@ def transcribe(model, audio_16k: np.ndarray, *, language: str | None = None, nam
 
 
 # ------------------------------------------------------------------ faster-whisper and sessions
-SAMPLE_RATE_HZ = 16_000
+SAMPLE_RATE_HZ = AUDIO_RATE_HZ   # the demuxer's rate: what Whisper expects
 DEFAULT_ASR = "tiny.en"        # packaged, offline in every install; chosen by measurement (README, "Words")
 LANGUAGE_ID_MODEL = "base"     # packaged multilingual model that names the language for English-only models
 GPU_ASR = "small"              # tried first on a GPU (hub cache only); else the packaged multilingual base
@@ -196,11 +197,14 @@ class FasterWhisperASR:
 
     def __init__(self, model, info: ASRInfo, *, beam_size: int, batched: bool):
         self.model, self.info, self.beam_size = model, info, beam_size
-        self.multilingual = info.multilingual
         self.batched = None
         if batched:
             from faster_whisper import BatchedInferencePipeline
             self.batched = BatchedInferencePipeline(model)
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.info.multilingual)
 
     def transcribe(self, audio: np.ndarray, language: str | None) -> tuple[list[Segment], str | None]:
         opts = dict(language=language, beam_size=self.beam_size, word_timestamps=True,
@@ -289,7 +293,6 @@ def load_asr(name: str, *, device: str = "cpu", offline: bool | None = None, pro
         built = deferred.model
         info = dataclasses.replace(info, multilingual=bool(built.model.model.is_multilingual))
         deferred.info = built.info = info
-        deferred.multilingual = built.multilingual = info.multilingual
     return deferred
 
 
@@ -302,8 +305,12 @@ class DeferredASR:
     def __init__(self, info: ASRInfo, construct):
         import threading
 
-        self.info, self.multilingual = info, info.multilingual
+        self.info = info
         self._construct, self._model, self._lock = construct, None, threading.Lock()
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.info.multilingual)
 
     @property
     def model(self) -> FasterWhisperASR:
@@ -381,17 +388,18 @@ class TranscriptionSession:
         self.pending: list[tuple[int, np.ndarray]] = []   # speech held back until the language is known
         self.segments: list[Segment] = []
         self.compute_s = 0.0
-        self.started: int | None = None
+        self.started = False
+        self.next_check = 0                   # buffered samples at which the buffer is looked at again
 
     def feed(self, samples: np.ndarray, start_s: float | None = None) -> None:
-        if self.started is None:
-            self.started = 0
+        if not self.started:
+            self.started = True
             self.offset = int(round((start_s or 0.0) * SAMPLE_RATE_HZ))
         if self.skip or len(samples) == 0:
             return
         self.buffer.append(np.asarray(samples, dtype=np.float32).reshape(-1))
         self.buffered += len(self.buffer[-1])
-        if self.buffered >= self.block_s * SAMPLE_RATE_HZ:
+        if self.buffered >= max(self.block_s * SAMPLE_RATE_HZ, self.next_check):
             self._process(final=False)
 
     def finish(self) -> Transcript:
@@ -421,6 +429,11 @@ class TranscriptionSession:
                 cut = regions[-1][0]
                 if cut == 0:   # one region fills the buffer
                     if len(audio) < self.max_buffer_s * SAMPLE_RATE_HZ:
+                        # speech goes on: look again a block later, not at every feed (Silero over
+                        # the whole buffer each time would grow with the square of its length)
+                        self.buffer = [audio]
+                        self.next_check = min(len(audio) + int(self.block_s * SAMPLE_RATE_HZ),
+                                              int(self.max_buffer_s * SAMPLE_RATE_HZ))
                         self.compute_s += time.perf_counter() - t0
                         return
                     search_s = min(CUT_SEARCH_S, self.max_buffer_s / 2)
@@ -431,6 +444,7 @@ class TranscriptionSession:
         pieces = [(self.offset + a, audio[a:b]) for a, b in done if b > a]
         self.buffer = [audio[cut:].copy()] if cut < len(audio) else []
         self.buffered = len(audio) - cut
+        self.next_check = 0
         self.offset += cut
         if pieces:
             if self.language is None:

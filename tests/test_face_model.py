@@ -9,7 +9,8 @@ import torch
 
 from models import registry, weights_io
 from models.face_cnn import FaceCNN, FaceCNNConfig, predict, predict_logits, prepare, tta_views
-from pipeline.evaluate.face import read_fer_npz, run
+from pipeline.corpora import read_fer_npz
+from pipeline.evaluate.face import run
 from pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS
 
 SMALL = FaceCNNConfig(widths=(8, 16), embed_dim=12)  # tiny but same code paths as the shipped net

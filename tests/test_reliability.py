@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline import demux, preflight, writers
-from tests.conftest import MEAD, TALKING, ffmpeg, needs_data, needs_ffmpeg
+from tests.conftest import MEAD, TALKING, needs_data, needs_ffmpeg
 
 pytestmark = [needs_data, needs_ffmpeg]
 REPO = Path(__file__).resolve().parent.parent
@@ -41,29 +40,8 @@ def message_lines(stderr: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
-    w = tmp_path_factory.mktemp("reliability")
-    p = {"original": TALKING}
-    p["offset10"] = w / "offset10.mp4"
-    ffmpeg("-i", str(TALKING), "-c", "copy", "-output_ts_offset", "10", str(p["offset10"]))
-    p["ts"] = w / "clip.ts"
-    ffmpeg("-i", str(TALKING), "-c", "copy", str(p["ts"]))
-    data = bytearray(TALKING.read_bytes())
-    n, rnd = len(data), random.Random(0)
-    data[int(n * 0.4):int(n * 0.6)] = bytes(rnd.randrange(256) for _ in range(int(n * 0.6) - int(n * 0.4)))
-    p["corrupt"] = w / "corrupt20.mp4"
-    p["corrupt"].write_bytes(bytes(data))
-    faststart = w / "faststart.mp4"
-    ffmpeg("-i", str(TALKING), "-c", "copy", "-movflags", "+faststart", str(faststart))
-    p["half"] = w / "faststart_half.mp4"
-    p["half"].write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 2])
-    p["mjpeg"] = w / "mjpeg.mkv"
-    ffmpeg("-i", str(TALKING), "-c:v", "mjpeg", "-q:v", "5", "-c:a", "copy", str(p["mjpeg"]))
-    p["late_video"] = w / "late_video.mkv"       # the camera starts 5 s after the microphone
-    ffmpeg("-itsoffset", "5", "-i", str(TALKING), "-i", str(TALKING), "-map", "0:v", "-map", "1:a", "-c", "copy",
-           str(p["late_video"]))
-    p["mkv_half"] = w / "mkv_half.mkv"           # Matroska: no per-stream lengths in the header
-    p["mkv_half"].write_bytes(p["mjpeg"].read_bytes()[: p["mjpeg"].stat().st_size // 2])
-    return p
+    from bench.robustness import damaged_inputs   # the same inputs as the before/after table
+    return {"original": TALKING, **damaged_inputs(TALKING, tmp_path_factory.mktemp("reliability"))}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +78,7 @@ def test_audio_is_placed_by_timestamp():
 
 # ------------------------------------------------------------------ damaged and cut files
 def test_damaged_middle_is_decoded_past_and_reported(docs):
-    doc = docs["corrupt"]
+    doc = docs["corrupt20"]
     tl = doc["timeline"]
     assert len(tl) == 20 and not doc["complete"] and doc["warnings"]
     video, audio = doc["coverage"]["video"], doc["coverage"]["audio"]
@@ -116,7 +94,7 @@ def test_damaged_middle_is_decoded_past_and_reported(docs):
 
 
 def test_truncated_faststart_file_says_what_is_missing(docs):
-    doc = docs["half"]
+    doc = docs["faststart_half"]
     assert not doc["complete"] and len(doc["timeline"]) == 20
     (lo, hi), = doc["coverage"]["video"]["lost_s"]
     assert 8 < lo < 11 and hi == pytest.approx(20.0, abs=0.1)
@@ -125,7 +103,7 @@ def test_truncated_faststart_file_says_what_is_missing(docs):
 
 
 def test_mjpeg_in_mkv_is_a_video_not_a_still(docs):
-    doc = docs["mjpeg"]
+    doc = docs["mjpeg_mkv"]
     assert doc["video"]["video_codec"] == "mjpeg" and doc["complete"]
     tl = doc["timeline"]
     assert len(tl) == 20
@@ -153,15 +131,15 @@ def test_a_cut_matroska_file_is_partial(docs):
 
 
 def test_partial_result_exit_code_and_strict(media, tmp_path):
-    r = cli("analyze", str(media["half"]), "--out", str(tmp_path / "a"), *FAST)
+    r = cli("analyze", str(media["faststart_half"]), "--out", str(tmp_path / "a"), *FAST)
     assert r.returncode == 3 and "Traceback" not in r.stderr
     lines = message_lines(r.stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"warning: {media['half']}: partial result")
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {media['faststart_half']}: partial result")
     assert json.loads((tmp_path / "a" / "faststart_half.json").read_text())["complete"] is False
-    r = cli("analyze", str(media["half"]), "--out", str(tmp_path / "b"), "--strict", *FAST)
+    r = cli("analyze", str(media["faststart_half"]), "--out", str(tmp_path / "b"), "--strict", *FAST)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     lines = message_lines(r.stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {media['half']}: partial result")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {media['faststart_half']}: partial result")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.json"))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path, read_fer_npz  # noqa: F401
+from pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
 from pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)

@@ -97,12 +97,19 @@ def _dair(path: Path) -> tuple[list[str], list[str]]:
     return texts, names, [f"row{i}" for i in range(len(texts))]
 
 
+def read_rows(path: str | Path, fmt: str | None = None) -> tuple[list[str], list[str], list[str], str]:
+    """Every row as the file has it: (texts, the file's own label names, groups, format)."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    texts, names, groups = {"meld": _meld, "goemotions": _goemotions, "dair": _dair}[fmt](path)
+    return texts, names, groups, fmt
+
+
 def read_grouped(path: str | Path, fmt: str | None = None) -> tuple[list[str], list[int], list[str], str]:
     """(texts, label indices into LABELS, groups, format); groups are MELD dialogues (rows elsewhere),
     so splits can keep a conversation together. Rows whose label maps to None are dropped."""
     path = Path(path)
-    fmt = fmt or detect_format(path)
-    texts, names, groups = {"meld": _meld, "goemotions": _goemotions, "dair": _dair}[fmt](path)
+    texts, names, groups, fmt = read_rows(path, fmt)
     out_t, out_y, out_g = [], [], []
     for text, name, group in zip(texts, names, groups):
         try:

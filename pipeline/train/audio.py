@@ -36,7 +36,8 @@ from pipeline.data import data_path
 from pipeline.corpora import speech_items
 from pipeline.labels import LABELS, RAVDESS_8
 from pipeline.metrics import report
-from pipeline.train.common import RunDir, seed_everything, select_device
+from pipeline.preflight import select_device
+from pipeline.train.common import RunDir, seed_everything
 
 log = logging.getLogger("pipeline.train.audio")
 

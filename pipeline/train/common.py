@@ -29,13 +29,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def select_device(spec: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; anything else is passed to torch.device."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
 def average_state_dicts(states: list[dict[str, torch.Tensor]], keys: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Parameter-wise mean of state dicts of one architecture (``keys``: only these; integer
     buffers such as BatchNorm's num_batches_tracked are taken from the first). Used for model

@@ -32,7 +32,8 @@ from pipeline.fuse import average, encoder_record
 from pipeline.labels import LABELS, NUM_LABELS
 from pipeline.metrics import report
 from pipeline.records import ModalityScores
-from pipeline.train.common import RunDir, seed_everything, select_device
+from pipeline.preflight import select_device
+from pipeline.train.common import RunDir, seed_everything
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from pipeline.data import data_path
 from pipeline.evaluate.text import read_examples
 from pipeline.labels import LABELS
 from pipeline.metrics import report
-from pipeline.train.common import RunDir, average_state_dicts, seed_everything, select_device
+from pipeline.preflight import select_device
+from pipeline.train.common import RunDir, average_state_dicts, seed_everything
 
 log = logging.getLogger("pipeline.train.text")
 
