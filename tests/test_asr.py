@@ -169,7 +169,10 @@ def test_long_audio_streams_in_bounded_pieces_with_track_times(asr, tmp_path):
     for at, text in sentences.items():
         near = [s for s in tr.segments if at - 0.5 <= s.start_s <= at + 2.0]
         assert near, f"nothing transcribed near {at} s: {[(s.start_s, s.text) for s in tr.segments]}"
-        assert normalize(near[0].text)[-2:] == normalize(text)[-2:]
+        # the sentence's end, up to a plural: tiny.en hears "doors" for espeak's "door" on some runs
+        # (int8 decoding is not bit-stable across thread schedules); a misplaced sentence fails here
+        got, want = normalize(near[0].text)[-2:], normalize(text)[-2:]
+        assert got[0] == want[0] and got[1].rstrip("s") == want[1].rstrip("s"), (got, want)
     assert session.compute_s > 0
 
 
