@@ -29,7 +29,7 @@ venv: $(STAMP) ## create the virtual environment (torch 2.13.0 first, then the p
 
 analyze: $(STAMP) ## per-second emotion timeline: make analyze VIDEO=clip.mp4 [OUT=out] [FORMATS=json,csv,png,mp4,html,srt] [ARGS='--set frames_per_second=2']
 	@test -n "$(VIDEO)" || { echo "usage: make analyze VIDEO=path/to/video.mp4 [OUT=out] [FORMATS=json,csv,html]"; exit 2; }
-	$(BIN)/python -m pipeline analyze "$(VIDEO)" --out "$(OUT)" --formats "$(FORMATS)" $(ARGS)
+	$(BIN)/python -m emotion_pipeline analyze "$(VIDEO)" --out "$(OUT)" --formats "$(FORMATS)" $(ARGS)
 
 test: $(STAMP) ## run the test suite (slow and GPU tests skipped)
 	$(BIN)/python -m pytest -q
@@ -38,23 +38,23 @@ test-slow: $(STAMP) ## run the slow tests too (long videos, training runs)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 train: $(STAMP) ## train the fusion head: make train CONFIG=configs/fusion_tiny.yaml [ARGS=--resume]
-	$(BIN)/python -m pipeline train $(CONFIG) $(ARGS)
+	$(BIN)/python -m emotion_pipeline train $(CONFIG) $(ARGS)
 
 models: $(STAMP) ## fetch hub models into the cache (needs a network): make models [PROFILE=full]
-	$(BIN)/python -m pipeline models fetch --profile $(PROFILE)
+	$(BIN)/python -m emotion_pipeline models fetch --profile $(PROFILE)
 
 bench: $(STAMP) ## speed and peak memory per stage, per minute of video; batch throughput for --jobs 1 and 2
 	$(BIN)/python -m bench.pipeline_bench $(ARGS)
 	$(BIN)/python -m bench.batch_bench
 
 evaluate-face: $(STAMP) ## face model on a FER2013-format .npz: make evaluate-face DATA=file.npz
-	$(BIN)/python -m pipeline evaluate face --data $(DATA)
+	$(BIN)/python -m emotion_pipeline evaluate face --data $(DATA)
 
 evaluate-audio: $(STAMP) ## audio model on a RAVDESS-named folder or path,label CSV
-	$(BIN)/python -m pipeline evaluate audio --data $(DATA)
+	$(BIN)/python -m emotion_pipeline evaluate audio --data $(DATA)
 
 evaluate-text: $(STAMP) ## text model on a MELD CSV / GoEmotions TSV / dair-ai file
-	$(BIN)/python -m pipeline evaluate text --data $(DATA)
+	$(BIN)/python -m emotion_pipeline evaluate text --data $(DATA)
 
 clean: ## remove outputs and caches (not the venv)
 	rm -rf $(OUT) .pytest_cache runs

@@ -35,8 +35,8 @@ def _child(argv: list[str]) -> None:
 STARTUP = """
 import time, json
 t0 = time.perf_counter()
-from pipeline.analyze import Analyzer
-from pipeline.config import AnalyzeConfig
+from emotion_pipeline.analyze import Analyzer
+from emotion_pipeline.config import AnalyzeConfig
 t1 = time.perf_counter()
 Analyzer(AnalyzeConfig(whisper_model={whisper!r}, offline=True, progress=False))
 t2 = time.perf_counter()
@@ -58,7 +58,7 @@ def startup(whisper: str, repeats: int) -> list[dict]:
 
 
 def _duration(path: Path) -> float:
-    from pipeline import demux
+    from emotion_pipeline import demux
     return demux.probe(path).duration_s
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         _child(a.child)
         return 0
-    from pipeline.data import data_path
+    from emotion_pipeline.data import data_path
 
     for whisper in dict.fromkeys(["auto", a.whisper]):
         runs = startup(whisper, 3)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(a.repeats):
         for jobs in a.jobs:   # alternating, so both see the same machine load
             out = work / f"out_{jobs}_{rep}"
-            cli = [sys.executable, "-m", "pipeline", "analyze", str(videos), "--out", str(out), "--offline",
+            cli = [sys.executable, "-m", "emotion_pipeline", "analyze", str(videos), "--out", str(out), "--offline",
                    "--no-progress", "--force", "--jobs", str(jobs), "--set", f"whisper_model={a.whisper}"]
             r = subprocess.run([sys.executable, "-m", "bench.batch_bench", "--child", *cli], capture_output=True,
                                text=True, cwd=REPO, check=True)

@@ -28,8 +28,8 @@ def _one(video: str, whisper: str, threads: int) -> None:
     """Child process: analyse one video, print its timings and peak RSS as JSON."""
     import torch
     torch.set_num_threads(threads)
-    from pipeline.analyze import Analyzer
-    from pipeline.config import AnalyzeConfig
+    from emotion_pipeline.analyze import Analyzer
+    from emotion_pipeline.config import AnalyzeConfig
 
     t0 = time.perf_counter()
     analyzer = Analyzer(AnalyzeConfig(whisper_model=whisper, offline=True, progress=False))
@@ -47,8 +47,8 @@ def _one(video: str, whisper: str, threads: int) -> None:
 def _text_throughput(n: int = 1000) -> dict:
     import csv
 
-    from pipeline.data import data_path
-    from pipeline.encoders import load_predictor
+    from emotion_pipeline.data import data_path
+    from emotion_pipeline.encoders import load_predictor
     path = data_path("text", "meld", "dev_sent_emo.csv")
     with open(path, newline="", encoding="utf-8") as fh:
         texts = [row["Utterance"] for row in csv.DictReader(fh)][:n]
@@ -82,7 +82,7 @@ def main() -> int:
         _one(args.one, args.whisper, args.threads)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from pipeline.data import data_path
+    from emotion_pipeline.data import data_path
 
     videos = [Path(v) for v in args.videos] if args.videos else sorted(data_path("video", "talking").glob("*.mp4"))
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))

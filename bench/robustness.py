@@ -3,7 +3,7 @@
     python -m bench.robustness [--repo PATH] [--work DIR]
 
 Makes every input from the shared clips with ffmpeg (ffmpeg must be installed), runs
-``python -m pipeline analyze`` on it from ``--repo`` (default: this checkout, so an older
+``python -m emotion_pipeline analyze`` on it from ``--repo`` (default: this checkout, so an older
 checkout can be compared side by side) and prints, per case: the exit code, how many lines went
 to stderr that are not log lines, whether a traceback was printed, the output files, and, where
 a timeline was written, how many seconds carry a face and a voice and how many voice rows agree
@@ -102,7 +102,7 @@ def timeline_stats(doc: dict, reference: dict | None) -> str:
 
 
 def run(repo: Path, args: list[str], out: Path, cwd: Path | None = None) -> tuple[int, list[str], bool, str]:
-    r = subprocess.run([sys.executable, "-m", "pipeline", "analyze", *args, "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "emotion_pipeline", "analyze", *args, "--out", str(out)],
                        capture_output=True, text=True, cwd=cwd or repo,
                        env={**os.environ, "PYTHONPATH": str(repo)})
     lines = [ln for ln in r.stderr.splitlines() if not ln.startswith(("INFO ", "DEBUG ", "WARNING ", "ERROR "))]
@@ -113,7 +113,7 @@ def run(repo: Path, args: list[str], out: Path, cwd: Path | None = None) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose `python -m pipeline` is run")
+    ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose `python -m emotion_pipeline` is run")
     ap.add_argument("--work", type=Path, default=Path("/tmp/robustness"), help="scratch folder")
     a = ap.parse_args(argv)
     if shutil.which("ffmpeg") is None:

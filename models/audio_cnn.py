@@ -20,7 +20,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from pipeline.labels import NUM_LABELS
+from emotion_pipeline.labels import NUM_LABELS
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.labels import NUM_LABELS
+from emotion_pipeline.labels import NUM_LABELS
 
 
 @dataclass(frozen=True)

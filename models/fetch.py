@@ -1,11 +1,11 @@
-"""``python -m pipeline models list|fetch``: what is available, and filling the cache ahead of time
+"""``python -m emotion_pipeline models list|fetch``: what is available, and filling the cache ahead of time
 (e.g. while building a container image, so runs can then be offline)."""
 from __future__ import annotations
 
 import logging
 import sys
 
-from models import hub, registry
+from emotion_pipeline.models import hub, registry
 
 log = logging.getLogger(__name__)
 

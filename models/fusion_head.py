@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.labels import NUM_LABELS
+from emotion_pipeline.labels import NUM_LABELS
 
 MODALITIES = ("face", "audio", "text")
 LOG_EPS = 1e-4  # floor before the log, so a 0 probability does not give -inf

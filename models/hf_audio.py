@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.hf_labels import LabelMap
-from pipeline.labels import NUM_LABELS
+from emotion_pipeline.models.hf_labels import LabelMap
+from emotion_pipeline.labels import NUM_LABELS
 
 log = logging.getLogger(__name__)
 

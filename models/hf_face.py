@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.hf_labels import LabelMap, require_hf_folder
+from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
 
 
 class HFFaceClassifier:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.hf_labels import LabelMap, require_hf_folder
-from pipeline.labels import LABELS
+from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
+from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
 

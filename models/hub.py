@@ -26,8 +26,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.registry import ChecksumError, ModelUnavailableError
-from models.weights_io import atomic_write, sha256_file
+from emotion_pipeline.models.registry import ChecksumError, ModelUnavailableError
+from emotion_pipeline.models.weights_io import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def ct2_snapshot(repo_id: str, *, revision: str = "main", offline: bool | None =
     except Exception as e:  # huggingface_hub raises many types: offline, 404, network, auth
         raise ModelUnavailableError(
             f"{repo_id}: cannot get this faster-whisper model ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-            f"fetch it where there is a network (`python -m pipeline models fetch --whisper {repo_id}`) "
+            f"fetch it where there is a network (`python -m emotion_pipeline models fetch --whisper {repo_id}`) "
             f"or give a local folder") from e
     if not (folder / "model.bin").is_file():
         raise ModelUnavailableError(f"{repo_id}: no model.bin in the repo (not a CTranslate2 Whisper model)")

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import torch
 
-from models import weights_io
-from pipeline.fileio import locked
+from emotion_pipeline.models import weights_io
+from emotion_pipeline.fileio import locked
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,22 @@ class ChecksumError(RuntimeError):
 
 
 def _face_cnn():
-    from models.face_cnn import FaceCNN, FaceCNNConfig
+    from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig
     return FaceCNNConfig, FaceCNN
 
 
 def _audio_cnn():
-    from models.audio_cnn import AudioCNN, AudioCNNConfig
+    from emotion_pipeline.models.audio_cnn import AudioCNN, AudioCNNConfig
     return AudioCNNConfig, AudioCNN
 
 
 def _text_minilm():
-    from models.text_model import TextEmotionModel, TextEmotionConfig
+    from emotion_pipeline.models.text_model import TextEmotionModel, TextEmotionConfig
     return TextEmotionConfig, TextEmotionModel
 
 
 def _fusion_head():
-    from models.fusion_head import FusionHead, FusionHeadConfig
+    from emotion_pipeline.models.fusion_head import FusionHead, FusionHeadConfig
     return FusionHeadConfig, FusionHead
 
 
@@ -109,7 +109,7 @@ def shipped_path(name: str) -> Path:
 
 
 def available_names() -> list[str]:
-    from models import hub
+    from emotion_pipeline.models import hub
     return sorted(SHIPPED) + sorted(hub.HUB_MODELS)
 
 
@@ -126,7 +126,7 @@ def load(name_or_path: str | Path, *, device: str | torch.device = "cpu", offlin
                 f"{path}: shipped weights for {name!r} are missing; reinstall from a full clone "
                 f"or retrain them (see {path.with_suffix('.md').name})")
     elif not (path.suffix == ".safetensors" and path.exists()):
-        from models import hub
+        from emotion_pipeline.models import hub
         if name in hub.HUB_MODELS or hub.looks_like_hub_id(name):
             raise ValueError(f"{name!r} is a hub model: load it with models.hub (whisper / transformers loaders)")
         raise ModelUnavailableError(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.labels import LABELS
+from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,14 @@ def base_dir() -> Path:
 
 
 def _bert_config():
-    from models.minilm import BertConfig
+    from emotion_pipeline.models.minilm import BertConfig
     return BertConfig.from_json_file(base_dir() / "config.json")
 
 
 class TextEmotionModel(nn.Module):
     def __init__(self, config: TextEmotionConfig = TextEmotionConfig()):
         super().__init__()
-        from models.minilm import BertModel   # plain torch, same parameter names as transformers' BertModel
+        from emotion_pipeline.models.minilm import BertModel   # plain torch, same parameter names as transformers' BertModel
         if not 0 <= config.trainable_top_layers <= NUM_BASE_LAYERS:
             raise ValueError(f"trainable_top_layers must be 0..{NUM_BASE_LAYERS}")
         if config.pooling not in ("mean", "cls"):
@@ -89,7 +89,7 @@ class TextEmotionModel(nn.Module):
     def load_base(self) -> None:
         """Load the pinned all-MiniLM-L6-v2 weights from the installed package (checksum verified)."""
         from safetensors.torch import load_file
-        from models.weights_io import sha256_file
+        from emotion_pipeline.models.weights_io import sha256_file
         path = base_dir() / "model.safetensors"
         if not path.exists():
             raise BaseModelError(f"{path} is missing: reinstall {BASE_PACKAGE}")
@@ -119,7 +119,7 @@ class TextEmotionModel(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from models.minilm import WordPieceTokenizer
+            from emotion_pipeline.models.minilm import WordPieceTokenizer
             self._tokenizer = WordPieceTokenizer(base_dir() / "tokenizer.json", self.config.max_length)
         return self._tokenizer
 

@@ -16,8 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from pipeline.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported)
-from pipeline.labels import LABELS
+from emotion_pipeline.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported)
+from emotion_pipeline.labels import LABELS
 
 def save(path: str | os.PathLike, state: dict[str, torch.Tensor] | torch.nn.Module, *, arch: str,
          config: Any, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> str:

@@ -18,13 +18,13 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from models import hub, registry
-from pipeline import demux, fuse, preflight, transcribe, writers
-from pipeline.config import AnalyzeConfig, to_dict
-from pipeline.data import data_path
-from pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_predictor
-from pipeline.faces import FaceDetector
-from pipeline.records import AudioChunk, SecondEntry, StreamCoverage, Transcript, VideoInfo
+from emotion_pipeline.models import hub, registry
+from emotion_pipeline import demux, fuse, preflight, transcribe, writers
+from emotion_pipeline.config import AnalyzeConfig, to_dict
+from emotion_pipeline.data import data_path
+from emotion_pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_predictor
+from emotion_pipeline.faces import FaceDetector
+from emotion_pipeline.records import AudioChunk, SecondEntry, StreamCoverage, Transcript, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def software_versions() -> dict[str, str]:
     just for its version would cost seconds of start-up)."""
     from importlib import metadata
 
-    from pipeline import __version__
+    from emotion_pipeline import __version__
     out = {"pipeline": __version__, "python": platform.python_version()}
     for key, dist in (("transformers", "transformers"), ("opencv", "opencv-python-headless"),
                       ("av", "av"), ("numpy", "numpy"), ("tokenizers", "tokenizers"),

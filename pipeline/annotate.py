@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.fileio import atomic_write
-from pipeline.labels import LABELS
+from emotion_pipeline.errors import InputError
+from emotion_pipeline.fileio import atomic_write
+from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def _output_size(w: int, h: int) -> tuple[int, int]:
 
 def detector_for(doc: dict[str, Any]):
     """The face detector named in the document (YuNet found offline, else Haar)."""
-    from pipeline.analyze import Analyzer
-    from pipeline.faces import FaceDetector
+    from emotion_pipeline.analyze import Analyzer
+    from emotion_pipeline.faces import FaceDetector
 
     name = (doc.get("models", {}).get("face_detector") or {}).get("name", "")
     spec = doc.get("config", {}).get("face_detector", "auto")
@@ -66,8 +66,8 @@ def detector_for(doc: dict[str, Any]):
 
 def face_tracks(doc: dict[str, Any], video: str | Path, detector) -> tuple[list[float], list[list[tuple[int, tuple]]]]:
     """(sample times, per sample [(face_id, (x, y, w, h) in display pixels of the source)])."""
-    from pipeline import demux
-    from pipeline.faces import FaceTracker
+    from emotion_pipeline import demux
+    from emotion_pipeline.faces import FaceTracker
 
     cfg = doc.get("config", {})
     times, faces = [], []
@@ -108,7 +108,7 @@ class Painter:
     Used by the annotated MP4 and by the live window (which feeds it a growing timeline)."""
 
     def __init__(self, doc: dict[str, Any], size: tuple[int, int], src_width: int):
-        from pipeline.plots import COLOURS
+        from emotion_pipeline.plots import COLOURS
         self.w, self.h = size
         self.scale = self.w / src_width
         self.strip_h = max(72, self.h // 12 * 2)   # even: yuv420p needs even frame sizes
@@ -210,7 +210,7 @@ def write_mp4(doc: dict[str, Any], video: str | Path, path: str | Path, *, detec
 def _render(doc, video: Path, out_path: str, times, faces, period: float) -> None:
     import av
 
-    from pipeline import demux
+    from emotion_pipeline import demux
 
     try:
         src = av.open(str(video), metadata_errors="ignore")

@@ -1,6 +1,6 @@
 """The Python API: analyse videos, get tables, plots and files.
 
-    from pipeline.api import analyze, Session
+    from emotion_pipeline.api import analyze, Session
 
     result = analyze("talk.mp4")                       # default profile, models loaded for this call
     df = result.to_pandas()                            # one row per second
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pipeline import exports
-from pipeline.errors import ConfigError, PipelineError
+from emotion_pipeline import exports
+from emotion_pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Result:
     @classmethod
     def load(cls, json_path: str | Path, video: str | Path | None = None) -> "Result":
         """A result from a timeline JSON; the video defaults to the one it records, if still there."""
-        from pipeline import writers
+        from emotion_pipeline import writers
 
         try:
             doc = json.loads(Path(json_path).read_text())
@@ -87,7 +87,7 @@ class Result:
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 1) -> str:
         """The timeline document as JSON text; with ``path``, also written there atomically."""
-        from pipeline.fileio import atomic_write_text
+        from emotion_pipeline.fileio import atomic_write_text
 
         text = json.dumps(self.document, indent=indent, allow_nan=False) + "\n"
         if path is not None:   # validated when it was made (Session.analyze) or read (Result.load)
@@ -96,7 +96,7 @@ class Result:
 
     def plot(self, path: str | Path | None = None):
         """The timeline figure (a matplotlib Figure), or with ``path`` the PNG written there."""
-        from pipeline import plots
+        from emotion_pipeline import plots
 
         return plots.timeline_figure(self.document) if path is None else plots.plot_timeline(self.document, path)
 
@@ -116,7 +116,7 @@ class Result:
 
 
 def _config(config: str | Path | None, settings: dict[str, Any]):
-    from pipeline.config import AnalyzeConfig, load
+    from emotion_pipeline.config import AnalyzeConfig, load
 
     settings = dict(settings)
     settings.setdefault("progress", sys.stderr.isatty())
@@ -134,7 +134,7 @@ class Session:
     progress bars show only when stderr is a terminal unless ``progress`` is given."""
 
     def __init__(self, config: str | Path | None = None, **settings: Any):
-        from pipeline.analyze import Analyzer
+        from emotion_pipeline.analyze import Analyzer
 
         self.config = _config(config, settings)
         self.analyzer = Analyzer(self.config)
@@ -148,8 +148,8 @@ class Session:
 
     def analyze(self, video: str | Path, *, transcript: str | Path | None = None) -> Result:
         """Analyse one video (``transcript``: a .srt/.vtt/.json file used instead of Whisper)."""
-        from pipeline import preflight, writers
-        from pipeline.errors import InputError
+        from emotion_pipeline import preflight, writers
+        from emotion_pipeline.errors import InputError
 
         video = Path(video)
         if not video.exists():
@@ -165,7 +165,7 @@ class Session:
     def analyze_many(self, videos: Iterable[str | Path], *, skip_errors: bool = False) -> Iterator[Result]:
         """Analyse each video in turn with the loaded models; ``skip_errors``: log a failing video
         (one line naming it) and go on, instead of raising."""
-        from pipeline.batch import expected_errors, one_line
+        from emotion_pipeline.batch import expected_errors, one_line
 
         for video in videos:
             try:

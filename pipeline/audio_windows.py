@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import InputError
+from emotion_pipeline.errors import InputError
 
 DEFAULT_HOP_S = 1.0   # one score per second matches the pipeline's per-second timeline
 BATCH_WINDOWS = 32    # windows per forward pass: 32 x 3 s x 16 kHz floats is ~6 MB of input

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pipeline.config import AnalyzeConfig
-from pipeline.errors import InputError, PipelineError
-from pipeline.fileio import atomic_write_text
-from pipeline.preflight import Job
+from emotion_pipeline.config import AnalyzeConfig
+from emotion_pipeline.errors import InputError, PipelineError
+from emotion_pipeline.fileio import atomic_write_text
+from emotion_pipeline.preflight import Job
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Outcome:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The failures users cause (bad input, missing models, bad settings): their message is enough."""
-    from models.registry import ChecksumError, ModelUnavailableError
+    from emotion_pipeline.models.registry import ChecksumError, ModelUnavailableError
     return (PipelineError, ModelUnavailableError, ChecksumError)
 
 
@@ -106,7 +106,7 @@ def failed(job: Job, message: str) -> Outcome:
 def analyze_one(analyzer, job: Job, options: Options) -> Outcome:
     """Analyse one video and write its JSON atomically. Never raises (but KeyboardInterrupt):
     a failure of any kind is returned as a failed Outcome carrying one line."""
-    from pipeline import writers
+    from emotion_pipeline import writers
 
     t0 = time.perf_counter()
     try:
@@ -117,7 +117,7 @@ def analyze_one(analyzer, job: Job, options: Options) -> Outcome:
         writers.write_json_atomic(job.out, doc)
         formats = tuple(options.formats) + (("png",) if options.plot else ())
         if set(formats) - {"json"}:
-            from pipeline.exports import write_formats
+            from emotion_pipeline.exports import write_formats
             write_formats(doc, job.video, job.out, formats, detector=analyzer.face.detector)
     except KeyboardInterrupt:
         raise
@@ -144,7 +144,7 @@ def threads_per_worker(workers: int) -> int:
 def run_serial(cfg: AnalyzeConfig, jobs: list[Job], options: Options, *, progress: bool = True) -> Iterator[Outcome]:
     from tqdm import tqdm
 
-    from pipeline.analyze import Analyzer
+    from emotion_pipeline.analyze import Analyzer
 
     if not jobs:
         return
@@ -159,7 +159,7 @@ _WORKER: dict[str, Any] = {}   # worker processes only: the Analyzer loaded by _
 def _init_worker(cfg: AnalyzeConfig, threads: int, log_level: int) -> None:
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     limit_threads(threads)
-    from pipeline.analyze import Analyzer
+    from emotion_pipeline.analyze import Analyzer
     _WORKER["analyzer"] = Analyzer(cfg)
 
 
@@ -199,7 +199,7 @@ class _RayAnalyzer:
 
     def __init__(self, cfg: AnalyzeConfig, options: Options, threads: int):
         limit_threads(threads)
-        from pipeline.analyze import Analyzer
+        from emotion_pipeline.analyze import Analyzer
         self.analyzer, self.options = Analyzer(cfg), options
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {analyze,evaluate,train,models} ...``.
+"""Command line: ``python -m emotion_pipeline {analyze,evaluate,train,models} ...``.
 
 Failures print one line ``error: <file>: <problem>``, no traceback (``-v`` logs it), and never leave
 a half-written output. In a batch a failing video never stops the others. Exit codes of ``analyze``:
@@ -16,10 +16,10 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.batch import expected_errors
-from pipeline.errors import InputError, PipelineError
+from emotion_pipeline.batch import expected_errors
+from emotion_pipeline.errors import InputError, PipelineError
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger("emotion_pipeline")
 
 MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                   ".wav", ".mp3", ".m4a", ".flac", ".ogg", ".aac", ".jpg", ".jpeg", ".png",
@@ -30,7 +30,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "analyze.y
 def _analysis_config(args: argparse.Namespace, *, progress: bool):
     """The analysis settings of ``analyze`` and ``live``: the config file (or the default one),
     ``--set`` overrides, ``--offline``; checked, device included, before anything loads."""
-    from pipeline import config, preflight
+    from emotion_pipeline import config, preflight
 
     overrides = list(args.set or [])
     if args.offline:
@@ -50,7 +50,7 @@ def collect_videos(paths: list[str], manifests: list[str] = ()) -> list[tuple[Pa
     before the first wildcard); manifests read (one path per line, or a CSV ``path`` column)."""
     import glob
 
-    from pipeline.batch import read_manifest
+    from emotion_pipeline.batch import read_manifest
 
     out: list[tuple[Path, Path]] = []
     for p in map(Path, paths):
@@ -79,7 +79,7 @@ EXIT_PARTIAL = 3       # every video has a result, but at least one is partial (
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from pipeline import batch, exports, preflight
+    from emotion_pipeline import batch, exports, preflight
 
     # no bars in logs, pipes or with --quiet
     cfg = _analysis_config(args, progress=not (args.no_progress or args.quiet or not sys.stderr.isatty()))
@@ -156,7 +156,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from pipeline import live, preflight
+    from emotion_pipeline import live, preflight
 
     cfg = _analysis_config(args, progress=False)
     if not 0.5 <= args.max_delay_s <= 60:
@@ -166,7 +166,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     preflight.check_output(preflight.Job(Path(args.source), timeline))
     options = live.LiveOptions(max_delay_s=args.max_delay_s, realtime=args.realtime, max_seconds=args.max_seconds,
                                show=args.show)
-    from pipeline.analyze import Analyzer
+    from emotion_pipeline.analyze import Analyzer
     analyzer = Analyzer(cfg)
     lines = open(args.lines, "w", encoding="utf-8") if args.lines else sys.stdout
     try:
@@ -186,7 +186,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import importlib
 
-    module = importlib.import_module(f"pipeline.evaluate.{args.modality}")
+    module = importlib.import_module(f"emotion_pipeline.evaluate.{args.modality}")
     kwargs = {"device": args.device}
     if args.model:
         kwargs["model"] = args.model
@@ -211,7 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline import predict
+    from emotion_pipeline import predict
 
     try:
         predict.run(args.modality, args.data, args.out, model=args.model, device=args.device, tta=args.tta)
@@ -221,18 +221,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.train import fusion
+    from emotion_pipeline.train import fusion
     fusion.main_from_cli(args.config, args.set or [], resume=args.resume)
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models import fetch
+    from emotion_pipeline.models import fetch
     return fetch.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m emotion_pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 

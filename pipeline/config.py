@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from pipeline.errors import ConfigError
+from emotion_pipeline.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.labels import (FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS,
+from emotion_pipeline.labels import (FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS,
                              NUM_LABELS, UnknownLabelError, canonical, ravdess_fields, tess_label)
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from typing import Iterator
 import av
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.records import AudioChunk, Frame, StreamCoverage, VideoInfo
+from emotion_pipeline.errors import InputError
+from emotion_pipeline.records import AudioChunk, Frame, StreamCoverage, VideoInfo
 
 log = logging.getLogger(__name__)
 

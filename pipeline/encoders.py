@@ -18,10 +18,10 @@ from typing import Any, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from models import face_cnn, hub, registry
-from pipeline.faces import FaceDetector, FaceTracker, aligned_crop
-from pipeline.labels import LABELS
-from pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
+from emotion_pipeline.models import face_cnn, hub, registry
+from emotion_pipeline.faces import FaceDetector, FaceTracker, aligned_crop
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,11 @@ def load_predictor(modality: str, name: str, *, device: torch.device, offline: b
         return shipped(registry.load(name, device=device, offline=offline), device)
     folder, source = hub.resolve_hf(name, offline=offline)
     if modality == "face":
-        from models.hf_face import load_dir
+        from emotion_pipeline.models.hf_face import load_dir
     elif modality == "audio":
-        from models.hf_audio import load_dir
+        from emotion_pipeline.models.hf_audio import load_dir
     else:
-        from models.hf_text import load_dir
+        from emotion_pipeline.models.hf_text import load_dir
     return _HubAdapter(load_dir(folder, device=str(device)), source)
 
 
@@ -238,7 +238,7 @@ class AudioEncoder:
         self.min_speech_fraction, self.batch_size = min_speech_fraction, batch_size
 
     def per_second(self, chunks: Iterable[AudioChunk], n_seconds: int) -> list[ModalityScores | None]:
-        from pipeline.vad import speech_fraction_per_second
+        from emotion_pipeline.vad import speech_fraction_per_second
 
         out: list[ModalityScores | None] = [None] * n_seconds
         fractions = np.zeros(n_seconds, dtype=np.float32)

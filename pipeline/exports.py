@@ -23,9 +23,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.fileio import atomic_write_text
-from pipeline.labels import LABELS
+from emotion_pipeline.errors import PipelineError
+from emotion_pipeline.fileio import atomic_write_text
+from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ _JS = """
 
 
 def _chip(label: str | None, text: str | None = None) -> str:
-    from pipeline.plots import LABEL_COLOUR
+    from emotion_pipeline.plots import LABEL_COLOUR
     if label is None:
         return '<span class="chip" style="background:#eee">none</span>'
     return f'<span class="chip" style="background:{LABEL_COLOUR[label]}">{html.escape(text or label)}</span>'
@@ -287,7 +287,7 @@ def html_text(doc: dict[str, Any], html_path: str | Path, video: str | Path | No
     """The self-contained report: summary, plot (inline PNG), video (embedded when at most
     EMBED_VIDEO_MAX_BYTES, else referenced relative to the HTML), transcript with each segment's
     emotion, per-modality status, and the models/software/settings behind it. No network."""
-    from pipeline.plots import figure_bytes
+    from emotion_pipeline.plots import figure_bytes
 
     html_path = Path(html_path)
     name = Path(doc["video"]["path"]).name
@@ -306,7 +306,7 @@ def html_text(doc: dict[str, Any], html_path: str | Path, video: str | Path | No
         parts.append("<p class='warn'>Partial result: " + e("; ".join(doc["warnings"])) + "</p>")
     parts.append("<div class='grid'><div>" + video_tag + "</div><div><h2 style='margin-top:0'>Summary</h2>")
     parts.append(f"<p>Dominant emotion: {_chip(dominant)}</p><table><tr><th>emotion</th><th>share of time</th></tr>")
-    from pipeline.plots import LABEL_COLOUR
+    from emotion_pipeline.plots import LABEL_COLOUR
     for lab, share in shares.items():
         if share > 0:
             parts.append(f"<tr><td>{_chip(lab)}</td><td><span class='bar' style='width:{share * 160:.0f}px;"
@@ -357,7 +357,7 @@ def write_formats(doc: dict[str, Any], video: str | Path | None, out_json: str |
     """Write ``<stem>.<ext>`` beside ``out_json`` for every format but json (the caller writes
     that); returns {format: path}. The HTML plays the annotated MP4 when one is made, else the
     source video. ``detector``: the run's face detector, reused for the MP4's boxes."""
-    from pipeline import plots
+    from emotion_pipeline import plots
 
     paths = output_paths(out_json, formats)
     written: dict[str, Path] = {}
@@ -368,7 +368,7 @@ def write_formats(doc: dict[str, Any], video: str | Path | None, out_json: str |
     if "png" in paths:
         written["png"] = plots.plot_timeline(doc, paths["png"])
     if "mp4" in paths:
-        from pipeline import annotate
+        from emotion_pipeline import annotate
         if not doc["video"].get("has_video", True) or doc["video"].get("width") is None:
             log.warning("%s: no video stream; no annotated mp4 made", video)
         else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.records import FaceBox
+from emotion_pipeline.records import FaceBox
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data import data_dir
-from pipeline.fileio import atomic_write, atomic_write_text
-from pipeline.corpora import speech_items
-from pipeline.labels import LABEL_INDEX
+from emotion_pipeline.data import data_dir
+from emotion_pipeline.fileio import atomic_write, atomic_write_text
+from emotion_pipeline.corpora import speech_items
+from emotion_pipeline.labels import LABEL_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def face_examples(npz: str, val_fraction: float, seed: int, limit: int, label_so
     """FER2013-format faces with their labels: the file's own ("fer2013") or the FER+ crowd
     majority from the vote file beside it ("ferplus"; faces without a majority are left out).
     Groups (buckets of 50 rows) are over the file's row numbers either way."""
-    from pipeline.corpora import fer_faces, ferplus_votes, ferplus_votes_path  # one format, one reader
+    from emotion_pipeline.corpora import fer_faces, ferplus_votes, ferplus_votes_path  # one format, one reader
     path = _resolve(npz)
     faces = fer_faces(path)
     if label_source == "ferplus":
@@ -97,7 +97,7 @@ def audio_examples(dirs: tuple[str, ...], val_groups: tuple[str, ...], seed: int
 
 
 def text_examples(path: str, val_fraction: float, seed: int, limit: int):
-    from pipeline.evaluate.text import read_grouped  # the evaluation command's reader
+    from emotion_pipeline.evaluate.text import read_grouped  # the evaluation command's reader
     texts, labels, groups, _ = read_grouped(_resolve(path))
     idx = np.arange(len(texts))
     if limit:
@@ -110,7 +110,7 @@ def text_examples(path: str, val_fraction: float, seed: int, limit: int):
 def clip_audio_scores(predictor, wave: np.ndarray, window_s: float, sample_rate_hz: int = 16000):
     """Mean of window probabilities/embeddings over a clip (windows of window_s, hop 1 s; a clip
     shorter than a window is scored whole, never zero-padded), as pipeline.audio_windows does."""
-    from pipeline.audio_windows import window_starts
+    from emotion_pipeline.audio_windows import window_starts
     win = int(window_s * sample_rate_hz)
     starts = window_starts(len(wave), win, sample_rate_hz)
     probs, embs = predictor.predict(np.stack([wave[s:s + win] for s in starts]))
@@ -163,8 +163,8 @@ def build_unimodal(spec: dict[str, Any], predictors: dict[str, Any], cache_root:
         probs.append(p); embs.append(e)
     pools["face"] = Pool(np.concatenate(probs), np.concatenate(embs), labels, groups, is_val)
 
-    from pipeline.audio_windows import load_audio_file
-    from pipeline.encoders import audio_window_s
+    from emotion_pipeline.audio_windows import load_audio_file
+    from emotion_pipeline.encoders import audio_window_s
     paths, labels, groups, is_val = audio_examples(tuple(spec["audio_dirs"]), tuple(spec["audio_val_groups"]), seed, limit)
     window_s = audio_window_s(predictors["audio"])
     probs, embs = [], []

@@ -22,10 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models import registry
-from models.fusion_head import MODALITIES
-from pipeline.labels import NUM_LABELS
-from pipeline.records import ModalityScores
+from emotion_pipeline.models import registry
+from emotion_pipeline.models.fusion_head import MODALITIES
+from emotion_pipeline.labels import NUM_LABELS
+from emotion_pipeline.records import ModalityScores
 
 log = logging.getLogger(__name__)
 

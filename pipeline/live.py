@@ -31,9 +31,9 @@ from typing import Any, Callable, TextIO
 import av
 import numpy as np
 
-from pipeline import demux, fuse, writers
-from pipeline.errors import InputError
-from pipeline.records import AudioChunk, Frame, ModalityScores, SecondEntry, Transcript, VideoInfo
+from emotion_pipeline import demux, fuse, writers
+from emotion_pipeline.errors import InputError
+from emotion_pipeline.records import AudioChunk, Frame, ModalityScores, SecondEntry, Transcript, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Viewer:
             return
         from PIL import Image, ImageTk
 
-        from pipeline.annotate import Painter
+        from emotion_pipeline.annotate import Painter
 
         image = np.ascontiguousarray(frame.image[:, :, ::-1])          # BGR -> RGB
         h, w = image.shape[:2]
@@ -224,7 +224,7 @@ class LiveSession:
         self.session = None
         self.asr_queue: queue.Queue | None = None
         if analyzer.whisper is not None:
-            from pipeline import transcribe
+            from emotion_pipeline import transcribe
             self.session = transcribe.TranscriptionSession(analyzer.whisper, language_id=analyzer.language_id,
                                                            language=self.cfg.language, block_s=LIVE_ASR_BLOCK_S,
                                                            lid_speech_s=LIVE_LID_SPEECH_S,
@@ -245,7 +245,7 @@ class LiveSession:
     def _warm_up(self, window_s: float) -> None:
         """One pass of each model on blank input before the stream starts: first calls allocate
         and pick kernels (half a second or more), which would otherwise land on the first lines."""
-        from pipeline.encoders import FACE_CROP_PX
+        from emotion_pipeline.encoders import FACE_CROP_PX
 
         self.an.face.detector.detect(np.zeros((240, 320, 3), np.uint8))
         self.an.face.predictor.predict(np.zeros((1, FACE_CROP_PX, FACE_CROP_PX, 3), np.uint8))
@@ -438,7 +438,7 @@ def run(analyzer, source: str, options: LiveOptions, out_lines: TextIO, timeline
     # One math thread: the reader thread decodes on the other core. Measured on 2 cores (busy machine,
     # 10 s clip played in real time): 0.12 s of compute per second with 1 thread, 0.2-1.8 s with 2
     # (OpenMP threads spinning against the decoder), which broke the 2 s bound.
-    from pipeline.batch import limit_threads
+    from emotion_pipeline.batch import limit_threads
     limit_threads(1)
     q: queue.Queue = queue.Queue()
     stop = threading.Event()

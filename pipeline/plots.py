@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import atomic_write
-from pipeline.labels import LABELS
+from emotion_pipeline.fileio import atomic_write
+from emotion_pipeline.labels import LABELS
 
 TRACKS = ("face", "audio", "text")
 # one colour per label, in LABELS order (neutral grey-blue, happy yellow, sad blue, angry red,

@@ -1,4 +1,4 @@
-"""Predictions for a dataset file: ``python -m pipeline predict {face,audio,text} --data FILE --out predictions.csv``.
+"""Predictions for a dataset file: ``python -m emotion_pipeline predict {face,audio,text} --data FILE --out predictions.csv``.
 
 Reads any file the matching ``evaluate`` command reads (the same readers) and writes one row per
 input, atomically:
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fileio import atomic_write_text
-from pipeline.labels import LABELS, canonical
+from emotion_pipeline.fileio import atomic_write_text
+from emotion_pipeline.labels import LABELS, canonical
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def face_rows(data: Path, *, model: str, device: str, tta: str | None, batch_size: int = 256):
-    from models.face_cnn import TTA_MODES, predict_logits, to_source_size
-    from models.registry import load
-    from pipeline.corpora import fer_faces
+    from emotion_pipeline.models.face_cnn import TTA_MODES, predict_logits, to_source_size
+    from emotion_pipeline.models.registry import load
+    from emotion_pipeline.corpora import fer_faces
 
     tta = None if tta in ("", "none") else tta
     if tta not in TTA_MODES:
@@ -61,9 +61,9 @@ def face_rows(data: Path, *, model: str, device: str, tta: str | None, batch_siz
 
 
 def audio_rows(data: Path, *, model: str, device: str):
-    from models import registry
-    from pipeline.audio_windows import load_audio_file, score_clip
-    from pipeline.evaluate.audio import read_examples
+    from emotion_pipeline.models import registry
+    from emotion_pipeline.audio_windows import load_audio_file, score_clip
+    from emotion_pipeline.evaluate.audio import read_examples
 
     items, _ = read_examples(data)
     loaded = registry.load(model, device=device)
@@ -86,8 +86,8 @@ def audio_rows(data: Path, *, model: str, device: str):
 
 
 def text_rows(data: Path, *, model: str, device: str, batch_size: int = 64):
-    from models import registry
-    from pipeline.evaluate import text as text_eval
+    from emotion_pipeline.models import registry
+    from emotion_pipeline.evaluate import text as text_eval
 
     texts, names, _, _ = text_eval.read_rows(data)
     loaded = registry.load(model, device=device)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import AnalyzeConfig, to_dict
-from pipeline.errors import ConfigError, InputError, PipelineError
-from pipeline.records import Transcript
+from emotion_pipeline.config import AnalyzeConfig, to_dict
+from emotion_pipeline.errors import ConfigError, InputError, PipelineError
+from emotion_pipeline.records import Transcript
 
 # Settings that change how a run looks or reaches the network, never what it finds: left out of
 # the key that decides whether an existing result is up to date. (``device``: CPU and GPU give
@@ -124,7 +124,7 @@ def video_identity(path: str | Path) -> dict[str, Any]:
 def settings_key(cfg: AnalyzeConfig, transcript_file: str | Path | None = None) -> str:
     """Hash of everything that changes results: the result-relevant settings, the pipeline's
     version, the shipped weights' recorded checksums, and the transcript file given (if any)."""
-    from pipeline import __version__
+    from emotion_pipeline import __version__
 
     settings = {k: v for k, v in to_dict(cfg).items() if k not in NOT_RESULT_SETTINGS}
     try:
@@ -172,7 +172,7 @@ def check_transcript(tr: Transcript, path: str | Path) -> Transcript:
 
 def load_transcript(path: str | Path) -> Transcript:
     """Parse and validate a transcript file up front; every failure is one InputError line."""
-    from pipeline import transcribe
+    from emotion_pipeline import transcribe
 
     try:
         tr = transcribe.parse_subtitles(path)

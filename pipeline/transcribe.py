@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.demux import AUDIO_RATE_HZ
-from pipeline.errors import InputError
-from pipeline.records import Segment, Transcript, Word
+from emotion_pipeline.demux import AUDIO_RATE_HZ
+from emotion_pipeline.errors import InputError
+from emotion_pipeline.records import Segment, Transcript, Word
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def load_whisper(name_or_path: str, *, device: str = "cpu", offline: bool | None
     """(model, WhisperInfo). Raises models.registry.ModelUnavailableError when it cannot be had."""
     import whisper
 
-    from models import hub
+    from emotion_pipeline.models import hub
 
     path, digest = hub.whisper_checkpoint(name_or_path, offline=offline, progress=progress)
     model = whisper.load_model(str(path), device=device)  # whisper itself uses torch.load(weights_only=True)
@@ -258,8 +258,8 @@ def load_asr(name: str, *, device: str = "cpu", offline: bool | None = None, pro
     """A transcription model (FasterWhisperASR or OpenAIWhisperASR) for the ``whisper_model`` setting.
 
     Raises models.registry.ModelUnavailableError (not there, says how to get it) or ChecksumError."""
-    from models import hub
-    from models.registry import ModelUnavailableError
+    from emotion_pipeline.models import hub
+    from emotion_pipeline.models.registry import ModelUnavailableError
 
     if name.endswith(".pt") or name.startswith("openai:"):
         try:
@@ -334,7 +334,7 @@ def load_for_analysis(name: str, *, device: str = "cpu", offline: bool | None = 
     else the packaged multilingual LANGUAGE_ID_MODEL (a GPU makes its extra cost negligible).
     An English-only model gets the packaged multilingual LANGUAGE_ID_MODEL to name the language
     (unless ``language`` is forced)."""
-    from models.registry import ModelUnavailableError
+    from emotion_pipeline.models.registry import ModelUnavailableError
 
     if name == "auto":
         name = DEFAULT_ASR
@@ -417,7 +417,7 @@ class TranscriptionSession:
 
     # ---------------------------------------------------------------- internals
     def _process(self, *, final: bool) -> None:
-        from pipeline.vad import SILERO_MIN_SILENCE_S, SILERO_PAD_S, silero_regions
+        from emotion_pipeline.vad import SILERO_MIN_SILENCE_S, SILERO_PAD_S, silero_regions
 
         t0 = time.perf_counter()
         audio = np.concatenate(self.buffer) if len(self.buffer) > 1 else self.buffer[0]

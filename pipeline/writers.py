@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import atomic_write_text
-from pipeline.labels import LABELS
-from pipeline.records import ModalityScores, SecondEntry, Transcript, VideoInfo
+from emotion_pipeline.fileio import atomic_write_text
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.records import ModalityScores, SecondEntry, Transcript, VideoInfo
 
 SCHEMA_VERSION = "1.1"   # 1.1: input, settings_key, skip_key, coverage, warnings, complete, per-second lost
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "timeline.schema.json"

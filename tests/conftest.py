@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import data_dir
+from emotion_pipeline.data import data_dir
 
 DATA = data_dir()
 VIDEO = DATA / "video"
@@ -104,8 +104,8 @@ def tiny_whisper(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def analyzer():
     """The default-profile analyzer (shipped models, offline, no Whisper), loaded once."""
-    from pipeline.analyze import Analyzer
-    from pipeline.config import AnalyzeConfig
+    from emotion_pipeline.analyze import Analyzer
+    from emotion_pipeline.config import AnalyzeConfig
 
     return Analyzer(AnalyzeConfig(whisper_model="none", offline=True, progress=False, device="cpu"))
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import hub
-from models.registry import ChecksumError, ModelUnavailableError
-from pipeline import transcribe
-from pipeline.data import data_path
-from pipeline.evaluate.asr import edit_ops, normalize, read_references
+from emotion_pipeline.models import hub
+from emotion_pipeline.models.registry import ChecksumError, ModelUnavailableError
+from emotion_pipeline import transcribe
+from emotion_pipeline.data import data_path
+from emotion_pipeline.evaluate.asr import edit_ops, normalize, read_references
 
 SR = transcribe.SAMPLE_RATE_HZ
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ GERMAN = ("Guten Morgen, ich heiße Anna und wohne seit vielen Jahren in Berlin.
 
 def espeak(text: str, folder: Path, voice: str = "en") -> np.ndarray:
     """16 kHz mono float32 speech of ``text`` (espeak-ng writes 22.05 kHz; resampled with soxr)."""
-    from pipeline.audio_windows import load_audio_file
+    from emotion_pipeline.audio_windows import load_audio_file
     path = folder / f"{voice}_{abs(hash(text)) % 10**8}.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True)
     return load_audio_file(path, SR)
@@ -89,7 +89,7 @@ def test_a_tampered_model_file_stops_the_cli_with_one_line(tmp_path):
     manifest = tmp_path / "refs.csv"
     manifest.write_text("path,text\nnone.wav,hello\n")
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), EMOTION_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", "asr", "--data", str(manifest)],
+    proc = subprocess.run([sys.executable, "-m", "emotion_pipeline", "evaluate", "asr", "--data", str(manifest)],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -216,7 +216,7 @@ def test_references_from_ravdess_tess_and_csv_names(tmp_path):
 
 @pytest.mark.skipif(not RAVDESS.exists(), reason="shared RAVDESS not found")
 def test_evaluate_asr_on_ravdess_clips():
-    from pipeline.evaluate.asr import run
+    from emotion_pipeline.evaluate.asr import run
     result = run(RAVDESS / "Actor_17", limit=4)
     assert result["n"] == 4 and result["reference_words"] == 24
     assert result["wer"] < 0.2 and result["identified_english"] == 1.0
@@ -228,8 +228,8 @@ def test_evaluate_asr_on_ravdess_clips():
 @pytest.fixture(scope="module")
 def asr_analyzer():
     """The default profile as a fresh install runs it: words included, offline."""
-    from pipeline.analyze import Analyzer
-    from pipeline.config import AnalyzeConfig
+    from emotion_pipeline.analyze import Analyzer
+    from emotion_pipeline.config import AnalyzeConfig
     return Analyzer(AnalyzeConfig(offline=True, progress=False, device="cpu"))
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import registry, weights_io
-from models.audio_cnn import AudioCNN, AudioCNNConfig
-from pipeline.audio_windows import resample, score_clip, score_windows, window_starts
-from pipeline.data import data_path
-from pipeline.labels import LABELS
+from emotion_pipeline.models import registry, weights_io
+from emotion_pipeline.models.audio_cnn import AudioCNN, AudioCNNConfig
+from emotion_pipeline.audio_windows import resample, score_clip, score_windows, window_starts
+from emotion_pipeline.data import data_path
+from emotion_pipeline.labels import LABELS
 
 SR = 16000
 RAVDESS = data_path("speech", "ravdess")
@@ -118,7 +118,7 @@ def ravdess_folder(tmp_path_factory):
 
 
 def test_evaluate_ravdess_folder(ravdess_folder, weight_file):
-    from pipeline.evaluate.audio import run
+    from emotion_pipeline.evaluate.audio import run
 
     result = run(ravdess_folder, model=str(weight_file))
     assert result["n"] == 3 and result["skipped"] == 0 and result["format"] == "ravdess-folder"
@@ -129,7 +129,7 @@ def test_evaluate_ravdess_folder(ravdess_folder, weight_file):
 
 
 def test_evaluate_csv_manifest(ravdess_folder, weight_file, tmp_path):
-    from pipeline.evaluate.audio import run
+    from emotion_pipeline.evaluate.audio import run
 
     wavs = sorted((ravdess_folder / "set").rglob("03-*.wav"))
     manifest = tmp_path / "list.csv"
@@ -144,7 +144,7 @@ def test_evaluate_csv_manifest(ravdess_folder, weight_file, tmp_path):
 
 
 def test_evaluate_errors(tmp_path, weight_file):
-    from pipeline.evaluate.audio import run
+    from emotion_pipeline.evaluate.audio import run
 
     for bad in (tmp_path / "nope", tmp_path):  # missing path; folder with no RAVDESS names
         with pytest.raises(ValueError, match=str(bad)):
@@ -185,7 +185,7 @@ def _tiny_hf(path, id2label, attention_mask: bool):
 
 @pytest.mark.parametrize("attention_mask", [True, False])
 def test_hf_audio_tiny_round_trip(tmp_path, attention_mask):
-    from models.hf_audio import load_dir
+    from emotion_pipeline.models.hf_audio import load_dir
 
     id2label = {0: "neu", 1: "calm", 2: "hap", 3: "sad", 4: "ang", 5: "contempt"}
     clf = load_dir(_tiny_hf(tmp_path / "w2v", id2label, attention_mask))
@@ -204,8 +204,8 @@ def test_hf_audio_tiny_round_trip(tmp_path, attention_mask):
 
 
 def test_hf_audio_mapping_rules(tmp_path):
-    from models.hf_audio import load_dir
-    from models.hf_labels import LabelMap
+    from emotion_pipeline.models.hf_audio import load_dir
+    from emotion_pipeline.models.hf_labels import LabelMap
 
     mapping = LabelMap(["happy", "LABEL_1", "Surprise"], "test")
     assert mapping.dropped == ["LABEL_1"]
@@ -221,6 +221,6 @@ def test_hf_audio_mapping_rules(tmp_path):
 def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax):
     import librosa
 
-    from models.audio_cnn import mel_filterbank
+    from emotion_pipeline.models.audio_cnn import mel_filterbank
     np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels, fmin, fmax),
                                librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax), atol=1e-7)

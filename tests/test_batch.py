@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import batch
+from emotion_pipeline import batch
 from tests.conftest import MEAD, TALKING, ffmpeg, needs_data, needs_ffmpeg
 from tests.test_reliability import FAST, cli
 

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.config import AnalyzeConfig
-from pipeline.errors import ConfigError
-from pipeline.train.fusion import FusionTrainConfig
+from emotion_pipeline import config
+from emotion_pipeline.config import AnalyzeConfig
+from emotion_pipeline.errors import ConfigError
+from emotion_pipeline.train.fusion import FusionTrainConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 

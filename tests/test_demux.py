@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline import demux
-from pipeline.errors import InputError
+from emotion_pipeline import demux
+from emotion_pipeline.errors import InputError
 from tests.conftest import EDGE, MEAD, TALKING, ffmpeg, needs_data, needs_ffmpeg
 
 pytestmark = needs_data

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import writers
-from pipeline.errors import InputError
+from emotion_pipeline import writers
+from emotion_pipeline.errors import InputError
 from tests.conftest import EDGE, MEAD, TALKING, ffmpeg, needs_data, needs_espeak, needs_ffmpeg
 
 pytestmark = needs_data
@@ -159,7 +159,7 @@ def test_cli_batch_reports_every_bad_file_and_writes_nothing_for_them(made):
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "text.mp4").write_text("hello")
     out = made / "batch_out"
-    r = subprocess.run([sys.executable, "-m", "pipeline", "analyze", str(folder), "--out", str(out), "--offline",
+    r = subprocess.run([sys.executable, "-m", "emotion_pipeline", "analyze", str(folder), "--out", str(out), "--offline",
                         "--no-progress", "--set", "whisper_model=none"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]

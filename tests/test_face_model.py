@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import registry, weights_io
-from models.face_cnn import FaceCNN, FaceCNNConfig, predict, predict_logits, prepare, tta_views
-from pipeline.corpora import read_fer_npz
-from pipeline.evaluate.face import run
-from pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS
+from emotion_pipeline.models import registry, weights_io
+from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, predict, predict_logits, prepare, tta_views
+from emotion_pipeline.corpora import read_fer_npz
+from emotion_pipeline.evaluate.face import run
+from emotion_pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS
 
 SMALL = FaceCNNConfig(widths=(8, 16), embed_dim=12)  # tiny but same code paths as the shipped net
 
@@ -67,7 +67,7 @@ def test_prepare_shape_dtype_and_normalisation():
 
 def test_training_without_augmentation_matches_prepare():
     """The trainer's validation input is exactly what prepare() gives the pipeline."""
-    from pipeline.train.face import TrainConfig, augment_batch
+    from emotion_pipeline.train.face import TrainConfig, augment_batch
     imgs = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     cfg = TrainConfig(augment=False)
     assert torch.allclose(augment_batch(torch.from_numpy(imgs)[:, None], cfg), prepare(imgs, cfg.model))
@@ -169,8 +169,8 @@ def test_shipped_model_loads_and_verifies():
 def test_pipeline_face_predictor_averages_the_mirror():
     """With flip TTA (the default) a crop and its mirror image get the same scores, and those are
     the softmax of the mean of the two plain log-probabilities."""
-    from models import face_cnn, registry
-    from pipeline.encoders import ShippedFace
+    from emotion_pipeline.models import face_cnn, registry
+    from emotion_pipeline.encoders import ShippedFace
 
     assert face_cnn.DEFAULT_TTA == "flip"
     loaded = registry.load("face-cnn")
@@ -196,8 +196,8 @@ def test_swa_average_and_batchnorm_recalibration():
     """The SWA helpers: weights are the parameter mean, and after recalibrating on a set of images in
     one batch, eval mode on those images matches train mode (batch statistics), up to the unbiased
     vs biased variance."""
-    from pipeline.train.common import average_state_dicts
-    from pipeline.train.face import TrainConfig, recalibrate_bn
+    from emotion_pipeline.train.common import average_state_dicts
+    from emotion_pipeline.train.face import TrainConfig, recalibrate_bn
     torch.manual_seed(0)
     small = dataclasses.replace(SMALL, dropout=0.0)  # so that train mode differs from eval only in BN
     a, b = FaceCNN(small), FaceCNN(small)
@@ -210,7 +210,7 @@ def test_swa_average_and_batchnorm_recalibration():
     cfg = TrainConfig(model=small)
     recalibrate_bn(model, images, cfg, batch_size=300)
     assert not model.training
-    from pipeline.train.face import augment_batch
+    from emotion_pipeline.train.face import augment_batch
     x = augment_batch(images, dataclasses.replace(cfg, augment=False))
     with torch.no_grad():
         eval_out = model(x)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline import demux
-from pipeline.faces import FaceDetector, FaceTracker, aligned_crop
-from pipeline.records import FaceBox
+from emotion_pipeline import demux
+from emotion_pipeline.faces import FaceDetector, FaceTracker, aligned_crop
+from emotion_pipeline.records import FaceBox
 from tests.conftest import EDGE, MEAD, TALKING, YUNET, needs_data
 
 pytestmark = needs_data

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import weights_io
-from models.face_cnn import FaceCNN, FaceCNNConfig
-from pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
-from pipeline.data import data_dir
-from pipeline.evaluate.face import ferplus_report, run
-from pipeline.labels import FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS
+from emotion_pipeline.models import weights_io
+from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig
+from emotion_pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
+from emotion_pipeline.data import data_dir
+from emotion_pipeline.evaluate.face import ferplus_report, run
+from emotion_pipeline.labels import FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS
 
 FER = data_dir() / "faces" / "fer2013"
 PUBLICTEST = FER / "fer2013_publictest_3589.npz"
@@ -102,7 +102,7 @@ def test_reader_refuses_misaligned_rows(tmp_path):
 
 
 def test_soft_cross_entropy_matches_torch():
-    from pipeline.train.face import smoothed_one_hot, soft_cross_entropy
+    from emotion_pipeline.train.face import smoothed_one_hot, soft_cross_entropy
     torch.manual_seed(0)
     logits = torch.randn(6, 7)
     probs = torch.softmax(torch.randn(6, 7), 1)
@@ -115,7 +115,7 @@ def test_soft_cross_entropy_matches_torch():
     torch.testing.assert_close(soft_cross_entropy(logits, smoothed_one_hot(y, 0.0), w),
                                F.cross_entropy(logits, y, weight=w))
     torch.testing.assert_close(soft_cross_entropy(logits, probs, torch.ones(7)), F.cross_entropy(logits, probs))
-    from pipeline.train.face import class_weights_for
+    from emotion_pipeline.train.face import class_weights_for
     cw = class_weights_for(torch.tensor([[1.0, 0, 0, 0, 0, 0, 0]] * 3 + [[0, 1.0, 0, 0, 0, 0, 0]]), 1.0)
     assert cw[1] == pytest.approx(3 * cw[0])  # a class with a third of the mass weighs three times as much
 
@@ -125,7 +125,7 @@ def test_training_steps_on_real_votes_lower_the_loss():
     """A few CPU steps of the vote-target trainer on 64 real faces fit their vote distributions."""
     import dataclasses
 
-    from pipeline.train.face import TrainConfig, make_optimizer, mixup, train_step
+    from emotion_pipeline.train.face import TrainConfig, make_optimizer, mixup, train_step
     faces = fer_faces(PUBLICTEST)
     votes = ferplus_votes(PUBLICTEST_VOTES, filenames=faces.filenames)
     idx = np.flatnonzero(votes.usable)[:64]
@@ -193,7 +193,7 @@ def test_evaluate_reads_votes_beside_the_file(tmp_path):
 @needs_votes
 def test_fusion_face_pool_can_use_crowd_labels():
     """The fusion head's face pool (data.face_labels=ferplus) takes the FER+ majority labels."""
-    from pipeline.features import face_examples
+    from emotion_pipeline.features import face_examples
     faces = fer_faces(PUBLICTEST)
     majority = ferplus_votes(PUBLICTEST_VOTES, filenames=faces.filenames).majority()
     images, labels, groups, is_val = face_examples(str(PUBLICTEST), 0.5, 0, 0, "ferplus")

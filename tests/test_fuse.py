@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.fusion_head import FusionHead, FusionHeadConfig
-from pipeline import fuse
-from pipeline.labels import LABEL_INDEX, NUM_LABELS
-from pipeline.records import ModalityScores
+from emotion_pipeline.models.fusion_head import FusionHead, FusionHeadConfig
+from emotion_pipeline import fuse
+from emotion_pipeline.labels import LABEL_INDEX, NUM_LABELS
+from emotion_pipeline.records import ModalityScores
 
 
 def scores(label: str, conf: float) -> ModalityScores:
@@ -52,7 +52,7 @@ def _described(face="a", tta=None):
 
 
 def test_head_mismatch_is_explained():
-    from models.registry import LoadedModel
+    from emotion_pipeline.models.registry import LoadedModel
     head = LoadedModel("fusion-head", "fusion_head", FusionHead(), {"encoders": {"face": "a" * 64, "audio": "b" * 64}}, "c", "p")
     assert fuse.head_mismatch(head, _described()) is None
     assert "face encoder" in fuse.head_mismatch(head, _described(face="d"))
@@ -61,7 +61,7 @@ def test_head_mismatch_is_explained():
 
 def test_head_mismatch_checks_encoder_settings():
     """A head trained on flip-averaged face scores is not used on single-view scores (and back)."""
-    from models.registry import LoadedModel
+    from emotion_pipeline.models.registry import LoadedModel
     record = fuse.encoder_record(_described(tta="flip"))
     assert record == {"encoders": {"face": "a" * 64, "audio": "b" * 64, "text": "c" * 64},
                       "encoder_settings": {"face": {"tta": "flip"}}}
@@ -75,6 +75,6 @@ def test_head_mismatch_checks_encoder_settings():
 
 
 def test_shipped_head_records_the_pipeline_face_tta():
-    from models import face_cnn, registry
+    from emotion_pipeline.models import face_cnn, registry
     head = registry.load("fusion-head")
     assert head.meta.get("encoder_settings", {}).get("face") == {"tta": face_cnn.DEFAULT_TTA}

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from models import hub
-from models.hf_face import load_dir
-from pipeline.labels import LABEL_INDEX
+from emotion_pipeline.models import hub
+from emotion_pipeline.models.hf_face import load_dir
+from emotion_pipeline.labels import LABEL_INDEX
 
 FER_NAMES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt"]
 
@@ -40,7 +40,7 @@ def test_resolve_hf_takes_a_local_folder_and_refuses_pickles(tiny_vit, tmp_path)
     assert folder == tiny_vit and source == str(tiny_vit)
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
-    from models.registry import ModelUnavailableError
+    from emotion_pipeline.models.registry import ModelUnavailableError
     with pytest.raises(ModelUnavailableError, match="safetensors"):
         load_dir(tmp_path)
 
@@ -49,7 +49,7 @@ def test_pipeline_loads_a_hub_layout_folder_as_its_face_model(tiny_vit):
     """The `full` profile's path: a model name resolving to a local HF folder, used by the face encoder."""
     import torch
 
-    from pipeline.encoders import load_predictor
+    from emotion_pipeline.encoders import load_predictor
     pred = load_predictor("face", str(tiny_vit), device=torch.device("cpu"), offline=True)
     probs, embs = pred.predict(np.zeros((2, 96, 96, 3), np.uint8))
     assert probs.shape == (2, 7) and pred.describe()["name"] == str(tiny_vit)

@@ -3,8 +3,8 @@ import hashlib
 import pytest
 import torch
 
-from models import hub, registry, weights_io
-from models.fusion_head import FusionHead, FusionHeadConfig
+from emotion_pipeline.models import hub, registry, weights_io
+from emotion_pipeline.models.fusion_head import FusionHead, FusionHeadConfig
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import writers
+from emotion_pipeline import writers
 from tests.conftest import TALKING, ffmpeg, needs_data, needs_ffmpeg
 
 pytestmark = [needs_data, needs_ffmpeg]
@@ -23,7 +23,7 @@ SCORE_MARGIN = 0.15
 
 
 def live(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "live", *args], capture_output=True, text=True, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "emotion_pipeline", "live", *args], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
@@ -106,7 +106,7 @@ def test_show_opens_a_window_where_a_display_exists(clip, tmp_path):
                             stderr=subprocess.DEVNULL)
     try:
         _time.sleep(1.0)
-        r = subprocess.run([sys.executable, "-m", "pipeline", "live", "--source", str(clip), "--show", "--offline",
+        r = subprocess.run([sys.executable, "-m", "emotion_pipeline", "live", "--source", str(clip), "--show", "--offline",
                             "--set", "whisper_model=none", "--max-seconds", "5", "--out", str(tmp_path)],
                            capture_output=True, text=True, cwd=REPO,
                            env={**os.environ, "PYTHONPATH": str(REPO), "DISPLAY": display})
@@ -120,7 +120,7 @@ def test_show_opens_a_window_where_a_display_exists(clip, tmp_path):
 
 def test_show_without_a_display_runs_headless(clip, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    r = subprocess.run([sys.executable, "-m", "pipeline", "live", "--source", str(clip), "--show", "--offline",
+    r = subprocess.run([sys.executable, "-m", "emotion_pipeline", "live", "--source", str(clip), "--show", "--offline",
                         "--set", "whisper_model=none", "--max-seconds", "3", "--out", str(tmp_path)],
                        capture_output=True, text=True, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0 and "running headless" in r.stderr and "Traceback" not in r.stderr

@@ -14,8 +14,8 @@ PEAK_LIMIT_MB = 2500
 
 CHILD = """
 import json, resource, sys
-from pipeline.analyze import Analyzer
-from pipeline.config import AnalyzeConfig
+from emotion_pipeline.analyze import Analyzer
+from emotion_pipeline.config import AnalyzeConfig
 doc = Analyzer(AnalyzeConfig(whisper_model="none", offline=True, progress=False)).analyze(sys.argv[1])
 print(json.dumps({"n": len(doc["timeline"]), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "face": sum(t["face"] is not None for t in doc["timeline"])}))

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import api, exports
-from pipeline.labels import LABELS
+from emotion_pipeline import api, exports
+from emotion_pipeline.labels import LABELS
 from tests.conftest import TALKING, needs_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +74,8 @@ def test_every_fused_second_says_why(speech_result):
 
 
 def test_average_weights_are_confidence_times_setting():
-    from pipeline import fuse
-    from pipeline.records import ModalityScores
+    from emotion_pipeline import fuse
+    from emotion_pipeline.records import ModalityScores
 
     face = ModalityScores(np.array([0.8, 0.2, 0, 0, 0, 0, 0], dtype=np.float32))
     audio = ModalityScores(np.array([0.4, 0.6, 0, 0, 0, 0, 0], dtype=np.float32))
@@ -183,7 +183,7 @@ def test_srt_without_transcript_lists_emotion_runs():
 def test_png_shows_the_fused_scores(speech_outputs):
     from PIL import Image
 
-    from pipeline.plots import LABEL_COLOUR
+    from emotion_pipeline.plots import LABEL_COLOUR
 
     doc = json.loads(speech_outputs["json"].read_text())
     img = np.asarray(Image.open(speech_outputs["png"]).convert("RGB")).astype(int)
@@ -221,7 +221,7 @@ def test_mp4_has_every_frame_and_the_audio(speech_outputs, speech_video):
 def test_mp4_frames_carry_boxes_and_the_strip(speech_outputs):
     import av
 
-    from pipeline.plots import LABEL_COLOUR
+    from emotion_pipeline.plots import LABEL_COLOUR
 
     doc = json.loads(speech_outputs["json"].read_text())
     second = next(i for i, e in enumerate(doc["timeline"]) if e["face"] and e["fused"])
@@ -290,7 +290,7 @@ def test_html_references_a_large_video_relatively(speech_result, speech_video, t
 
 # ------------------------------------------------------------------ command line
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "emotion_pipeline", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=timeout)
 
 
@@ -332,7 +332,7 @@ def _read_predictions(path: Path) -> list[dict]:
 
 @needs_data
 def test_predict_face_rows_follow_the_file(tmp_path):
-    from pipeline.data import data_path
+    from emotion_pipeline.data import data_path
     fer = data_path("faces", "fer2013", "fer2013_publictest_3589.npz")
     with np.load(fer) as d:
         small = {k: (d[k][:25] if d[k].ndim and len(d[k]) == len(d["labels"]) else d[k]) for k in d.files}
@@ -346,7 +346,7 @@ def test_predict_face_rows_follow_the_file(tmp_path):
 
 @needs_data
 def test_predict_text_and_audio(tmp_path):
-    from pipeline.data import data_path
+    from emotion_pipeline.data import data_path
     dair = tmp_path / "dair.txt"
     lines = data_path("text", "dair_emotion", "val.txt").read_text().splitlines()[:21]
     dair.write_text("\n".join(lines) + "\n")
@@ -378,7 +378,7 @@ def test_predict_bad_file_is_one_line(tmp_path):
 
 
 def test_schema_describes_every_field():
-    from pipeline.writers import SCHEMA_PATH
+    from emotion_pipeline.writers import SCHEMA_PATH
 
     schema = json.loads(SCHEMA_PATH.read_text())
     assert schema["$id"].startswith("urn:emotion-pipeline:schema:timeline:")
@@ -418,7 +418,7 @@ def test_csv_has_a_row_per_face_when_there_are_several(analyzer, tmp_path):
 
 
 def test_api_bad_setting_names_the_key():
-    from pipeline.errors import ConfigError
+    from emotion_pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"setting frames_per_second=-1: frames_per_second: must be > 0"):
         api.Session(frames_per_second=-1)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import writers
-from pipeline.labels import LABELS
+from emotion_pipeline import writers
+from emotion_pipeline.labels import LABELS
 from tests.conftest import MEAD, TALKING, needs_data
 
 pytestmark = needs_data
@@ -79,7 +79,7 @@ def test_non_english_transcript_is_marked_not_scored(analyzer, tmp_path):
 
 
 def _cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "emotion_pipeline", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_cli_batch_goes_past_bad_files_and_skips_done_ones(tmp_path):
@@ -106,8 +106,8 @@ def test_cli_missing_file_is_one_line_error(tmp_path):
 
 
 def test_evaluate_clips_reports_each_modality_alone(tmp_path):
-    from pipeline.data import data_path
-    from pipeline.labels import ravdess_fields
+    from emotion_pipeline.data import data_path
+    from emotion_pipeline.labels import ravdess_fields
     files = sorted(data_path("speech", "ravdess", "Actor_17").glob("*.flac"))[::20][:3]
     csv = tmp_path / "clips.csv"
     csv.write_text("path,label\n" + "".join(f"{f},{ravdess_fields(f.stem)['label']}\n" for f in files))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import demux, preflight, writers
+from emotion_pipeline import demux, preflight, writers
 from tests.conftest import MEAD, TALKING, needs_data, needs_ffmpeg
 
 pytestmark = [needs_data, needs_ffmpeg]
@@ -29,7 +29,7 @@ LABEL_KEYS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surpr
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "emotion_pipeline", *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
@@ -281,14 +281,14 @@ def test_plan_keeps_folders_and_extensions_apart():
 
 
 def test_atomic_write_temp_name_fits_the_file_system(tmp_path):
-    from pipeline.fileio import atomic_write_text
+    from emotion_pipeline.fileio import atomic_write_text
     target = tmp_path / ("y" * 250 + ".json")
     atomic_write_text(target, "{}")
     assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
 def test_evaluate_audio_names_why_a_file_was_skipped(tmp_path):
-    from pipeline.data import data_path
+    from emotion_pipeline.data import data_path
     good = sorted(data_path("speech", "ravdess", "Actor_17").glob("*.flac"))[:2]
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio at all\n" * 20)

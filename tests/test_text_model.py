@@ -10,9 +10,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from models import registry, weights_io  # noqa: E402
-from models.text_model import BaseModelError, TextEmotionConfig, TextEmotionModel, base_dir  # noqa: E402
-from pipeline.labels import LABEL_INDEX, LABELS  # noqa: E402
+from emotion_pipeline.models import registry, weights_io  # noqa: E402
+from emotion_pipeline.models.text_model import BaseModelError, TextEmotionConfig, TextEmotionModel, base_dir  # noqa: E402
+from emotion_pipeline.labels import LABEL_INDEX, LABELS  # noqa: E402
 
 SENTENCES = ["I am so happy, this is wonderful!", "I am furious, I hate you", "ok.",
              "What? No way, I did not expect that at all!", "The meeting is at three."]
@@ -56,7 +56,7 @@ def test_shapes_and_predict_order(model):
 def test_training_cache_matches_inference(model):
     """The trainer's cached bottom-layer states (built once, fp16) must equal what inference computes,
     even when the model is in train mode (dropout in the frozen layers would corrupt the cache)."""
-    from pipeline.train.text import build_cache, collate
+    from emotion_pipeline.train.text import build_cache, collate
     model.train()
     try:
         cache = build_cache(model, SENTENCES, batch_size=2)
@@ -109,7 +109,7 @@ def _write_tiny_sets(tmp_path):
 
 
 def test_evaluate_formats_and_label_mapping(tmp_path):
-    from pipeline.evaluate.text import detect_format, read_examples
+    from emotion_pipeline.evaluate.text import detect_format, read_examples
     meld, go, dair = _write_tiny_sets(tmp_path)
     assert [detect_format(p) for p in (meld, go, dair)] == ["meld", "goemotions", "dair"]
     t, y, _ = read_examples(meld)
@@ -122,7 +122,7 @@ def test_evaluate_formats_and_label_mapping(tmp_path):
 
 
 def test_evaluate_run(tmp_path, delta_file):
-    from pipeline.evaluate.text import run
+    from emotion_pipeline.evaluate.text import run
     meld, go, _ = _write_tiny_sets(tmp_path)
     out = run(meld, model=str(delta_file))
     assert out["n"] == 4 and out["format"] == "meld" and len(out["sha256"]) == 64
@@ -132,7 +132,7 @@ def test_evaluate_run(tmp_path, delta_file):
 
 
 def test_evaluate_bad_files(tmp_path):
-    from pipeline.evaluate.text import run
+    from emotion_pipeline.evaluate.text import run
     odd = tmp_path / "notes.txt"
     odd.write_text("just some text\nwithout labels\n")
     with pytest.raises(ValueError, match="notes.txt.*unrecognised format"):
@@ -160,7 +160,7 @@ def _tiny_hf_dir(path, id2label):
 
 def test_hf_text_round_trip_and_mapping(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from models.hf_text import load_dir
+    from emotion_pipeline.models.hf_text import load_dir
     # a DistilRoBERTa-emotion-like head, plus a class with no Ekman label ("love")
     names = {0: "anger", 1: "disgust", 2: "fear", 3: "joy", 4: "neutral", 5: "sadness", 6: "love"}
     path = _tiny_hf_dir(tmp_path / "hf", names)
@@ -181,7 +181,7 @@ def test_hf_text_round_trip_and_mapping(tmp_path):
 
 
 def test_hf_text_errors(tmp_path):
-    from models.hf_text import load_dir
+    from emotion_pipeline.models.hf_text import load_dir
     with pytest.raises(registry.ModelUnavailableError):
         load_dir(tmp_path / "nothing")
     path = _tiny_hf_dir(tmp_path / "generic", {0: "LABEL_0", 1: "LABEL_1"})
@@ -202,8 +202,8 @@ def test_shipped_model_obvious_sentences():
 # ---- model soup (pipeline.train.text --soup) ---------------------------------------------------------
 
 def _fake_run(tmp_path, name, model, shift, seed=13):
-    from pipeline.train.common import RunDir
-    from pipeline.train.text import TrainConfig
+    from emotion_pipeline.train.common import RunDir
+    from emotion_pipeline.train.text import TrainConfig
     m = TextEmotionModel(TextEmotionConfig())
     m.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -216,9 +216,9 @@ def _fake_run(tmp_path, name, model, shift, seed=13):
 
 
 def test_soup_is_the_parameter_average(tmp_path, model):
-    from pipeline.data import data_path
-    from pipeline.train.common import RunDir
-    from pipeline.train.text import MELD_DEV, soup
+    from emotion_pipeline.data import data_path
+    from emotion_pipeline.train.common import RunDir
+    from emotion_pipeline.train.text import MELD_DEV, soup
     if not data_path(MELD_DEV).exists():
         pytest.skip("MELD dev not found in the shared data")
     a, ma = _fake_run(tmp_path, "a", model, 0.5)
@@ -236,7 +236,7 @@ def test_soup_is_the_parameter_average(tmp_path, model):
 
 
 def test_soup_refuses_runs_with_different_heads(tmp_path, model):
-    from pipeline.train.text import soup
+    from emotion_pipeline.train.text import soup
     a, _ = _fake_run(tmp_path, "a", model, 0.5, seed=13)
     b, _ = _fake_run(tmp_path, "b", model, 0.1, seed=7)
     with pytest.raises(SystemExit, match="differ in seed"):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from models import registry, weights_io
-from pipeline import config
-from pipeline.train import fusion
-from pipeline.train.manifests import read_clips
+from emotion_pipeline.models import registry, weights_io
+from emotion_pipeline import config
+from emotion_pipeline.train import fusion
+from emotion_pipeline.train.manifests import read_clips
 from tests.conftest import MEAD, needs_data
 
 pytestmark = needs_data
@@ -16,9 +16,9 @@ pytestmark = needs_data
 
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
-    from models.audio_cnn import AudioCNN, AudioCNNConfig
-    from models.face_cnn import FaceCNN, FaceCNNConfig
-    from models.text_model import TextEmotionConfig, TextEmotionModel
+    from emotion_pipeline.models.audio_cnn import AudioCNN, AudioCNNConfig
+    from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig
+    from emotion_pipeline.models.text_model import TextEmotionConfig, TextEmotionModel
 
     folder = tmp_path_factory.mktemp("enc")
     torch.manual_seed(0)
@@ -59,8 +59,8 @@ def test_train_resume_export(tmp_path, encoders, feature_cache):
 
 
 def test_analyzer_uses_matching_head_and_explains_a_mismatch(tmp_path, encoders, feature_cache):
-    from pipeline.analyze import Analyzer
-    from pipeline.config import AnalyzeConfig
+    from emotion_pipeline.analyze import Analyzer
+    from emotion_pipeline.config import AnalyzeConfig
     export = tmp_path / "head.safetensors"
     fusion.train(_cfg(tmp_path, encoders, "optim.epochs=1", f"export={export}", cache=feature_cache))
     common = dict(whisper_model="none", offline=True, progress=False, fusion_head=str(export), device="cpu")
@@ -70,7 +70,7 @@ def test_analyzer_uses_matching_head_and_explains_a_mismatch(tmp_path, encoders,
     doc = matched.analyze(MEAD / "M030_front_angry_level3_001.mp4")
     assert all(t["fused"]["method"] == "head" for t in doc["timeline"])
     other = tmp_path / "other_face.safetensors"
-    from models.face_cnn import FaceCNN, FaceCNNConfig
+    from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig
     weights_io.save(other, FaceCNN(FaceCNNConfig()), arch="face_cnn", config=FaceCNNConfig())
     mismatched = Analyzer(AnalyzeConfig(face_model=str(other), audio_model=encoders["audio"],
                                         text_model=encoders["text"], **common))
@@ -90,7 +90,7 @@ def test_manifest_adapters_and_training_on_real_clips(tmp_path, encoders):
 
 
 def test_bad_manifest_label(tmp_path):
-    from pipeline.errors import InputError
+    from emotion_pipeline.errors import InputError
     bad = tmp_path / "m.csv"
     bad.write_text("path,label\nx.mp4,bored\n")
     with pytest.raises(InputError, match="unknown emotion label"):

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.encoders import words_per_second
-from pipeline.errors import InputError
-from pipeline.transcribe import load_whisper, parse_subtitles, spread_words, transcribe
+from emotion_pipeline.encoders import words_per_second
+from emotion_pipeline.errors import InputError
+from emotion_pipeline.transcribe import load_whisper, parse_subtitles, spread_words, transcribe
 
 SRT = """1
 00:00:00,500 --> 00:00:02,000
@@ -58,7 +58,7 @@ def test_bad_subtitles(tmp_path, content, message):
 
 
 def test_words_land_in_the_second_of_their_midpoint():
-    from pipeline.records import Segment, Transcript
+    from emotion_pipeline.records import Segment, Transcript
     words = spread_words(0.9, 3.1, "one two three four")
     grid = words_per_second(Transcript((Segment(0.9, 3.1, "one two three four", words),), "en", "t"), 5)
     assert sum(len(g) for g in grid) == 4
@@ -78,15 +78,15 @@ def test_random_tiny_whisper_runs_through_the_loader_and_decoder(tiny_whisper):
 
 
 def test_missing_whisper_offline_says_how_to_get_it(tmp_path, monkeypatch):
-    from models.registry import ModelUnavailableError
-    from pipeline.transcribe import load_asr
+    from emotion_pipeline.models.registry import ModelUnavailableError
+    from emotion_pipeline.transcribe import load_asr
     monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelUnavailableError, match="make models|openai-whisper"):
         load_asr("openai:tiny", offline=True)
 
 
 def test_openai_checkpoint_through_load_asr(tiny_whisper):
-    from pipeline.transcribe import load_asr, transcribe_audio
+    from emotion_pipeline.transcribe import load_asr, transcribe_audio
     asr = load_asr(str(tiny_whisper))
     assert asr.info.backend == "openai-whisper" and asr.info.sha256 == load_whisper(str(tiny_whisper))[1].sha256
     # silence: the Silero gate leaves nothing for the (random) model to decode

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.data import data_path
-from pipeline.vad import speech_fraction_per_second, speech_mask
+from emotion_pipeline.data import data_path
+from emotion_pipeline.vad import speech_fraction_per_second, speech_mask
 
 SR = 16000
 FRAME_S = 0.03
@@ -97,14 +97,14 @@ def test_fraction_bins_past_the_audio_are_zero():
 
 @pytest.mark.parametrize("name", list(_synthetic()))
 def test_silero_finds_no_speech_in_synthetic_non_speech(name):
-    from pipeline.vad import silero_regions
+    from emotion_pipeline.vad import silero_regions
     wave = _synthetic()[name].astype(np.float32)
     assert sum(b - a for a, b in silero_regions(wave, SR)) < 0.3 * SR, name
 
 
 @pytest.mark.parametrize("rel", RAVDESS_CLIPS)
 def test_silero_regions_cover_the_ravdess_sentence_not_its_silent_ends(rel):
-    from pipeline.vad import silero_regions
+    from emotion_pipeline.vad import silero_regions
     wave = _load(rel)
     regions = silero_regions(wave, SR, pad_s=0.0, min_silence_s=0.1)   # tight regions: a region only closes
     # after min_silence_s, and RAVDESS's trailing silence is shorter than the pipeline's 1 s
@@ -115,7 +115,7 @@ def test_silero_regions_cover_the_ravdess_sentence_not_its_silent_ends(rel):
 
 
 def test_silero_needs_16_khz():
-    from pipeline.vad import silero_regions
+    from emotion_pipeline.vad import silero_regions
     with pytest.raises(ValueError, match="16 kHz"):
         silero_regions(np.zeros(8000, np.float32), 8000)
     assert silero_regions(np.zeros(100, np.float32), SR) == []

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.corpora import speech_items
-from pipeline.labels import ravdess_fields
+from emotion_pipeline.corpora import speech_items
+from emotion_pipeline.labels import ravdess_fields
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def read_references(data: str | Path) -> tuple[list[tuple[Path, str]], str]:
 def run(data: Path, *, model: str = "auto", device: str = "cpu", language: str | None = None,
         limit: int | None = None) -> dict:
     """WER of ``model`` (the ``whisper_model`` setting: auto, tiny.en, base, a folder, ...) on ``data``."""
-    from pipeline.audio_windows import load_audio_file
-    from pipeline.transcribe import SAMPLE_RATE_HZ, load_for_analysis, transcribe_audio
+    from emotion_pipeline.audio_windows import load_audio_file
+    from emotion_pipeline.transcribe import SAMPLE_RATE_HZ, load_for_analysis, transcribe_audio
 
     pairs, fmt = read_references(data)
     if limit:

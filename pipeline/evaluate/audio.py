@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.corpora import labelled_csv, speech_items
-from pipeline.labels import LABEL_INDEX, LABELS
+from emotion_pipeline.corpora import labelled_csv, speech_items
+from emotion_pipeline.labels import LABEL_INDEX, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def read_examples(data: str | Path) -> tuple[list[tuple[Path, int]], str]:
 
 def run(data: Path, *, model: str = "audio-cnn", device: str = "cpu") -> dict:
     """Metrics of ``model`` (a registry name or .safetensors path) on labelled audio ``data``."""
-    from models import registry
-    from pipeline.audio_windows import load_audio_file, score_clip
-    from pipeline.metrics import report
+    from emotion_pipeline.models import registry
+    from emotion_pipeline.audio_windows import load_audio_file, score_clip
+    from emotion_pipeline.metrics import report
 
     data = Path(data)
     items, fmt = read_examples(data)

@@ -1,6 +1,6 @@
 """Clip-level evaluation of the whole pipeline on labelled video clips.
 
-``python -m pipeline evaluate clips --data FOLDER_OR_CSV [--adapter mead|ravdess|meld|csv]``:
+``python -m emotion_pipeline evaluate clips --data FOLDER_OR_CSV [--adapter mead|ravdess|meld|csv]``:
 each clip is analysed; its label is the most frequent fused label over its seconds (ties go to
 the higher mean fused probability). Clips whose label has no Ekman class (MEAD contempt) are
 reported but cannot be right; they are counted in ``n_clips`` and listed under ``unmappable``.
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.labels import LABELS
-from pipeline.metrics import report
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.metrics import report
 
 
 def clip_label(doc: dict, modality: str = "fused") -> str | None:
@@ -31,10 +31,10 @@ def clip_label(doc: dict, modality: str = "fused") -> str | None:
 def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | None = None,
         whisper: str = "auto") -> dict:
     """``whisper``: the whisper_model setting (``none``: no words; the default: the packaged ASR)."""
-    from pipeline.analyze import Analyzer
-    from pipeline.config import AnalyzeConfig
-    from pipeline.errors import PipelineError
-    from pipeline.train.manifests import mead_files, read_clips
+    from emotion_pipeline.analyze import Analyzer
+    from emotion_pipeline.config import AnalyzeConfig
+    from emotion_pipeline.errors import PipelineError
+    from emotion_pipeline.train.manifests import mead_files, read_clips
 
     try:
         clips = read_clips(data, adapter)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
-from pipeline.labels import LABELS
+from emotion_pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
+from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def ferplus_report(logits: np.ndarray, votes: FerPlusVotes, labels: np.ndarray |
     import torch
     import torch.nn.functional as F
 
-    from pipeline.metrics import report
+    from emotion_pipeline.metrics import report
 
     pred = logits.argmax(1)
     usable = votes.usable
@@ -87,9 +87,9 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size:
     """Accuracy, macro F1, per-class recall, confusion matrix (and the rest of metrics.report)
     against the file's labels; plus ``ferplus`` (see ``ferplus_report``) when FER+ votes are
     given or found beside ``data`` (``votes="none"``: do not look)."""
-    from models.face_cnn import TTA_MODES, predict_logits, to_source_size
-    from models.registry import load
-    from pipeline.metrics import report
+    from emotion_pipeline.models.face_cnn import TTA_MODES, predict_logits, to_source_size
+    from emotion_pipeline.models.registry import load
+    from emotion_pipeline.metrics import report
 
     tta = None if tta in ("", "none") else tta
     if tta not in TTA_MODES:

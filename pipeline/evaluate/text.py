@@ -18,7 +18,7 @@ import csv
 import logging
 from pathlib import Path
 
-from pipeline.labels import LABEL_INDEX, LABELS, canonical
+from emotion_pipeline.labels import LABEL_INDEX, LABELS, canonical
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def read_examples(path: str | Path, fmt: str | None = None) -> tuple[list[str], 
 
 def run(data: Path, *, model: str = "text-minilm", device: str = "cpu", batch_size: int = 64) -> dict:
     """Metrics of ``model`` (a registry name or .safetensors path) on the labelled file ``data``."""
-    from models import registry
-    from pipeline.metrics import report
+    from emotion_pipeline.models import registry
+    from emotion_pipeline.metrics import report
 
     data = Path(data)
     texts, y_true, fmt = read_examples(data)

@@ -1,9 +1,9 @@
 """Train the speech emotion CNN (models/audio_cnn.py) on RAVDESS, speaker-independent.
 
-    python -m pipeline.train.audio --out runs/audio [--epochs 150] [--max-minutes 85] [--resume]
+    python -m emotion_pipeline.train.audio --out runs/audio [--epochs 150] [--max-minutes 85] [--resume]
                                    [--threads 1] [--device auto] [--classes 7|8]
-    python -m pipeline.train.audio --out runs/audio --export          # best.pt -> models/weights
-    python -m pipeline.train.audio --out runs/audio --baseline mfcc   # MFCC + logistic regression
+    python -m emotion_pipeline.train.audio --out runs/audio --export          # best.pt -> models/weights
+    python -m emotion_pipeline.train.audio --out runs/audio --baseline mfcc   # MFCC + logistic regression
 
 Split (shared/data/README.md): RAVDESS actors 1-16 train, 17-20 validation; TESS is never trained
 on, it is the cross-corpus test (train RAVDESS, test TESS). The shipped model has our 7 labels
@@ -30,16 +30,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.audio_cnn import AudioCNN, AudioCNNConfig
-from pipeline.audio_windows import load_audio_file, score_clip
-from pipeline.data import data_path
-from pipeline.corpora import speech_items
-from pipeline.labels import LABELS, RAVDESS_8
-from pipeline.metrics import report
-from pipeline.preflight import select_device
-from pipeline.train.common import RunDir, seed_everything
+from emotion_pipeline.models.audio_cnn import AudioCNN, AudioCNNConfig
+from emotion_pipeline.audio_windows import load_audio_file, score_clip
+from emotion_pipeline.data import data_path
+from emotion_pipeline.corpora import speech_items
+from emotion_pipeline.labels import LABELS, RAVDESS_8
+from emotion_pipeline.metrics import report
+from emotion_pipeline.preflight import select_device
+from emotion_pipeline.train.common import RunDir, seed_everything
 
-log = logging.getLogger("pipeline.train.audio")
+log = logging.getLogger("emotion_pipeline.train.audio")
 
 VERSION = "1.0.0"
 TRAIN_ACTORS = tuple(range(1, 17))   # README floors use actors 17-20 as validation
@@ -92,7 +92,7 @@ def targets(items: list[dict], classes: int) -> np.ndarray:
 
 def to_seven(pred8: np.ndarray) -> np.ndarray:
     """Map RAVDESS-8 indices to ours (calm -> neutral) for cross-corpus scoring."""
-    from pipeline.labels import canonical
+    from emotion_pipeline.labels import canonical
     table = np.array([LABELS.index(canonical(n)) for n in RAVDESS_8])
     return table[pred8]
 
@@ -267,7 +267,7 @@ def finalize(run: RunDir, cfg: TrainConfig, model_cfg: AudioCNNConfig, val_items
     run.save_figures(val["confusion_matrix"], list(class_names(cfg.classes)),
                      title=f"val actors 17-20, {cfg.classes}-class, UAR {val['uar']:.3f}",
                      curve_keys=("train_loss", "val_loss", "val_accuracy", "val_uar"))
-    from pipeline.metrics import plot_confusion
+    from emotion_pipeline.metrics import plot_confusion
     plot_confusion(tess["confusion_matrix"], list(LABELS), run.path / "confusion_tess.png",
                    title=f"TESS cross-corpus, UAR {tess['uar']:.3f}")
     log.info("best epoch %d: val %d-class UAR %.4f acc %.4f; TESS UAR %.4f", ckpt["epoch"], cfg.classes,
@@ -276,7 +276,7 @@ def finalize(run: RunDir, cfg: TrainConfig, model_cfg: AudioCNNConfig, val_items
 
 
 def export(run: RunDir, command: str) -> str:
-    from models import registry, weights_io
+    from emotion_pipeline.models import registry, weights_io
     ckpt = run.load_checkpoint("best")
     results = json.loads((run.path / "results.json").read_text())
     if results["classes"] != 7:
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    command = "python -m pipeline.train.audio " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m emotion_pipeline.train.audio " + " ".join(argv if argv is not None else sys.argv[1:])
     cfg = TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes, classes=args.classes, lr=args.lr, seed=args.seed,
                       batch_size=args.batch_size, label_smoothing=args.label_smoothing,
                       warmup_epochs=args.warmup_epochs, model=args.model)

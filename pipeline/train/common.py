@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.fileio import atomic_write, atomic_write_text
-from pipeline.metrics import plot_confusion, plot_curves
+from emotion_pipeline.fileio import atomic_write, atomic_write_text
+from emotion_pipeline.metrics import plot_confusion, plot_curves
 
 log = logging.getLogger(__name__)
 

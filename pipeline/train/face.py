@@ -1,6 +1,6 @@
 """Train FaceCNN on FER2013 Training, validate on PublicTest, and export the shipped weights.
 
-    python -m pipeline.train.face --out runs/face [--targets fer2013|ferplus] [--epochs N]
+    python -m emotion_pipeline.train.face --out runs/face [--targets fer2013|ferplus] [--epochs N]
                                   [--no-augment] [--mixup A] [--resume] [--init-from RUN |
                                   --init-weights FILE] [--threads N] [--device auto|cpu|cuda] [--export]
 
@@ -35,17 +35,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import registry, weights_io
-from models.face_cnn import FaceCNN, FaceCNNConfig, predict_logits
-from pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, read_fer_npz
-from pipeline.data import data_path
-from pipeline.evaluate.face import ferplus_report
-from pipeline.labels import LABELS
-from pipeline.metrics import report
-from pipeline.preflight import select_device
-from pipeline.train.common import RunDir, average_state_dicts, seed_everything
+from emotion_pipeline.models import registry, weights_io
+from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, predict_logits
+from emotion_pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, read_fer_npz
+from emotion_pipeline.data import data_path
+from emotion_pipeline.evaluate.face import ferplus_report
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.metrics import report
+from emotion_pipeline.preflight import select_device
+from emotion_pipeline.train.common import RunDir, average_state_dicts, seed_everything
 
-log = logging.getLogger("pipeline.train.face")
+log = logging.getLogger("emotion_pipeline.train.face")
 
 TRAIN_NPZ = ("faces", "fer2013", "fer2013_train_28709.npz")
 VAL_NPZ = ("faces", "fer2013", "fer2013_publictest_3589.npz")
@@ -411,7 +411,7 @@ def export(run: RunDir, args: argparse.Namespace, out: Path = registry.shipped_p
                     "float16_selection_metric": half_acc, "best_epoch": int(ckpt["epoch"]) + 1},
         "train_config": cfg_dict,
         "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
-        "command": run.command or (f"python -m pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
+        "command": run.command or (f"python -m emotion_pipeline.train.face --out {run.path} --epochs {cfg_dict['epochs']}"
                     + ("" if cfg_dict["augment"] else " --no-augment") + f" --threads {args.threads} --export"),
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}",
     }
@@ -432,7 +432,7 @@ def votes_train_usable() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pipeline.train.face", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m emotion_pipeline.train.face", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/face"), help="run folder (checkpoints, metrics, figures)")
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--no-augment", action="store_true", help="train on centre crops only (ablation)")
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    args.command = "python -m pipeline.train.face " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.command = "python -m emotion_pipeline.train.face " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.swa:
         run = swa(args.swa, args.out, args.command)
     else:

@@ -1,4 +1,4 @@
-"""Train the late-fusion head: ``python -m pipeline train configs/fusion_tiny.yaml [--resume] [-s key=value]``.
+"""Train the late-fusion head: ``python -m emotion_pipeline train configs/fusion_tiny.yaml [--resume] [-s key=value]``.
 
 1. Features once: the configured encoders score the training material; outputs are cached in
    shards (pipeline.features), so the head trains in seconds to minutes.
@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import registry, weights_io
-from models.fusion_head import MODALITIES, FusionHead, FusionHeadConfig
-from pipeline import config as config_mod
-from pipeline.features import Pool, build_unimodal
-from pipeline.fuse import average, encoder_record
-from pipeline.labels import LABELS, NUM_LABELS
-from pipeline.metrics import report
-from pipeline.records import ModalityScores
-from pipeline.preflight import select_device
-from pipeline.train.common import RunDir, seed_everything
+from emotion_pipeline.models import registry, weights_io
+from emotion_pipeline.models.fusion_head import MODALITIES, FusionHead, FusionHeadConfig
+from emotion_pipeline import config as config_mod
+from emotion_pipeline.features import Pool, build_unimodal
+from emotion_pipeline.fuse import average, encoder_record
+from emotion_pipeline.labels import LABELS, NUM_LABELS
+from emotion_pipeline.metrics import report
+from emotion_pipeline.records import ModalityScores
+from emotion_pipeline.preflight import select_device
+from emotion_pipeline.train.common import RunDir, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def _take(b: Batch, idx: np.ndarray) -> Batch:
 def examples(cfg: FusionTrainConfig, device: torch.device):
     """(draw_train(rng) -> Batch, val Batch without dropout, val Batch with dropout,
     pipeline.fuse.encoder_record of the encoders)."""
-    from pipeline.encoders import load_predictor
+    from emotion_pipeline.encoders import load_predictor
     spec = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("train_examples", "val_examples", "cache_dir")}
     spec["seed"] = cfg.seed
     if cfg.data.kind == "paired_unimodal":
@@ -221,10 +221,10 @@ def examples(cfg: FusionTrainConfig, device: torch.device):
         val_dropped = draw_triples(val_pools, cfg.data.val_examples, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout)
         return (lambda rng: draw_triples(train_pools, cfg.data.train_examples, rng, cfg.modality_dropout)), val, val_dropped, record
     if cfg.data.kind == "manifest":
-        from pipeline.analyze import Analyzer
-        from pipeline.config import AnalyzeConfig
-        from pipeline.features import build_manifest
-        from pipeline.train.manifests import read_clips
+        from emotion_pipeline.analyze import Analyzer
+        from emotion_pipeline.config import AnalyzeConfig
+        from emotion_pipeline.features import build_manifest
+        from emotion_pipeline.train.manifests import read_clips
         if not cfg.data.manifest:
             raise config_mod.ConfigError("data.manifest: a manifest CSV or clip folder is needed for kind=manifest")
         clips = read_clips(cfg.data.manifest, cfg.data.adapter)

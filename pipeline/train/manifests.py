@@ -13,9 +13,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.corpora import labelled_csv
-from pipeline.errors import InputError
-from pipeline.labels import UnknownLabelError, canonical, mead_label, ravdess_fields
+from emotion_pipeline.corpora import labelled_csv
+from emotion_pipeline.errors import InputError
+from emotion_pipeline.labels import UnknownLabelError, canonical, mead_label, ravdess_fields
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 

@@ -1,8 +1,8 @@
 """Fine-tune the text emotion model (all-MiniLM-L6-v2, top k layers + head) on MELD.
 
-    python -m pipeline.train.text --out runs/text [--epochs 4] [--resume] [--threads 1]
+    python -m emotion_pipeline.train.text --out runs/text [--epochs 4] [--resume] [--threads 1]
         [--device auto] [--sources meld,goemotions,dair] [--export]
-    python -m pipeline.train.text --out runs/text_soup --soup runs/a runs/b [--export]
+    python -m emotion_pipeline.train.text --out runs/text_soup --soup runs/a runs/b [--export]
 
 CPU trick: the bottom 6-k layers are frozen, so their hidden states are computed once per run
 (cached in memory, fp16) and each epoch only runs the top k layers. Validation is MELD dev
@@ -28,15 +28,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.text_model import TextEmotionConfig, TextEmotionModel
-from pipeline.data import data_path
-from pipeline.evaluate.text import read_examples
-from pipeline.labels import LABELS
-from pipeline.metrics import report
-from pipeline.preflight import select_device
-from pipeline.train.common import RunDir, average_state_dicts, seed_everything
+from emotion_pipeline.models.text_model import TextEmotionConfig, TextEmotionModel
+from emotion_pipeline.data import data_path
+from emotion_pipeline.evaluate.text import read_examples
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.metrics import report
+from emotion_pipeline.preflight import select_device
+from emotion_pipeline.train.common import RunDir, average_state_dicts, seed_everything
 
-log = logging.getLogger("pipeline.train.text")
+log = logging.getLogger("emotion_pipeline.train.text")
 
 VERSION = "text-minilm-2"  # 2: greedy soup of three mixed-data runs
 # Relative to pipeline.data.data_dir(); see ../shared/data/README.md (text section).
@@ -142,7 +142,7 @@ def train(args: argparse.Namespace) -> Path:
                       seed=args.seed)
     seed_everything(cfg.seed)
     device = select_device(args.device)
-    run = RunDir(args.out, {**dataclasses.asdict(cfg), "command": "python -m pipeline.train.text " + " ".join(sys.argv[1:])})
+    run = RunDir(args.out, {**dataclasses.asdict(cfg), "command": "python -m emotion_pipeline.train.text " + " ".join(sys.argv[1:])})
     model = TextEmotionModel(TextEmotionConfig(trainable_top_layers=cfg.trainable_top_layers))
     model.load_base()
 
@@ -262,7 +262,7 @@ def soup(ingredients: list[Path], out: Path, command: str = "") -> Path:
 
 def export(run_path: Path, out: Path = EXPORT_PATH, command: str = "") -> dict:
     """Best checkpoint -> fp16 delta file; metrics measured on the fp16 weights; checksum recorded."""
-    from models import registry, weights_io
+    from emotion_pipeline.models import registry, weights_io
 
     run = RunDir(run_path)  # read-only: the run's config.json is kept
     ckpt = run.load_checkpoint("best") or run.load_checkpoint("last")
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
-    command = "python -m pipeline.train.text " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m emotion_pipeline.train.text " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.soup:
         soup(args.soup, args.out, command=command)
     elif not args.export_only:
