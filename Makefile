@@ -8,6 +8,7 @@ VIDEO ?=
 OUT ?= out
 FORMATS ?= json
 CONFIG ?= configs/fusion_tiny.yaml
+TASK ?=
 PROFILE ?= default
 DATA ?=
 ARGS ?=
@@ -37,8 +38,8 @@ test: $(STAMP) ## run the test suite (slow and GPU tests skipped)
 test-slow: $(STAMP) ## run the slow tests too (long videos, training runs)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
-train: $(STAMP) ## train the fusion head: make train CONFIG=configs/fusion_tiny.yaml [ARGS=--resume]
-	$(BIN)/python -m emotion_pipeline train $(CONFIG) $(ARGS)
+train: $(STAMP) ## train a model from a config (its task: key, or TASK=face|audio|text|fusion): make train CONFIG=configs/fusion_tiny.yaml [ARGS=--resume]
+	$(BIN)/python -m emotion_pipeline train $(TASK) $(CONFIG) $(ARGS)
 
 models: $(STAMP) ## fetch hub models into the cache (needs a network): make models [PROFILE=full]
 	$(BIN)/python -m emotion_pipeline models fetch --profile $(PROFILE)

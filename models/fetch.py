@@ -1,65 +1,52 @@
-"""``python -m emotion_pipeline models list|fetch``: what is available, and filling the cache ahead of time
-(e.g. while building a container image, so runs can then be offline)."""
+"""``python -m emotion_pipeline models list|fetch``: the model table, and filling the cache ahead of
+time (e.g. while building a container image, so runs can then be offline)."""
 from __future__ import annotations
 
 import logging
 import sys
 
-from emotion_pipeline.models import hub, registry
+from emotion_pipeline.models import registry, sources
 
 log = logging.getLogger(__name__)
-
-PROFILE_MODELS = {
-    "default": ("yunet",),
-    "full": ("yunet", "wav2vec2-emotion", "distilroberta-emotion", "vit-face-expression"),
-}
-# faster-whisper models fetched into the cache (the packaged tiny.en and base need nothing):
-# analyze's "auto" uses "small" on a GPU when it is cached. "openai:<size>" fetches an openai-whisper .pt.
-PROFILE_WHISPER = {"default": ("small",), "full": ("small",)}
 
 
 def _list() -> int:
     sums = registry.recorded_checksums()
-    for name, file in sorted(registry.SHIPPED.items()):
-        path = registry.WEIGHTS_DIR / file
-        state = "present" if path.exists() else "MISSING"
-        sys.stdout.write(f"shipped  {name:24s} {state:8s} sha256={sums.get(file, '-')[:16]}\n")
-    for name, spec in sorted(hub.PACKAGED_ASR.items()):
-        sys.stdout.write(f"packaged {name:24s} {'asr':9s} {spec.requirement}\n")
-    for name, entry in sorted(hub.HUB_MODELS.items()):
-        sys.stdout.write(f"hub      {name:24s} {entry.kind:9s} {entry.source}\n")
-    sys.stdout.write(f"cache: {hub.cache_dir()}\n")
+    rows = [("name", "kind", "source", "revision / sha256", "licence", "offline")]
+    for name in sorted(registry.SPECS, key=lambda n: (registry.KINDS.index(registry.SPECS[n].kind), n)):
+        spec = registry.SPECS[name]
+        sha = spec.sha256 or (sums.get(spec.location) if spec.origin == "shipped" else None)
+        revision = spec.revision if spec.origin == "hf" else None      # pypi: the pins are the source
+        pin = " ".join(filter(None, (revision, sha and f"sha256:{sha[:12]}"))) or "pinned on first download"
+        rows.append((name, spec.kind, spec.source if len(spec.source) <= 60 else spec.source[:57] + "...",
+                     pin, spec.licence if len(spec.licence) <= 40 else spec.licence[:37] + "...",
+                     "yes" if registry.available_offline(spec) else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] + "\n")
+    sys.stdout.write(f"cache: {sources.cache_dir()}\n")
     return 0
+
+
+def profile_names(profile: str) -> list[str]:
+    """Rows `models fetch --profile` fills the cache with (full includes default)."""
+    wanted = ("default",) if profile == "default" else ("default", "full")
+    return [n for n, s in registry.SPECS.items() if s.profile in wanted]
 
 
 def main(args) -> int:
     if args.action == "list":
         return _list()
-    if hub.is_offline():
+    if sources.is_offline():
         log.error("offline mode is on (EMOTION_OFFLINE / HF_HUB_OFFLINE): nothing can be fetched")
         return 2
+    extra = [n.strip() for n in args.whisper.split(",") if n.strip()]
     failures = 0
-    whisper_names = tuple(dict.fromkeys(PROFILE_WHISPER[args.profile] + tuple(
-        n.strip() for n in args.whisper.split(",") if n.strip())))
-    for name in whisper_names:
+    for name in dict.fromkeys(profile_names(args.profile) + extra):
+        kind = None if name in registry.SPECS else "asr"   # --whisper also takes org/repo ids
         try:
-            if name.startswith("openai:"):
-                path, _ = hub.whisper_checkpoint(name.removeprefix("openai:"))
-            else:
-                path = hub.asr_model(name).folder
-            log.info("whisper %s: %s", name, path)
-        except (registry.ModelUnavailableError, registry.ChecksumError) as e:
-            failures += 1
-            log.error("%s", e)
-    for name in PROFILE_MODELS[args.profile]:
-        entry = hub.HUB_MODELS[name]
-        try:
-            if entry.kind == "detector":
-                path = hub.fetch_url(entry.source, hub.cache_dir() / "detectors" / entry.source.rsplit("/", 1)[-1],
-                                     sha256=entry.sha256)
-            else:
-                path, _ = hub.resolve_hf(name)
-            log.info("%s: %s", name, path)
+            files = registry.locate(name, kind=kind, progress=True)
+            log.info("%s: %s", name, files.path)
         except (registry.ModelUnavailableError, registry.ChecksumError) as e:
             failures += 1
             log.error("%s", e)

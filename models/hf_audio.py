@@ -3,7 +3,7 @@
 ``load_dir(path)`` reads a folder in the hub layout (config.json, model.safetensors,
 preprocessor_config.json) of a ``Wav2Vec2ForSequenceClassification`` with local_files_only and
 use_safetensors, so it never downloads and never unpickles. Fetching and caching the folder is
-models.hub's job.
+models.registry's job (``load(name, kind="audio")``).
 
 Labels are mapped onto ours by ``models.hf_labels.LabelMap`` (unknown or non-Ekman classes dropped
 and renormalised away; our labels the checkpoint lacks get 0).
@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emotion_pipeline.models.hf_labels import LabelMap
+from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
+from emotion_pipeline.models.sources import ModelUnavailableError
 from emotion_pipeline.labels import NUM_LABELS
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16000   # every Wav2Vec2 checkpoint is trained on 16 kHz audio
 DEFAULT_BATCH = 8        # waves per forward pass; 8 x 10 s through wav2vec2-base is ~2 GB on CPU
-REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class HFAudioClassifier:
     labels: LabelMap
     path: str
     device: torch.device
+    source: str = ""              # where it came from (set by models.registry.load)
+    sha256: str | None = None     # of its safetensors weights
 
     @property
     def embedding_dim(self) -> int:
@@ -89,16 +91,13 @@ def load_dir(path: str | Path, device: str | torch.device = "cpu") -> HFAudioCla
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: not a folder (expected a Hugging Face model folder)")
-    absent = [f for f in REQUIRED_FILES if not (path / f).is_file()]
-    if absent or not any(path.glob("*.safetensors")):
-        raise FileNotFoundError(f"{path}: missing {', '.join(absent) or 'model.safetensors'} "
-                                "(need config.json, model.safetensors, preprocessor_config.json)")
+    require_hf_folder(path)
+    if not (path / "preprocessor_config.json").is_file():
+        raise ModelUnavailableError(f"{path}: no preprocessor_config.json (the feature extractor's settings)")
     device = torch.device(device)
     extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(path), local_files_only=True)
     if getattr(extractor, "sampling_rate", SAMPLE_RATE_HZ) != SAMPLE_RATE_HZ:
-        raise ValueError(f"{path}: feature extractor expects {extractor.sampling_rate} Hz, not 16 kHz")
+        raise ModelUnavailableError(f"{path}: feature extractor expects {extractor.sampling_rate} Hz, not 16 kHz")
     model = Wav2Vec2ForSequenceClassification.from_pretrained(str(path), local_files_only=True,
                                                               use_safetensors=True)
     model.to(device).eval()

@@ -3,7 +3,7 @@
 
 The input contract comes from the checkpoint's own image-processor config (size, mean, std),
 never from pipeline code. Loading is strictly local (``local_files_only``, safetensors only);
-downloading and caching is models/hub.py's job.
+downloading and caching is models.registry's job (``load(name, kind="face")``).
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
 
 class HFFaceClassifier:
     """predict(crops) -> (probs (N, 7) over LABELS, embeddings (N, hidden)); crops are BGR or grey uint8."""
+    source: str = ""              # where it came from (set by models.registry.load)
+    sha256: str | None = None     # of its safetensors weights
 
     def __init__(self, model, processor, path: Path, device: str | torch.device = "cpu"):
         self.model = model.to(device).eval()

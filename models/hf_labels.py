@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_pipeline.labels import LABEL_INDEX, LABELS, UnknownLabelError, canonical
+from emotion_pipeline.models.sources import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ class LabelMap:
 
 def require_hf_folder(path: Path) -> None:
     """A local Hugging Face folder with safetensors weights, or ModelUnavailableError."""
-    from emotion_pipeline.models.registry import ModelUnavailableError
     if not (path / "config.json").is_file():
         raise ModelUnavailableError(f"{path}: not a Hugging Face model folder (no config.json)")
     if not any(path.glob("*.safetensors")):

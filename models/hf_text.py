@@ -3,7 +3,7 @@
 ``load_dir(path)`` reads a folder in the ``save_pretrained`` layout (config.json with id2label,
 model.safetensors, tokenizer files), e.g. a DistilRoBERTa fine-tuned on Ekman emotions, strictly
 offline (``local_files_only``, ``use_safetensors``). Downloading and caching such a folder is
-models/hub.py's job.
+models.registry's job (``load(name, kind="text")``).
 
 The checkpoint's classes are mapped onto our LABELS by ``models.hf_labels.LabelMap``.
 """
@@ -25,6 +25,8 @@ DEFAULT_MAX_LENGTH = 128  # tokens per text; transcript windows are a sentence o
 
 class HFTextClassifier:
     """predict(texts) -> (probs (N, 7) float32 over LABELS, embeddings (N, hidden) float32)."""
+    source: str = ""              # where it came from (set by models.registry.load)
+    sha256: str | None = None     # of its safetensors weights
 
     def __init__(self, model, tokenizer, path: Path, device: str | torch.device = "cpu",
                  max_length: int = DEFAULT_MAX_LENGTH):

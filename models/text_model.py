@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from emotion_pipeline.labels import LABELS
+from emotion_pipeline.models.sources import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ NUM_BASE_LAYERS = 6  # num_hidden_layers in the package's config.json
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> SHA-256, hashed once per process
 
 
-class BaseModelError(RuntimeError):
+class BaseModelError(ModelUnavailableError):
     """The pinned base model package is missing or its weights differ from the recorded ones."""
 
 

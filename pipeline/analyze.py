@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import cv2
 from tqdm import tqdm
 
-from emotion_pipeline.models import hub, registry
+from emotion_pipeline.models import registry, sources
 from emotion_pipeline import demux, fuse, preflight, transcribe, writers
 from emotion_pipeline.config import AnalyzeConfig, to_dict
-from emotion_pipeline.data import data_path
 from emotion_pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_predictor
 from emotion_pipeline.faces import FaceDetector
 from emotion_pipeline.records import AudioChunk, SecondEntry, StreamCoverage, Transcript, VideoInfo
@@ -85,14 +85,13 @@ class Analyzer:
     def __init__(self, cfg: AnalyzeConfig):
         self.cfg = cfg
         self.device = preflight.select_device(cfg.device)
-        offline = hub.is_offline(cfg.offline)
+        offline = sources.is_offline(cfg.offline)
         self.offline = offline
         self.models: dict[str, Any] = {}
 
-        detector_file = self._detector_file(cfg.face_detector, offline)
-        detector = FaceDetector(detector_file)
+        detector, detector_file = self._face_detector(cfg.face_detector, offline)
         self.models["face_detector"] = {"name": detector.name, "sha256": (
-            hub.sha256_file(detector_file) if detector_file else None)}
+            sources.sha256_file(detector_file) if detector_file else None)}
         face = load_predictor("face", cfg.face_model, device=self.device, offline=offline)
         self.face = FaceEncoder(face, detector, batch_size=cfg.face_batch_size, primary_face=cfg.primary_face)
         self.models["face"] = face.describe()
@@ -132,23 +131,39 @@ class Analyzer:
 
     @staticmethod
     def _detector_file(spec: str, offline: bool) -> Path | None:
+        """The verified .onnx of the ``face_detector`` setting (None: Haar): the packaged YuNet for
+        auto / yunet, else the file named. A tampered file is a ChecksumError; a missing one is a
+        ModelUnavailableError, except for auto, which then warns and takes Haar."""
         if spec == "haar":
             return None
-        if spec not in ("auto", "yunet"):
-            path = Path(spec)
-            if not path.is_file():
-                raise registry.ModelUnavailableError(f"{path}: face detector model file not found")
-            return path
-        found = hub.yunet_model(offline=offline, search=(data_path("faces", "detectors"),))
-        if found is None and spec == "yunet":
-            raise registry.ModelUnavailableError("YuNet model not found; run `make models` or set face_detector=haar")
-        return found
+        try:
+            return registry.load("yunet" if spec in ("auto", "yunet") else spec, kind="detector", offline=offline).path
+        except registry.ModelUnavailableError as e:
+            if spec != "auto":
+                raise
+            log.warning("YuNet unavailable (%s); using the Haar cascade", e)
+            return None
+
+    @classmethod
+    def _face_detector(cls, spec: str, offline: bool) -> tuple[FaceDetector, Path | None]:
+        """(detector, its file): Haar only when configured, or with a warning when OpenCV cannot
+        create YuNet from the file (the detector's name goes into the output either way)."""
+        path = cls._detector_file(spec, offline)
+        if path is None:
+            return FaceDetector(None), None
+        try:
+            return FaceDetector(path), path
+        except cv2.error as e:
+            if spec != "auto":
+                raise registry.ModelUnavailableError(f"{path}: OpenCV cannot create a YuNet detector from it ({e})") from e
+            log.warning("%s: OpenCV cannot create YuNet (%s); using the Haar cascade", path, " ".join(str(e).split()))
+            return FaceDetector(None), None
 
     def _fusion(self):
         if self.cfg.fusion == "average":
             return None, "average", "configured"
         try:
-            head = registry.load(self.cfg.fusion_head, device="cpu")
+            head = registry.load(self.cfg.fusion_head, kind="fusion", device="cpu")
         except (registry.ModelUnavailableError, registry.ChecksumError) as e:
             reason = f"no trained fusion head ({e}); using the confidence-weighted average"
             if self.cfg.fusion == "head":

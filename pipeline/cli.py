@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -221,8 +222,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from emotion_pipeline.train import fusion
-    fusion.main_from_cli(args.config, args.set or [], resume=args.resume)
+    from emotion_pipeline import train
+
+    task, path = (args.task, args.config) if args.config else (None, args.task)
+    train.main(task, path, args.set or [], resume=args.resume,
+               command=shlex.join(["python", "-m", "emotion_pipeline", *args.argv]))
     return 0
 
 
@@ -304,8 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face only: test-time augmentation (default flip, as the pipeline)")
     p.set_defaults(func=cmd_predict)
 
-    t = sub.add_parser("train", help="train the fusion head from a YAML config")
-    t.add_argument("config", help="configs/*.yaml")
+    t = sub.add_parser("train", help="train a model (face, audio, text, fusion) from a YAML config",
+                       epilog="e.g. train configs/fusion_tiny.yaml; train face configs/face_ferplus.yaml --set epochs=1")
+    t.add_argument("task", metavar="[TASK] CONFIG",
+                   help="face | audio | text | fusion, optional when the config has a task: key")
+    t.add_argument("config", nargs="?", help=argparse.SUPPRESS)
     t.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.set_defaults(func=cmd_train)
@@ -320,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # recorded by training runs
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from emotion_pipeline.models import face_cnn, hub, registry
+from emotion_pipeline.models import face_cnn, registry
 from emotion_pipeline.faces import FaceDetector, FaceTracker, aligned_crop
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
@@ -95,28 +95,21 @@ class ShippedText(_Shipped):
 class _HubAdapter:
     """A Hugging Face classifier from models.hf_* whose ``predict`` already maps labels to ours."""
     model: Any
-    source: str
 
     def predict(self, batch):
         return self.model.predict(batch)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.source, "arch": type(self.model).__name__, "sha256": getattr(self.model, "sha256", None)}
+        return {"name": self.model.source, "arch": type(self.model).__name__, "sha256": self.model.sha256}
 
 
 def load_predictor(modality: str, name: str, *, device: torch.device, offline: bool) -> Predictor:
-    """Shipped name / safetensors path through the registry; hub name, repo id or HF folder otherwise."""
-    shipped = {"face": ShippedFace, "audio": ShippedAudio, "text": ShippedText}[modality]
-    if name in registry.SHIPPED or name.endswith(".safetensors"):
-        return shipped(registry.load(name, device=device, offline=offline), device)
-    folder, source = hub.resolve_hf(name, offline=offline)
-    if modality == "face":
-        from emotion_pipeline.models.hf_face import load_dir
-    elif modality == "audio":
-        from emotion_pipeline.models.hf_audio import load_dir
-    else:
-        from emotion_pipeline.models.hf_text import load_dir
-    return _HubAdapter(load_dir(folder, device=str(device)), source)
+    """The ``modality`` model ``name`` (a registry name, a .safetensors file, a Hugging Face repo id
+    or folder) through ``models.registry.load``, behind the Predictor interface."""
+    loaded = registry.load(name, kind=modality, device=device, offline=offline)
+    if isinstance(loaded, registry.LoadedModel):
+        return {"face": ShippedFace, "audio": ShippedAudio, "text": ShippedText}[modality](loaded, device)
+    return _HubAdapter(loaded)
 
 
 def _entry(probs: np.ndarray, emb: np.ndarray | None, **details) -> ModalityScores:

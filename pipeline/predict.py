@@ -43,7 +43,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def face_rows(data: Path, *, model: str, device: str, tta: str | None, batch_size: int = 256):
     from emotion_pipeline.models.face_cnn import TTA_MODES, predict_logits, to_source_size
     from emotion_pipeline.models.registry import load
-    from emotion_pipeline.corpora import fer_faces
+    from emotion_pipeline.corpora.faces import fer_faces
 
     tta = None if tta in ("", "none") else tta
     if tta not in TTA_MODES:
@@ -63,9 +63,9 @@ def face_rows(data: Path, *, model: str, device: str, tta: str | None, batch_siz
 def audio_rows(data: Path, *, model: str, device: str):
     from emotion_pipeline.models import registry
     from emotion_pipeline.audio_windows import load_audio_file, score_clip
-    from emotion_pipeline.evaluate.audio import read_examples
+    from emotion_pipeline.corpora.speech import labelled_audio
 
-    items, _ = read_examples(data)
+    items, _ = labelled_audio(data)
     loaded = registry.load(model, device=device)
     if loaded.arch != "audio_cnn":
         raise ValueError(f"{model}: architecture {loaded.arch!r} is not an audio model")
@@ -87,9 +87,9 @@ def audio_rows(data: Path, *, model: str, device: str):
 
 def text_rows(data: Path, *, model: str, device: str, batch_size: int = 64):
     from emotion_pipeline.models import registry
-    from emotion_pipeline.evaluate import text as text_eval
+    from emotion_pipeline.corpora.text import read_rows
 
-    texts, names, _, _ = text_eval.read_rows(data)
+    texts, names, _, _ = read_rows(data)
     loaded = registry.load(model, device=device)
     probs, _ = loaded.module.predict(list(texts), batch_size=batch_size) if texts else (np.zeros((0, 7)), None)
     tag = _model_tag(loaded)

@@ -2,7 +2,7 @@
 
 Whisper runs through faster-whisper (CTranslate2, int8 on CPU) by default; openai-whisper
 checkpoints (.pt, the optional ``openai-whisper`` extra) still load through ``load_whisper``.
-``load_asr(name)`` takes the packaged offline default (``tiny.en``, see models.hub.PACKAGED_ASR),
+``load_asr(name)`` takes the packaged offline default (``tiny.en``, a row of models.registry.SPECS),
 a faster-whisper size or Hugging Face repo id, a converted-model folder, a ``.pt`` file or
 ``openai:<size>``. A ``TranscriptionSession`` is fed the audio as it is demuxed and transcribes
 each finished stretch of speech (Silero VAD regions) at once, so memory stays bounded on long
@@ -120,14 +120,17 @@ class WhisperInfo:
 
 
 def load_whisper(name_or_path: str, *, device: str = "cpu", offline: bool | None = None, progress: bool = True):
-    """(model, WhisperInfo). Raises models.registry.ModelUnavailableError when it cannot be had."""
+    """(model, WhisperInfo) of an openai-whisper checkpoint: a ``.pt`` file or a size (``openai:<size>``
+    in models.registry). Raises models.registry.ModelUnavailableError when it cannot be had."""
     import whisper
 
-    from emotion_pipeline.models import hub
+    from emotion_pipeline.models import registry
 
-    path, digest = hub.whisper_checkpoint(name_or_path, offline=offline, progress=progress)
-    model = whisper.load_model(str(path), device=device)  # whisper itself uses torch.load(weights_only=True)
-    return model, WhisperInfo(name=str(name_or_path), sha256=digest, path=str(path))
+    name = str(name_or_path)
+    files = registry.load(name if name.endswith(".pt") or name.startswith("openai:") else f"openai:{name}",
+                          kind="asr", offline=offline, progress=progress)
+    model = whisper.load_model(str(files.path), device=device)  # whisper itself uses torch.load(weights_only=True)
+    return model, WhisperInfo(name=name, sha256=files.sha256, path=str(files.path))
 
 
 def transcribe(model, audio_16k: np.ndarray, *, language: str | None = None, name: str = "whisper",
@@ -258,7 +261,7 @@ def load_asr(name: str, *, device: str = "cpu", offline: bool | None = None, pro
     """A transcription model (FasterWhisperASR or OpenAIWhisperASR) for the ``whisper_model`` setting.
 
     Raises models.registry.ModelUnavailableError (not there, says how to get it) or ChecksumError."""
-    from emotion_pipeline.models import hub
+    from emotion_pipeline.models import registry
     from emotion_pipeline.models.registry import ModelUnavailableError
 
     if name.endswith(".pt") or name.startswith("openai:"):
@@ -271,10 +274,10 @@ def load_asr(name: str, *, device: str = "cpu", offline: bool | None = None, pro
                        bool(model.is_multilingual))
         return OpenAIWhisperASR(model, info)
 
-    files = hub.asr_model(name, offline=offline)          # found and checksum-verified now
+    files = registry.load(name, kind="asr", offline=offline)     # found and checksum-verified now
     cuda = str(device).startswith("cuda")
     compute_type = "float16" if cuda else "int8"
-    info = ASRInfo(name, "faster-whisper", files.source, files.revision, files.sha256, str(files.folder),
+    info = ASRInfo(name, "faster-whisper", files.source, files.revision, files.sha256, str(files.path),
                    bool(files.multilingual), compute_type)
 
     def construct() -> FasterWhisperASR:
@@ -282,10 +285,10 @@ def load_asr(name: str, *, device: str = "cpu", offline: bool | None = None, pro
 
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)   # it logs every call at INFO
         try:
-            model = WhisperModel(str(files.folder), device="cuda" if cuda else "cpu", compute_type=compute_type,
+            model = WhisperModel(str(files.path), device="cuda" if cuda else "cpu", compute_type=compute_type,
                                  cpu_threads=_threads(), local_files_only=True)
         except (RuntimeError, ValueError, OSError) as e:
-            raise ModelUnavailableError(f"{files.folder}: faster-whisper cannot load this model ({e})") from e
+            raise ModelUnavailableError(f"{files.path}: faster-whisper cannot load this model ({e})") from e
         return FasterWhisperASR(model, info, beam_size=GPU_BEAM if cuda else CPU_BEAM, batched=cuda)
 
     deferred = DeferredASR(info, construct)

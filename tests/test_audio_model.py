@@ -213,7 +213,7 @@ def test_hf_audio_mapping_rules(tmp_path):
     np.testing.assert_allclose(out[0], [0, 0.5, 0, 0, 0, 0, 0.5], atol=1e-6)
     with pytest.raises(ValueError, match="maps onto"):
         load_dir(_tiny_hf(tmp_path / "generic", {0: "LABEL_0", 1: "LABEL_1"}, True))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(registry.ModelUnavailableError):
         load_dir(tmp_path / "absent")
 
 

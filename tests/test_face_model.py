@@ -9,7 +9,7 @@ import torch
 
 from emotion_pipeline.models import registry, weights_io
 from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, predict, predict_logits, prepare, tta_views
-from emotion_pipeline.corpora import read_fer_npz
+from emotion_pipeline.corpora.faces import read_fer_npz
 from emotion_pipeline.evaluate.face import run
 from emotion_pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS
 
@@ -67,12 +67,12 @@ def test_prepare_shape_dtype_and_normalisation():
 
 def test_training_without_augmentation_matches_prepare():
     """The trainer's validation input is exactly what prepare() gives the pipeline."""
-    from emotion_pipeline.train.face import TrainConfig, augment_batch
+    from emotion_pipeline.train.face import FaceConfig, augment_batch
     imgs = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
-    cfg = TrainConfig(augment=False)
+    cfg = FaceConfig(augment=False)
     assert torch.allclose(augment_batch(torch.from_numpy(imgs)[:, None], cfg), prepare(imgs, cfg.model))
     # augmented batches keep the shape and stay finite
-    out = augment_batch(torch.from_numpy(imgs)[:, None], TrainConfig())
+    out = augment_batch(torch.from_numpy(imgs)[:, None], FaceConfig())
     assert out.shape == (4, 1, 40, 40) and torch.isfinite(out).all()
 
 
@@ -192,36 +192,36 @@ def test_pipeline_face_predictor_averages_the_mirror():
     assert e_flip.shape == (5, loaded.module.config.embed_dim)
 
 
-def test_swa_average_and_batchnorm_recalibration():
-    """The SWA helpers: weights are the parameter mean, and after recalibrating on a set of images in
-    one batch, eval mode on those images matches train mode (batch statistics), up to the unbiased
-    vs biased variance."""
-    from emotion_pipeline.train.common import average_state_dicts
-    from emotion_pipeline.train.face import TrainConfig, recalibrate_bn
+def test_swa_average_and_batchnorm_recalibration(tmp_path):
+    """SWA (train.loop.average): weights are the parameter mean of the runs' last.pt, and after
+    recalibrating on a set of images in one batch, eval mode on those images matches train mode
+    (batch statistics), up to the unbiased vs biased variance; other architectures are refused."""
+    from emotion_pipeline.errors import TrainingError
+    from emotion_pipeline.train.face import FaceConfig, augment_batch
+    from emotion_pipeline.train.loop import RunDir, average
     torch.manual_seed(0)
     small = dataclasses.replace(SMALL, dropout=0.0)  # so that train mode differs from eval only in BN
     a, b = FaceCNN(small), FaceCNN(small)
-    avg = average_state_dicts([a.state_dict(), b.state_dict()])
-    key = "features.0.weight" if "features.0.weight" in avg else next(k for k in avg if k.endswith("weight"))
-    torch.testing.assert_close(avg[key], (a.state_dict()[key] + b.state_dict()[key]) / 2)
-    model = FaceCNN(small)
-    model.load_state_dict(avg)
+    for name, net in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        RunDir(tmp_path / name).save("last", {"model": net.state_dict(), "epoch": 3, "best_metric": 0.5})
+    cfg = FaceConfig(model=small, mode="average", average_of=(str(tmp_path / "a"), str(tmp_path / "b")),
+                     out_dir=str(tmp_path / "swa"), augment=False)
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (300, 1, 48, 48), dtype=np.uint8))
-    cfg = TrainConfig(model=small)
-    recalibrate_bn(model, images, cfg, batch_size=300)
-    assert not model.training
-    from emotion_pipeline.train.face import augment_batch
-    x = augment_batch(images, dataclasses.replace(cfg, augment=False))
+    x = augment_batch(images, cfg)
+    model = average(cfg, FaceCNN(small), which="last", bn_batches=[x])
+    for key, value in a.state_dict().items():
+        if "running" not in key and "num_batches" not in key:
+            torch.testing.assert_close(model.state_dict()[key], (value + b.state_dict()[key]) / 2)
+    assert not model.training and (tmp_path / "swa" / "best.pt").exists()
     with torch.no_grad():
         eval_out = model(x)
         train_out = model.train()(x)  # BN on this batch's statistics
     calibrated_gap = (eval_out - train_out).abs().max()
     assert calibrated_gap < 0.05 * train_out.abs().max()
-    uncalibrated = FaceCNN(small)
-    uncalibrated.load_state_dict(avg)
-    with torch.no_grad():  # the initial statistics (mean 0, var 1) do not match these images
+    uncalibrated = average(cfg, FaceCNN(small), which="last")
+    with torch.no_grad():  # the runs' initial statistics (mean 0, var 1) do not match these images
         assert (uncalibrated.eval()(x) - train_out).abs().max() > 20 * calibrated_gap
-    with pytest.raises(SystemExit, match="different architectures"):
-        average_state_dicts([a.state_dict(), FaceCNN(FaceCNNConfig(widths=(8, 16, 32), embed_dim=12)).state_dict()])
-    with pytest.raises(SystemExit, match="different architectures"):  # same keys, other shapes
-        average_state_dicts([a.state_dict(), FaceCNN(FaceCNNConfig(widths=(8, 24), embed_dim=12)).state_dict()])
+    RunDir(tmp_path / "b").save("last", {"model": FaceCNN(FaceCNNConfig(widths=(8, 24), embed_dim=12)).state_dict()})
+    with pytest.raises(TrainingError, match="another architecture"):  # same keys, other shapes
+        average(cfg, FaceCNN(small), which="last")

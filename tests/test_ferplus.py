@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from emotion_pipeline.models import weights_io
 from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig
-from emotion_pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
+from emotion_pipeline.corpora.faces import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
 from emotion_pipeline.data import data_dir
-from emotion_pipeline.evaluate.face import ferplus_report, run
+from emotion_pipeline.evaluate.face import run
+from emotion_pipeline.metrics import ferplus_report
 from emotion_pipeline.labels import FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS
 
 FER = data_dir() / "faces" / "fer2013"
@@ -102,7 +103,10 @@ def test_reader_refuses_misaligned_rows(tmp_path):
 
 
 def test_soft_cross_entropy_matches_torch():
-    from emotion_pipeline.train.face import smoothed_one_hot, soft_cross_entropy
+    from emotion_pipeline.train.face import soft_cross_entropy
+
+    def smoothed_one_hot(y, smoothing):   # the fer2013 targets of step_loss
+        return F.one_hot(y, 7).float() * (1 - smoothing) + smoothing / 7
     torch.manual_seed(0)
     logits = torch.randn(6, 7)
     probs = torch.softmax(torch.randn(6, 7), 1)
@@ -125,17 +129,24 @@ def test_training_steps_on_real_votes_lower_the_loss():
     """A few CPU steps of the vote-target trainer on 64 real faces fit their vote distributions."""
     import dataclasses
 
-    from emotion_pipeline.train.face import TrainConfig, make_optimizer, mixup, train_step
+    from emotion_pipeline.train.face import FaceConfig, make_optimizer, mixup, step_loss
     faces = fer_faces(PUBLICTEST)
     votes = ferplus_votes(PUBLICTEST_VOTES, filenames=faces.filenames)
     idx = np.flatnonzero(votes.usable)[:64]
     images = torch.from_numpy(faces.images[idx])[:, None]
     target = torch.from_numpy(votes.targets()[idx])
     torch.manual_seed(0)
-    cfg = TrainConfig(model=dataclasses.replace(SMALL, dropout=0.0), augment=False, lr=0.05, targets="ferplus")
+    cfg = FaceConfig(model=dataclasses.replace(SMALL, dropout=0.0), augment=False, lr=0.05, targets="ferplus")
     model = FaceCNN(cfg.model).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
-    losses = [train_step(model, opt, images, target, cfg, torch.device("cpu"))[0] for _ in range(15)]
+
+    def train_step() -> float:
+        loss, _ = step_loss(model.train(), images, target, cfg, torch.device("cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+    losses = [train_step() for _ in range(15)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1
     # mixup keeps rows summing to one and mixes images with the same weight
     x, t = mixup(torch.ones(4, 1, 2, 2), target[:4], 0.4)
@@ -193,7 +204,8 @@ def test_evaluate_reads_votes_beside_the_file(tmp_path):
 @needs_votes
 def test_fusion_face_pool_can_use_crowd_labels():
     """The fusion head's face pool (data.face_labels=ferplus) takes the FER+ majority labels."""
-    from emotion_pipeline.features import face_examples
+    from emotion_pipeline.errors import ConfigError
+    from emotion_pipeline.train.features import face_examples
     faces = fer_faces(PUBLICTEST)
     majority = ferplus_votes(PUBLICTEST_VOTES, filenames=faces.filenames).majority()
     images, labels, groups, is_val = face_examples(str(PUBLICTEST), 0.5, 0, 0, "ferplus")
@@ -202,5 +214,5 @@ def test_fusion_face_pool_can_use_crowd_labels():
     np.testing.assert_array_equal(images[0], faces.images[np.flatnonzero(majority >= 0)[0]])
     _, own, _, _ = face_examples(str(PUBLICTEST), 0.5, 0, 0)
     np.testing.assert_array_equal(own, faces.labels)
-    with pytest.raises(ValueError, match="face_labels"):
+    with pytest.raises(ConfigError, match="face_labels"):
         face_examples(str(PUBLICTEST), 0.5, 0, 0, "crowd")

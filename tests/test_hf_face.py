@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from emotion_pipeline.models import hub
+from emotion_pipeline.models import registry
 from emotion_pipeline.models.hf_face import load_dir
 from emotion_pipeline.labels import LABEL_INDEX
 
@@ -35,9 +35,9 @@ def test_tiny_vit_loads_and_maps_labels(tiny_vit):
     assert grey_probs.shape == (3, 7)
 
 
-def test_resolve_hf_takes_a_local_folder_and_refuses_pickles(tiny_vit, tmp_path):
-    folder, source = hub.resolve_hf(str(tiny_vit))
-    assert folder == tiny_vit and source == str(tiny_vit)
+def test_registry_takes_a_local_folder_and_refuses_pickles(tiny_vit, tmp_path):
+    clf = registry.load(str(tiny_vit), kind="face", offline=True)
+    assert clf.source == str(tiny_vit) and clf.sha256 == registry.sources.sha256_file(tiny_vit / "model.safetensors")
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     from emotion_pipeline.models.registry import ModelUnavailableError

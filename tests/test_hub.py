@@ -1,9 +1,11 @@
+"""Model files: downloads verified and atomic, the offline switch, pins, shipped checksums."""
 import hashlib
+import re
 
 import pytest
 import torch
 
-from emotion_pipeline.models import hub, registry, weights_io
+from emotion_pipeline.models import registry, sources, weights_io
 from emotion_pipeline.models.fusion_head import FusionHead, FusionHeadConfig
 
 
@@ -21,19 +23,19 @@ def test_download_is_verified_and_atomic(tmp_path, cache):
     good = hashlib.sha256(src.read_bytes()).hexdigest()
     dest = cache / "m" / "model.bin"
     with pytest.raises(registry.ChecksumError):
-        hub.fetch_url(src.as_uri(), dest, sha256="0" * 64, progress=False)
+        sources.fetch_url(src.as_uri(), dest, sha256="0" * 64, progress=False)
     assert not dest.exists() and not list(dest.parent.glob("*.part"))     # nothing half-written
-    assert hub.fetch_url(src.as_uri(), dest, sha256=good, progress=False).read_bytes() == src.read_bytes()
+    assert sources.fetch_url(src.as_uri(), dest, sha256=good, progress=False).read_bytes() == src.read_bytes()
 
 
 def test_unpublished_checksum_is_pinned_on_first_download(tmp_path, cache):
     src = tmp_path / "det.onnx"
     src.write_bytes(b"abc")
     dest = cache / "det.onnx"
-    hub.fetch_url(src.as_uri(), dest, sha256=None, progress=False)
+    sources.fetch_url(src.as_uri(), dest, sha256=None, progress=False)
     dest.write_bytes(b"tampered")
     with pytest.raises(registry.ChecksumError):
-        hub.fetch_url(src.as_uri(), dest, sha256=None, progress=False)
+        sources.fetch_url(src.as_uri(), dest, sha256=None, progress=False)
 
 
 def test_offline_switch_never_downloads(tmp_path, cache, monkeypatch):
@@ -41,9 +43,10 @@ def test_offline_switch_never_downloads(tmp_path, cache, monkeypatch):
     src.write_bytes(b"x")
     monkeypatch.setenv("EMOTION_OFFLINE", "1")
     with pytest.raises(registry.ModelUnavailableError, match="offline"):
-        hub.fetch_url(src.as_uri(), cache / "x.bin", sha256=None, progress=False)
-    with pytest.raises(registry.ModelUnavailableError):
-        hub.hf_snapshot("someone/some-model")
+        sources.fetch_url(src.as_uri(), cache / "x.bin", sha256=None, progress=False)
+    for kind in ("face", "audio", "text", "asr"):
+        with pytest.raises(registry.ModelUnavailableError, match="someone/some-model"):
+            registry.load("someone/some-model", kind=kind)
 
 
 def test_registry_round_trip_and_checks(tmp_path):
@@ -69,12 +72,45 @@ def test_shipped_checksum_mismatch_is_refused(tmp_path, monkeypatch):
         registry.load("fusion-head")
 
 
-@pytest.mark.parametrize("name", sorted(registry.SHIPPED))
-def test_every_shipped_model_loads_and_verifies(name):
-    if not registry.shipped_path(name).exists():
-        pytest.skip(f"{name} not trained in this checkout")
-    loaded = registry.load(name)
-    assert loaded.sha256 == registry.recorded_checksums()[registry.SHIPPED[name]]
+@pytest.mark.parametrize("name", [n for n, s in registry.SPECS.items() if s.origin == "shipped"])
+def test_every_shipped_model_loads_offline_and_verifies(name):
+    loaded = registry.load(name, offline=True)
+    recorded = registry.recorded_checksums()[registry.shipped_path(name).name]
+    assert loaded.sha256 == recorded
+    if registry.SPECS[name].kind == "detector":
+        assert loaded.path == registry.shipped_path(name)
+
+
+def test_a_hub_repo_revision_is_pinned_on_first_download(tmp_path, cache, monkeypatch):
+    """A repo without a commit in the table: the commit main resolves to is kept, and used after."""
+    import huggingface_hub
+
+    asked = []
+
+    def fake_snapshot(repo_id, *, revision, cache_dir, local_files_only, allow_patterns):
+        asked.append(revision)
+        folder = tmp_path / "snap" / ("ab" * 20)
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            (folder / "model.safetensors").write_bytes(b"w")
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    folder, commit, digests = sources.hf_snapshot("org/repo", revision=None, patterns=["*"])
+    assert commit == "ab" * 20 and digests["model.safetensors"] == hashlib.sha256(b"w").hexdigest()
+    sources.hf_snapshot("org/repo", revision=None, patterns=["*"])
+    assert asked == ["main", "ab" * 20]
+    (folder / "model.safetensors").write_bytes(b"changed")               # pinned file changed
+    with pytest.raises(registry.ChecksumError, match="pinned"):
+        sources.hf_snapshot("org/repo", revision=None, patterns=["*"])
+
+
+def test_hub_rows_name_a_commit_or_are_pinned_on_first_download():
+    for spec in registry.SPECS.values():
+        if spec.origin == "hf" and spec.revision is not None:
+            assert re.fullmatch(r"[0-9a-f]{40}", spec.revision), spec.name
+        if spec.sha256 is not None:
+            assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256), spec.name
 
 
 def _record_many(folder: str, prefix: str, n: int) -> None:

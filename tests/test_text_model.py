@@ -109,7 +109,7 @@ def _write_tiny_sets(tmp_path):
 
 
 def test_evaluate_formats_and_label_mapping(tmp_path):
-    from emotion_pipeline.evaluate.text import detect_format, read_examples
+    from emotion_pipeline.corpora.text import detect_format, read_examples
     meld, go, dair = _write_tiny_sets(tmp_path)
     assert [detect_format(p) for p in (meld, go, dair)] == ["meld", "goemotions", "dair"]
     t, y, _ = read_examples(meld)
@@ -199,51 +199,61 @@ def test_shipped_model_obvious_sentences():
     assert [LABELS[i] for i in probs.argmax(1)] == ["happy", "angry"]
 
 
-# ---- model soup (pipeline.train.text --soup) ---------------------------------------------------------
+# ---- model soup (train text, mode: average) -----------------------------------------------------------
 
 def _fake_run(tmp_path, name, model, shift, seed=13):
-    from emotion_pipeline.train.common import RunDir
-    from emotion_pipeline.train.text import TrainConfig
+    from emotion_pipeline import config
+    from emotion_pipeline.train.loop import RunDir
+    from emotion_pipeline.train.text import TextConfig
     m = TextEmotionModel(TextEmotionConfig())
     m.load_state_dict(model.state_dict())
     with torch.no_grad():
         m.head.bias.fill_(shift)
         m.bert.encoder.layer[4].output.dense.bias.add_(shift)
-    cfg = TrainConfig(seed=seed, sources="meld,goemotions" if shift > 0 else "meld")
-    run = RunDir(tmp_path / name, {**cfg.__dict__, "command": f"train {name}"})
-    run.save_checkpoint(model=m, optimizer=None, epoch=3, best_metric=0.5, config=cfg, is_best=True)
-    return run.path, m
+    cfg = TextConfig(seed=seed, sources=("meld", "goemotions") if shift > 0 else ("meld",))
+    run = RunDir(tmp_path / name).start(cfg, f"train {name}")
+    run.save("best", {"model": m.state_dict(), "epoch": 3, "best_metric": 0.5,
+                      "config_json": json.dumps(config.to_dict(cfg))})
+    return str(run.path), m
+
+
+def _soup_config(tmp_path, *runs, **more):
+    from emotion_pipeline.train.text import TextConfig
+    return TextConfig(mode="average", average_of=tuple(runs), out_dir=str(tmp_path / "soup"), device="cpu",
+                      max_per_split=50, export_evals=(), **more)
 
 
 def test_soup_is_the_parameter_average(tmp_path, model):
     from emotion_pipeline.data import data_path
-    from emotion_pipeline.train.common import RunDir
-    from emotion_pipeline.train.text import MELD_DEV, soup
-    if not data_path(MELD_DEV).exists():
+    from emotion_pipeline.train import text
+    from emotion_pipeline.train.loop import RunDir
+    if not data_path(text.TextConfig.val).exists():
         pytest.skip("MELD dev not found in the shared data")
     a, ma = _fake_run(tmp_path, "a", model, 0.5)
     b, mb = _fake_run(tmp_path, "b", model, -0.25)
-    out = soup([a, b], tmp_path / "soup", command="soup a b")
-    ckpt = RunDir(out).load_checkpoint("best")
+    metrics = text.run(_soup_config(tmp_path, a, b), command="soup a b")
+    ckpt = RunDir(tmp_path / "soup").checkpoint("best")
     for key in ("head.bias", "bert.encoder.layer.4.output.dense.bias"):
         expected = (ma.state_dict()[key] + mb.state_dict()[key]) / 2
         torch.testing.assert_close(ckpt["model"][key], expected)
     torch.testing.assert_close(ckpt["model"]["head.bias"], torch.full((7,), 0.125))
     cfg = json.loads(ckpt["config_json"])
-    assert cfg["sources"] == "meld,goemotions" and [i["command"] for i in cfg["soup_of"]] == ["train a", "train b"]
-    best = json.loads((out / "best_metrics.json").read_text())
-    assert best["n"] == 1109 and 0.0 <= best["weighted_f1"] <= 1.0
+    assert [i["command"] for i in cfg["averaged"]] == ["train a", "train b"]
+    assert [i["config"]["sources"] for i in cfg["averaged"]] == [["meld", "goemotions"], ["meld"]]
+    dev = metrics[text.TextConfig.val]
+    assert dev["n"] == 50 and 0.0 <= dev["weighted_f1"] <= 1.0
 
 
 def test_soup_refuses_runs_with_different_heads(tmp_path, model):
-    from emotion_pipeline.train.text import soup
+    from emotion_pipeline.errors import TrainingError
+    from emotion_pipeline.train import text
     a, _ = _fake_run(tmp_path, "a", model, 0.5, seed=13)
     b, _ = _fake_run(tmp_path, "b", model, 0.1, seed=7)
-    with pytest.raises(SystemExit, match="differ in seed"):
-        soup([a, b], tmp_path / "soup")
-    with pytest.raises(SystemExit, match="no best.pt"):
-        (tmp_path / "empty").mkdir()
-        soup([a, tmp_path / "empty"], tmp_path / "soup")
+    with pytest.raises(TrainingError, match="differ in seed"):
+        text.run(_soup_config(tmp_path, a, b))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingError, match="best.pt: no such checkpoint"):
+        text.run(_soup_config(tmp_path, a, str(tmp_path / "empty")))
 
 
 def test_plain_torch_encoder_matches_transformers(model):

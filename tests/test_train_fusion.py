@@ -7,8 +7,8 @@ import torch
 
 from emotion_pipeline.models import registry, weights_io
 from emotion_pipeline import config
+from emotion_pipeline.corpora.clips import read_clips
 from emotion_pipeline.train import fusion
-from emotion_pipeline.train.manifests import read_clips
 from tests.conftest import MEAD, needs_data
 
 pytestmark = needs_data
@@ -35,14 +35,14 @@ def feature_cache(tmp_path_factory):
 
 
 def _cfg(tmp_path, encoders, *extra, cache=None):
-    return config.load(fusion.FusionTrainConfig, "configs/fusion_tiny.yaml", [
+    return config.load(fusion.FusionConfig, "configs/fusion_tiny.yaml", [
         f"out_dir={tmp_path / 'run'}", f"data.cache_dir={cache or tmp_path / 'features'}", "data.max_per_modality=60",
-        "data.train_examples=300", "data.val_examples=200", "progress=false", "device=cpu", "optim.patience=10",
+        "data.train_examples=300", "data.val_examples=200", "progress=false", "device=cpu", "patience=10",
         *(f"encoders.{m}_model={p}" for m, p in encoders.items()), *extra])
 
 
 def test_train_resume_export(tmp_path, encoders, feature_cache):
-    summary = fusion.train(_cfg(tmp_path, encoders, "optim.epochs=2", cache=feature_cache))
+    summary = fusion.run(_cfg(tmp_path, encoders, "epochs=2", cache=feature_cache))
     run = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "confusion.png", "comparison.md"):
         assert (run / name).exists(), name
@@ -51,9 +51,12 @@ def test_train_resume_export(tmp_path, encoders, feature_cache):
     assert len(list(feature_cache.glob("*/face-000.npz"))) == 1      # features cached once
 
     export = tmp_path / "head.safetensors"
-    fusion.train(_cfg(tmp_path, encoders, "optim.epochs=3", "resume=true", f"export={export}", cache=feature_cache))
-    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3]                                                   # continued, not restarted
+    fusion.run(_cfg(tmp_path, encoders, "epochs=3", "resume=true", f"export={export}", cache=feature_cache))
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]                            # continued, not restarted
+    fusion.run(_cfg(tmp_path, encoders, "epochs=3", f"out_dir={tmp_path / 'straight'}", cache=feature_cache))
+    straight = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in straight]   # the same draws and steps
     head = registry.load(str(export))
     assert head.arch == "fusion_head" and set(head.meta["encoders"]) == {"face", "audio", "text"}
 
@@ -62,7 +65,7 @@ def test_analyzer_uses_matching_head_and_explains_a_mismatch(tmp_path, encoders,
     from emotion_pipeline.analyze import Analyzer
     from emotion_pipeline.config import AnalyzeConfig
     export = tmp_path / "head.safetensors"
-    fusion.train(_cfg(tmp_path, encoders, "optim.epochs=1", f"export={export}", cache=feature_cache))
+    fusion.run(_cfg(tmp_path, encoders, "epochs=1", f"export={export}", cache=feature_cache))
     common = dict(whisper_model="none", offline=True, progress=False, fusion_head=str(export), device="cpu")
     matched = Analyzer(AnalyzeConfig(face_model=encoders["face"], audio_model=encoders["audio"],
                                      text_model=encoders["text"], **common))
@@ -84,8 +87,8 @@ def test_manifest_adapters_and_training_on_real_clips(tmp_path, encoders):
     manifest.write_text("path,label,split\n" + "".join(
         f"{c.path},{c.label},{'val' if i % 2 else 'train'}\n" for i, c in enumerate(clips)))
     assert [c.split for c in read_clips(manifest, "csv")][:2] == ["train", "val"]
-    summary = fusion.train(_cfg(tmp_path, encoders, "data.kind=manifest", f"data.manifest={manifest}",
-                                "data.adapter=csv", "optim.epochs=2"))
+    summary = fusion.run(_cfg(tmp_path, encoders, "data.kind=manifest", f"data.manifest={manifest}",
+                              "data.adapter=csv", "epochs=2"))
     assert summary["data_kind"] == "manifest" and summary["table"]["all"]["head"]["n"] == 3
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_pipeline.corpora import speech_items
+from emotion_pipeline.corpora.speech import speech_items
+from emotion_pipeline.errors import bad_file
 from emotion_pipeline.labels import ravdess_fields
 
 log = logging.getLogger(__name__)
@@ -75,25 +76,25 @@ def read_references(data: str | Path) -> tuple[list[tuple[Path, str]], str]:
                 pairs.append((item.path, TESS_CARRIER.format(parts[1])))
                 formats.add("tess-folder")
         if not pairs:
-            raise ValueError(f"{data}: no RAVDESS-named or TESS-named speech files in this folder")
+            raise bad_file(data, "no RAVDESS-named or TESS-named speech files in this folder")
         return pairs, "+".join(sorted(formats))
     if data.is_file() and data.suffix.lower() == ".csv":
         with open(data, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)
             header = [c.strip().lstrip("\ufeff").lower() for c in (reader.fieldnames or [])]
             if "path" not in header or "text" not in header:
-                raise ValueError(f"{data}: a transcript manifest needs columns path,text (found {','.join(header) or 'none'})")
+                raise bad_file(data, f"a transcript manifest needs columns path,text (found {','.join(header) or 'none'})")
             reader.fieldnames = header
             pairs = []
             for row in reader:
                 p = Path((row["path"] or "").strip())
                 pairs.append((p if p.is_absolute() else data.parent / p, (row["text"] or "").strip()))
         if not pairs:
-            raise ValueError(f"{data}: the manifest has no rows")
+            raise bad_file(data, "the manifest has no rows")
         return pairs, "csv"
     if data.exists():
-        raise ValueError(f"{data}: expected a RAVDESS or TESS folder, or a .csv manifest (path,text)")
-    raise ValueError(f"{data}: no such file or folder")
+        raise bad_file(data, "expected a RAVDESS or TESS folder, or a .csv manifest (path,text)")
+    raise bad_file(data, "no such file or folder")
 
 
 def run(data: Path, *, model: str = "auto", device: str = "cpu", language: str | None = None,
@@ -131,7 +132,7 @@ def run(data: Path, *, model: str = "auto", device: str = "cpu", language: str |
         if ops.sum():
             worst.append((float(ops.sum()) / max(1, len(ref)), str(path), reference, hypothesis))
     if not n_files:
-        raise ValueError(f"{data}: none of the {len(pairs)} listed audio files could be read")
+        raise bad_file(data, f"none of the {len(pairs)} listed audio files could be read")
     worst.sort(key=lambda w: -w[0])
     s, d, i = (int(x) for x in totals)
     result = {

@@ -1,6 +1,6 @@
 """Evaluate a speech emotion model on labelled audio: ``run(data, model=..., device=...) -> dict``.
 
-``data`` is either
+``data`` (read by ``pipeline.corpora.speech.labelled_audio``) is either
 * a folder holding RAVDESS-named files ``03-01-EE-II-SS-RR-AA.flac|wav`` at any depth (labels from
   ``pipeline.labels.ravdess_fields``, calm -> neutral); other files are ignored; or
 * a CSV manifest with columns ``path,label``: labels in our seven names (or any synonym
@@ -19,39 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_pipeline.corpora import labelled_csv, speech_items
-from emotion_pipeline.labels import LABEL_INDEX, LABELS
+from emotion_pipeline.corpora.speech import labelled_audio
+from emotion_pipeline.errors import bad_file
+from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
-
-def _fail(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path}: {why}")
-
-
-def _ravdess_folder(root: Path) -> list[tuple[Path, int]]:
-    return [(it.path, LABEL_INDEX[it.label]) for it in speech_items(root) if it.emotion8 is not None]
-
-
-def _manifest(path: Path) -> list[tuple[Path, int]]:
-    return [(audio, LABEL_INDEX[label]) for audio, label, _ in labelled_csv(path)]
-
-
-def read_examples(data: str | Path) -> tuple[list[tuple[Path, int]], str]:
-    """((audio path, label index) pairs, format 'ravdess-folder' | 'csv'); ValueError when unusable."""
-    data = Path(data)
-    if data.is_dir():
-        items, fmt = _ravdess_folder(data), "ravdess-folder"
-        if not items:
-            raise _fail(data, "no RAVDESS-named audio files (03-01-EE-II-SS-RR-AA.flac|wav) in this folder")
-    elif data.is_file() and data.suffix.lower() == ".csv":
-        items, fmt = _manifest(data), "csv"
-        if not items:
-            raise _fail(data, "the manifest has no labelled rows")
-    elif data.exists():
-        raise _fail(data, "expected a folder of RAVDESS-named audio or a .csv manifest (path,label)")
-    else:
-        raise _fail(data, "no such file or folder")
-    return items, fmt
 
 
 def run(data: Path, *, model: str = "audio-cnn", device: str = "cpu") -> dict:
@@ -61,7 +33,7 @@ def run(data: Path, *, model: str = "audio-cnn", device: str = "cpu") -> dict:
     from emotion_pipeline.metrics import report
 
     data = Path(data)
-    items, fmt = read_examples(data)
+    items, fmt = labelled_audio(data)
     loaded = registry.load(model, device=device)
     if loaded.arch != "audio_cnn":
         raise ValueError(f"{model}: architecture {loaded.arch!r} is not an audio model")
@@ -82,7 +54,7 @@ def run(data: Path, *, model: str = "audio-cnn", device: str = "cpu") -> dict:
         y_true.append(label)
         y_pred.append(int(np.argmax(probs)))
     if not y_true:
-        raise _fail(data, f"none of the {len(items)} listed audio files could be read")
+        raise bad_file(data, f"none of the {len(items)} listed audio files could be read")
     result = report(y_true, y_pred, list(LABELS))
     result.update(model=loaded.name, sha256=loaded.sha256, data=str(data), format=fmt,
                   n=len(y_true), n_files=len(y_true), skipped=skipped)

@@ -34,7 +34,7 @@ def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | 
     from emotion_pipeline.analyze import Analyzer
     from emotion_pipeline.config import AnalyzeConfig
     from emotion_pipeline.errors import PipelineError
-    from emotion_pipeline.train.manifests import mead_files, read_clips
+    from emotion_pipeline.corpora.clips import mead_files, read_clips
 
     try:
         clips = read_clips(data, adapter)

@@ -9,13 +9,13 @@ surprise, neutral). Crops of any size are resized to the model's 48 px exactly a
 ``models.face_cnn.prepare`` does.
 
 FER+ crowd votes (``ferplus_votes_<split>.npz``, row-aligned to the FER2013 file; see
-``pipeline.corpora.ferplus_votes``) are read from ``votes`` or, by default, found beside the
-file by name; with them the result also carries ``ferplus``: majority-label accuracy and
-per-class recall, plurality accuracy, agreement with the vote distribution.
+``pipeline.corpora.faces.ferplus_votes``) are read from ``votes`` or, by default, found beside the
+file by name; with them the result also carries ``ferplus`` (``pipeline.metrics.ferplus_report``):
+majority-label accuracy and per-class recall, plurality accuracy, agreement with the vote distribution.
 
 Returns ``pipeline.metrics.report`` over the 7 labels plus model, sha256, data, tta, n (and
 ``ferplus``). Unusable input raises ValueError with a one-line message naming the file. The
-reader itself lives in ``pipeline.corpora`` (shared with training).
+reader itself lives in ``pipeline.corpora.faces`` (shared with training).
 """
 from __future__ import annotations
 
@@ -25,50 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_pipeline.corpora import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
+from emotion_pipeline.corpora.faces import fer_faces, ferplus_votes, ferplus_votes_path
+from emotion_pipeline.errors import bad_file
 from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
-
-
-def ferplus_report(logits: np.ndarray, votes: FerPlusVotes, labels: np.ndarray | None = None) -> dict:
-    """Scores of (N,7) logits against FER+ crowd votes for the same N faces.
-
-    - ``majority``: metrics.report against the majority label (FER+ paper's protocol, see
-      ``FerPlusVotes.majority``) on the faces that have one: the headline FER+ accuracy;
-    - ``plurality``: against the most-voted of the seven classes, on every usable face whose top
-      is not tied;
-    - ``crowd_agreement``: share of usable faces whose predicted class got the most votes (ties
-      count), ``vote_share``: mean share of the seven-class votes that the predicted class got;
-    - ``cross_entropy``: mean cross entropy of the softmax against votes / sum (nats; the training
-      loss of the soft-target mode);
-    - ``original_label_agreement`` (when FER2013 ``labels`` are given): how often the majority
-      label equals the FER2013 label, on the same faces."""
-    import torch
-    import torch.nn.functional as F
-
-    from emotion_pipeline.metrics import report
-
-    pred = logits.argmax(1)
-    usable = votes.usable
-    maj, plu = votes.majority(), votes.plurality()
-    counts = votes.counts[usable]
-    got = counts[np.arange(len(counts)), pred[usable]]
-    targets = torch.from_numpy(votes.targets()[usable])
-    ce = float(F.cross_entropy(torch.from_numpy(logits[usable]).float(), targets)) if usable.any() else float("nan")
-    out = {
-        "n_faces": int(len(pred)), "n_usable": int(usable.sum()),
-        "n_unmatched": int((~votes.matched).sum()),
-        "majority": report(maj[maj >= 0], pred[maj >= 0], LABELS),
-        "plurality": report(plu[plu >= 0], pred[plu >= 0], LABELS),
-        "crowd_agreement": float((got == counts.max(1)).mean()) if usable.any() else float("nan"),
-        "vote_share": float((got / counts.sum(1)).mean()) if usable.any() else float("nan"),
-        "cross_entropy": ce,
-    }
-    if labels is not None:
-        both = (maj >= 0) & (labels >= 0)
-        out["original_label_agreement"] = float((maj[both] == labels[both]).mean()) if both.any() else float("nan")
-    return out
 
 
 def _find_votes(data: Path, votes: Path | str | None) -> Path | None:
@@ -85,11 +46,11 @@ def _find_votes(data: Path, votes: Path | str | None) -> Path | None:
 def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size: int = 256,
         tta: str | None = None, votes: Path | str | None = None) -> dict:
     """Accuracy, macro F1, per-class recall, confusion matrix (and the rest of metrics.report)
-    against the file's labels; plus ``ferplus`` (see ``ferplus_report``) when FER+ votes are
-    given or found beside ``data`` (``votes="none"``: do not look)."""
+    against the file's labels; plus ``ferplus`` (see ``pipeline.metrics.ferplus_report``) when FER+
+    votes are given or found beside ``data`` (``votes="none"``: do not look)."""
     from emotion_pipeline.models.face_cnn import TTA_MODES, predict_logits, to_source_size
     from emotion_pipeline.models.registry import load
-    from emotion_pipeline.metrics import report
+    from emotion_pipeline.metrics import ferplus_report, report
 
     tta = None if tta in ("", "none") else tta
     if tta not in TTA_MODES:
@@ -100,7 +61,7 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size:
     crowd = (ferplus_votes(vote_file, filenames=faces.filenames, n_rows=len(faces.labels))
              if vote_file is not None else None)
     if not (faces.labels >= 0).any():
-        raise ValueError(f"{data}: no rows with a label among " + ", ".join(LABELS))
+        raise bad_file(data, "no rows with a label among " + ", ".join(LABELS))
     loaded = load(model, device=device)
     net = loaded.module
     t0 = time.time()

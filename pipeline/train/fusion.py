@@ -1,66 +1,36 @@
-"""Train the late-fusion head: ``python -m emotion_pipeline train configs/fusion_tiny.yaml [--resume] [-s key=value]``.
+"""Train the late-fusion head: ``train fusion configs/fusion_tiny.yaml`` (``make train CONFIG=...``).
 
 1. Features once: the configured encoders score the training material; outputs are cached in
-   shards (pipeline.features), so the head trains in seconds to minutes.
-2. Examples: ``paired_unimodal`` composes (face, audio, text) triples of the same label from the
-   unimodal corpora (no corpus here has all three), freshly drawn each epoch, with modality
-   dropout so the head learns to work with modalities missing. ``manifest`` uses real labelled
-   multimodal clips (pipeline.train.manifests), each analysed by the full pipeline.
-3. Loop: checkpoint every epoch, resume, best by validation macro F1, early stopping, metrics
-   as JSON lines, curves and confusion matrix, the resolved config beside them.
+   shards (pipeline.train.features), so the head trains in seconds to minutes.
+2. Examples (``compose_examples``): ``paired_unimodal`` composes (face, audio, text) triples of
+   the same label from the unimodal corpora (no corpus here has all three), freshly drawn each
+   epoch, with modality dropout so the head learns to work with modalities missing. ``manifest``
+   uses real labelled multimodal clips (pipeline.corpora.clips), each analysed by the full pipeline.
+3. The loop (pipeline.train.loop): best by validation macro F1 on the dropout triples.
 4. The comparison table: face / audio / text alone, the confidence-weighted average and the head,
    on the same validation examples, with all modalities and with each one missing.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from emotion_pipeline.models import registry, weights_io
-from emotion_pipeline.models.fusion_head import MODALITIES, FusionHead, FusionHeadConfig
-from emotion_pipeline import config as config_mod
-from emotion_pipeline.features import Pool, build_unimodal
+from emotion_pipeline.config import to_dict
+from emotion_pipeline.errors import ConfigError
 from emotion_pipeline.fuse import average, encoder_record
 from emotion_pipeline.labels import LABELS, NUM_LABELS
 from emotion_pipeline.metrics import report
-from emotion_pipeline.records import ModalityScores
+from emotion_pipeline.models.fusion_head import MODALITIES, FusionHead, FusionHeadConfig
 from emotion_pipeline.preflight import select_device
-from emotion_pipeline.train.common import RunDir, seed_everything
+from emotion_pipeline.records import ModalityScores
+from emotion_pipeline.train import loop
+from emotion_pipeline.train.features import DataConfig, Pool, build_manifest, build_unimodal
+from emotion_pipeline.train.loop import Card, Evaluation, RunConfig, RunDir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    kind: str = "paired_unimodal"   # paired_unimodal | manifest
-    # paired_unimodal pools, paths relative to $EMOTION_DATA_DIR. Each is the encoder's own
-    # validation split, so its scores are out-of-sample (training-set scores are overconfident).
-    face_npz: str = "faces/fer2013/fer2013_publictest_3589.npz"
-    # face labels: "fer2013" = the npz's own labels; "ferplus" = the FER+ crowd majority label
-    # (pipeline.corpora.FerPlusVotes.majority) from the ferplus_votes_<split>.npz beside it,
-    # faces without a majority left out (what face-cnn >= 2.0.0 is trained and selected on)
-    face_labels: str = "fer2013"
-    audio_dirs: tuple[str, ...] = ("speech/ravdess/Actor_17", "speech/ravdess/Actor_18",
-                                   "speech/ravdess/Actor_19", "speech/ravdess/Actor_20")
-    audio_val_groups: tuple[str, ...] = ("actor19", "actor20")   # speakers held out for validation
-    text_csv: str = "text/meld/dev_sent_emo.csv"
-    val_fraction: float = 0.5       # face images / text dialogues held out for validation
-    max_per_modality: int = 0       # 0 = all; the tiny config uses a few hundred
-    train_examples: int = 8000      # paired triples drawn per epoch
-    val_examples: int = 3000        # fixed (seeded) validation triples
-    # manifest of real multimodal clips
-    manifest: str | None = None
-    adapter: str = "csv"            # csv | ravdess | mead | meld
-    val_speakers: tuple[str, ...] = ()
-    cache_dir: str = "runs/features"
 
 
 @dataclass(frozen=True)
@@ -84,32 +54,52 @@ class OptimConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
-    epochs: int = 30
-    patience: int = 6               # epochs without a better validation macro F1 before stopping
 
 
 @dataclass(frozen=True)
-class FusionTrainConfig:
-    name: str = "fusion"
+class FusionConfig(RunConfig):
+    task: str = "fusion"
     out_dir: str = "runs/fusion"
-    seed: int = 0
-    device: str = "auto"            # auto: CUDA when present (bf16 autocast there)
+    epochs: int = 30
+    patience: int = 6
     modality_dropout: float = 0.3   # chance each present modality is hidden in a training example
-    resume: bool = False
-    export: str | None = None       # write the best head here as safetensors (+ record its checksum if shipped)
-    progress: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
-@dataclass
+Config = FusionConfig
+
+
+@dataclass(frozen=True)
 class Batch:
-    probs: torch.Tensor    # (N, 3, 7)
-    mask: torch.Tensor     # (N, 3)
-    embs: list[torch.Tensor]
-    labels: torch.Tensor   # (N,)
+    probs: torch.Tensor              # (N, 3, 7)
+    mask: torch.Tensor               # (N, 3)
+    embs: tuple[torch.Tensor, ...]   # per modality (N, D_m)
+    labels: torch.Tensor             # (N,)
+
+    def take(self, idx) -> "Batch":
+        idx = torch.as_tensor(idx)
+        return Batch(self.probs[idx], self.mask[idx], tuple(e[idx] for e in self.embs), self.labels[idx])
+
+
+@dataclass(frozen=True)
+class FusionExamples:
+    """What the head trains on and is selected on: ``draw_train(rng)`` each epoch, ``val`` (fixed,
+    as drawn) for the comparison table, ``val_dropped`` (with modality dropout) picks the best epoch."""
+    val: Batch
+    val_dropped: Batch
+    record: dict                     # pipeline.fuse.encoder_record of the encoders
+    dropout: float
+    pools: dict[str, Pool] | None = None   # paired_unimodal: triples drawn from these each epoch
+    n_train: int = 0
+    clips: Batch | None = None       # manifest: the training clips, dropout redrawn each epoch
+
+    def draw_train(self, rng: np.random.Generator) -> Batch:
+        if self.pools is not None:
+            return draw_triples(self.pools, self.n_train, rng, self.dropout)
+        return apply_dropout(self.clips, rng, self.dropout)
 
 
 def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropout: float) -> Batch:
@@ -129,64 +119,9 @@ def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropo
             probs[rows, j] = pools[m].probs[pick]
             embs[j][rows] = pools[m].embeddings[pick]
             mask[rows, j] = 1
-    batch = Batch(torch.from_numpy(probs), torch.from_numpy(mask), [torch.from_numpy(e) for e in embs],
+    batch = Batch(torch.from_numpy(probs), torch.from_numpy(mask), tuple(torch.from_numpy(e) for e in embs),
                   torch.from_numpy(labels.astype(np.int64)))
     return apply_dropout(batch, rng, dropout) if dropout > 0 else batch
-
-
-def _head(cfg: FusionTrainConfig, embed_dims: list[int]) -> FusionHead:
-    dims = tuple(int(d) for d in embed_dims) if cfg.head.use_embeddings else ()
-    return FusionHead(FusionHeadConfig(kind=cfg.head.kind, hidden=cfg.head.hidden, layers=cfg.head.layers,
-                                       dropout=cfg.head.dropout, embed_dims=dims))
-
-
-def _logits(head: FusionHead, b: Batch, device: torch.device) -> torch.Tensor:
-    embs = [e.to(device) for e in b.embs] if head.config.embed_dims else None
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        return head(b.probs.to(device), b.mask.to(device), embs).float()
-
-
-def comparison_table(head: FusionHead, val: Batch, device: torch.device) -> dict[str, dict[str, dict]]:
-    """Accuracy and macro F1 of each single modality, the average and the head, per condition."""
-    conditions = {"all": None, "no_face": 0, "no_audio": 1, "no_text": 2}
-    head.eval()
-    y = val.labels.numpy()
-    table: dict[str, dict[str, dict]] = {}
-    for cond, hidden in conditions.items():
-        mask = val.mask.clone()
-        if hidden is not None:
-            mask[:, hidden] = 0
-        keep = (mask.sum(1) > 0).numpy()
-        b = Batch(val.probs, mask, val.embs, val.labels)
-        with torch.no_grad():
-            head_pred = _logits(head, b, device).argmax(1).cpu().numpy()
-        rows = {}
-        for j, m in enumerate(MODALITIES):
-            present = (mask[:, j] > 0).numpy()
-            if present.any():
-                r = report(y[present], val.probs[present, j].argmax(1).numpy(), LABELS)
-                rows[m] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": int(present.sum())}
-            else:
-                rows[m] = None
-        avg_pred = []
-        for i in np.flatnonzero(keep):
-            entries = [ModalityScores(val.probs[i, j].numpy()) if mask[i, j] > 0 else None for j in range(3)]
-            avg_pred.append(int(np.argmax(average(entries, (1.0, 1.0, 1.0)).probs)))
-        r = report(y[keep], np.array(avg_pred), LABELS)
-        rows["average"] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": int(keep.sum())}
-        r = report(y[keep], head_pred[keep], LABELS)
-        rows["head"] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": int(keep.sum())}
-        table[cond] = rows
-    return table
-
-
-def format_table(table: dict[str, dict[str, dict]]) -> str:
-    cols = ["face", "audio", "text", "average", "head"]
-    lines = ["| condition | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for cond, rows in table.items():
-        cells = ["-" if rows[c] is None else f"{rows[c]['accuracy']:.3f} / {rows[c]['macro_f1']:.3f}" for c in cols]
-        lines.append(f"| {cond} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n(accuracy / macro F1 on the validation triples)"
 
 
 def apply_dropout(b: Batch, rng: np.random.Generator, dropout: float) -> Batch:
@@ -198,127 +133,129 @@ def apply_dropout(b: Batch, rng: np.random.Generator, dropout: float) -> Batch:
     return Batch(b.probs, torch.from_numpy(mask), b.embs, b.labels)
 
 
-def _take(b: Batch, idx: np.ndarray) -> Batch:
-    t = torch.from_numpy(idx)
-    return Batch(b.probs[t], b.mask[t], [e[t] for e in b.embs], b.labels[t])
-
-
-def examples(cfg: FusionTrainConfig, device: torch.device):
-    """(draw_train(rng) -> Batch, val Batch without dropout, val Batch with dropout,
-    pipeline.fuse.encoder_record of the encoders)."""
-    from emotion_pipeline.encoders import load_predictor
-    spec = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("train_examples", "val_examples", "cache_dir")}
-    spec["seed"] = cfg.seed
-    if cfg.data.kind == "paired_unimodal":
+def compose_examples(cfg: FusionConfig, device: torch.device) -> FusionExamples:
+    """The fusion head's data: paired-unimodal triples or manifest clips (see the module docstring).
+    Validation examples are drawn with seeds seed+1 (as drawn) and seed+2 (with dropout)."""
+    d = cfg.data
+    if d.kind == "paired_unimodal":
+        from emotion_pipeline.encoders import load_predictor
         predictors = {m: load_predictor(m, getattr(cfg.encoders, f"{m}_model"), device=device, offline=True)
                       for m in MODALITIES}
-        record = encoder_record({m: p.describe() for m, p in predictors.items()})
-        pools, folder = build_unimodal(spec, predictors, Path(cfg.data.cache_dir), progress=cfg.progress)
+        pools, folder = build_unimodal(d, cfg.seed, predictors, progress=cfg.progress)
         log.info("features: %s", folder)
-        train_pools = {m: p.subset(False) for m, p in pools.items()}
         val_pools = {m: p.subset(True) for m, p in pools.items()}
-        val = draw_triples(val_pools, cfg.data.val_examples, np.random.default_rng(cfg.seed + 1), 0.0)
-        val_dropped = draw_triples(val_pools, cfg.data.val_examples, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout)
-        return (lambda rng: draw_triples(train_pools, cfg.data.train_examples, rng, cfg.modality_dropout)), val, val_dropped, record
-    if cfg.data.kind == "manifest":
+        return FusionExamples(
+            val=draw_triples(val_pools, d.val_examples, np.random.default_rng(cfg.seed + 1), 0.0),
+            val_dropped=draw_triples(val_pools, d.val_examples, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout),
+            record=encoder_record({m: p.describe() for m, p in predictors.items()}), dropout=cfg.modality_dropout,
+            pools={m: p.subset(False) for m, p in pools.items()}, n_train=d.train_examples)
+    if d.kind == "manifest":
         from emotion_pipeline.analyze import Analyzer
         from emotion_pipeline.config import AnalyzeConfig
-        from emotion_pipeline.features import build_manifest
-        from emotion_pipeline.train.manifests import read_clips
-        if not cfg.data.manifest:
-            raise config_mod.ConfigError("data.manifest: a manifest CSV or clip folder is needed for kind=manifest")
-        clips = read_clips(cfg.data.manifest, cfg.data.adapter)
+        from emotion_pipeline.corpora.clips import read_clips
+        if not d.manifest:
+            raise ConfigError("data.manifest: a manifest CSV or clip folder is needed for kind=manifest")
         analyzer = Analyzer(AnalyzeConfig(face_model=cfg.encoders.face_model, audio_model=cfg.encoders.audio_model,
                                           text_model=cfg.encoders.text_model, fusion="average", smoothing_window_s=1,
                                           progress=False, device=str(device)))
-        record = encoder_record({m: analyzer.models[m] for m in MODALITIES})
-        probs, mask, embs, labels, is_val = build_manifest(clips, analyzer, spec, Path(cfg.data.cache_dir), progress=cfg.progress)
-        allb = Batch(torch.from_numpy(probs), torch.from_numpy(mask), [torch.from_numpy(e) for e in embs], torch.from_numpy(labels))
-        if is_val.all() or not is_val.any():
-            raise config_mod.ConfigError(f"{cfg.data.manifest}: the split left no training or no validation clips "
-                                         f"(set a split column, data.val_speakers or data.val_fraction)")
-        train_b, val = _take(allb, np.flatnonzero(~is_val)), _take(allb, np.flatnonzero(is_val))
-        val_dropped = apply_dropout(val, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout)
-        return (lambda rng: apply_dropout(train_b, rng, cfg.modality_dropout)), val, val_dropped, record
-    raise config_mod.ConfigError(f"data.kind must be paired_unimodal or manifest, not {cfg.data.kind!r}")
+        f = build_manifest(read_clips(d.manifest, d.adapter), analyzer, d, cfg.seed, progress=cfg.progress)
+        if f.is_val.all() or not f.is_val.any():
+            raise ConfigError(f"{d.manifest}: the split left no training or no validation clips "
+                              f"(set a split column, data.val_speakers or data.val_fraction)")
+        every = Batch(torch.from_numpy(f.probs), torch.from_numpy(f.mask), tuple(torch.from_numpy(e) for e in f.embeddings),
+                      torch.from_numpy(f.labels))
+        val = every.take(np.flatnonzero(f.is_val))
+        return FusionExamples(val=val, val_dropped=apply_dropout(val, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout),
+                              record=encoder_record({m: analyzer.models[m] for m in MODALITIES}),
+                              dropout=cfg.modality_dropout, clips=every.take(np.flatnonzero(~f.is_val)))
+    raise ConfigError(f"data.kind must be paired_unimodal or manifest, not {d.kind!r}")
 
 
-def train(cfg: FusionTrainConfig) -> dict:
-    """Train, keep the best head, write the comparison table; returns the run summary."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
-    run = RunDir(cfg.out_dir, cfg)
-    draw_train, val, val_dropped, record = examples(cfg, device)
+def _logits(head: FusionHead, b: Batch, device: torch.device) -> torch.Tensor:
+    embs = [e.to(device) for e in b.embs] if head.config.embed_dims else None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return head(b.probs.to(device), b.mask.to(device), embs).float()
 
-    head = _head(cfg, [e.shape[1] for e in val.embs]).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    start_epoch, best, since_best = 1, -1.0, 0
-    ckpt = run.load_checkpoint("last") if cfg.resume else None
-    if ckpt is not None:
-        head.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["optimizer"])
-        start_epoch, best = int(ckpt["epoch"]) + 1, float(ckpt["best_metric"])
-        since_best = int(start_epoch - 1 - max([h["epoch"] for h in run.history() if h.get("is_best")] or [0]))
-        log.info("resumed from %s at epoch %d (best macro F1 %.4f)", run.last, start_epoch - 1, best)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    rng = np.random.default_rng(cfg.seed + 1000 * start_epoch)
-    for epoch in range(start_epoch, cfg.optim.epochs + 1):
-        t0 = time.perf_counter()
-        head.train()
-        tr = draw_train(rng)
-        order = torch.randperm(len(tr.labels))
-        total = 0.0
-        bar = tqdm(range(0, len(order), cfg.optim.batch_size), desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
-        for i in bar:
-            idx = order[i:i + cfg.optim.batch_size]
-            b = Batch(tr.probs[idx], tr.mask[idx], [e[idx] for e in tr.embs], tr.labels[idx])
-            loss = loss_fn(_logits(head, b, device), b.labels.to(device))
-            opt.zero_grad(); loss.backward(); opt.step()
-            total += loss.item() * len(idx)
-        head.eval()
+
+def comparison_table(head: FusionHead, val: Batch, device: torch.device) -> dict[str, dict[str, dict]]:
+    """Accuracy and macro F1 of each single modality, the average and the head, per condition."""
+    head.eval()
+    y = val.labels.numpy()
+    table: dict[str, dict[str, dict]] = {}
+    for cond, hidden in {"all": None, "no_face": 0, "no_audio": 1, "no_text": 2}.items():
+        mask = val.mask.clone()
+        if hidden is not None:
+            mask[:, hidden] = 0
+        keep = (mask.sum(1) > 0).numpy()
         with torch.no_grad():
-            vlogits = _logits(head, val_dropped, device)
-            vloss = float(loss_fn(vlogits, val_dropped.labels.to(device)))
-        r = report(val_dropped.labels.numpy(), vlogits.argmax(1).cpu().numpy(), LABELS)
-        is_best = r["macro_f1"] > best
-        best = max(best, r["macro_f1"])
-        since_best = 0 if is_best else since_best + 1
-        run.log_epoch({"epoch": epoch, "train_loss": total / len(order), "val_loss": vloss,
-                       "val_accuracy": r["accuracy"], "val_macro_f1": r["macro_f1"], "is_best": is_best,
-                       "seconds": round(time.perf_counter() - t0, 3), "device": device.type})
-        run.save_checkpoint(model=head, optimizer=opt, epoch=epoch, best_metric=best, config=cfg, is_best=is_best)
-        if since_best >= cfg.optim.patience:
-            log.info("early stop: no better validation macro F1 for %d epochs", since_best)
-            break
+            head_pred = _logits(head, Batch(val.probs, mask, val.embs, val.labels), device).argmax(1).cpu().numpy()
+        rows = {}
+        for j, m in enumerate(MODALITIES):
+            present = (mask[:, j] > 0).numpy()
+            rows[m] = _score(y[present], val.probs[present, j].argmax(1).numpy()) if present.any() else None
+        avg_pred = [int(np.argmax(average([ModalityScores(val.probs[i, j].numpy()) if mask[i, j] > 0 else None
+                                           for j in range(3)], (1.0, 1.0, 1.0)).probs)) for i in np.flatnonzero(keep)]
+        rows["average"] = _score(y[keep], np.array(avg_pred))
+        rows["head"] = _score(y[keep], head_pred[keep])
+        table[cond] = rows
+    return table
 
-    best_state = run.load_checkpoint("best")
-    head.load_state_dict(best_state["model"])
-    table = comparison_table(head, val, device)
-    with torch.no_grad():
-        vr = report(val_dropped.labels.numpy(), _logits(head, val_dropped, device).argmax(1).cpu().numpy(), LABELS)
-    run.save_figures(vr["confusion_matrix"], list(LABELS), title="fusion head (validation, modality dropout)",
-                     curve_keys=("train_loss", "val_loss", "val_macro_f1"))
-    summary = {"best_val_macro_f1": best, "best_epoch": int(best_state["epoch"]), "table": table,
-               **record, "val_examples": cfg.data.val_examples, "data_kind": cfg.data.kind}
-    (run.path / "comparison.md").write_text(format_table(table) + "\n")
-    (run.path / "summary.json").write_text(json.dumps(summary, indent=2))
+
+def _score(y: np.ndarray, pred: np.ndarray) -> dict:
+    r = report(y, pred, LABELS)
+    return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": len(y)}
+
+
+def format_table(table: dict[str, dict[str, dict]]) -> str:
+    cols = ["face", "audio", "text", "average", "head"]
+    lines = ["| condition | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for cond, rows in table.items():
+        cells = ["-" if rows[c] is None else f"{rows[c]['accuracy']:.3f} / {rows[c]['macro_f1']:.3f}" for c in cols]
+        lines.append(f"| {cond} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n(accuracy / macro F1 on the validation triples)"
+
+
+def run(cfg: FusionConfig, command: str = "") -> dict:
+    """Train (or, mode=export, reload) the head, write the comparison table, export; returns the summary."""
+    loop.seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    ex = compose_examples(cfg, device)
+    dims = tuple(int(e.shape[1]) for e in ex.val.embs) if cfg.head.use_embeddings else ()
+    head = FusionHead(FusionHeadConfig(kind=cfg.head.kind, hidden=cfg.head.hidden, layers=cfg.head.layers,
+                                       dropout=cfg.head.dropout, embed_dims=dims)).to(device)
+    if cfg.mode == "export":
+        loop.load_weights(head, RunDir(cfg.out_dir).checkpoint("best")["model"], cfg.out_dir)
+    else:
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def batches(rng):
+            train = ex.draw_train(rng)
+            order = torch.randperm(len(train.labels))
+            return (train.take(order[i:i + cfg.optim.batch_size]) for i in range(0, len(order), cfg.optim.batch_size))
+
+        def validate() -> Evaluation:
+            logits = _logits(head, ex.val_dropped, device)
+            r = report(ex.val_dropped.labels.numpy(), logits.argmax(1).cpu().numpy(), LABELS)
+            return Evaluation({"loss": float(loss_fn(logits, ex.val_dropped.labels.to(device))),
+                               "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}, r["confusion_matrix"],
+                              title="fusion head (validation, modality dropout)")
+
+        loop.fit(cfg, head, torch.optim.AdamW(head.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay),
+                 batches=batches, step=lambda b: loss_fn(_logits(head, b, device), b.labels.to(device)),
+                 evaluate=validate, metric="val_macro_f1", rng=np.random.default_rng(cfg.seed + 1000), command=command)
+    run_dir = RunDir(cfg.out_dir)
+    best = run_dir.checkpoint("best")
+    table = comparison_table(head, ex.val, device)
+    summary = {"best_val_macro_f1": best["best_metric"], "best_epoch": best["epoch"], "table": table,
+               **ex.record, "val_examples": len(ex.val.labels), "data_kind": cfg.data.kind}
+    (run_dir.path / "comparison.md").write_text(format_table(table) + "\n")
+    run_dir.write_json("summary.json", summary)
     log.info("comparison on the validation triples:\n%s", format_table(table))
     if cfg.export:
-        export(head, cfg, summary)
+        card = Card("late-fusion head", data=to_dict(cfg.data),
+                    split="fusion-train / fusion-val of each pool (speaker, dialogue or image block)",
+                    metrics={"table": table, "best_val_macro_f1": summary["best_val_macro_f1"]},
+                    command=run_dir.read_json("config.json").get("command") or command,
+                    extra={**ex.record, "training": {"data_kind": cfg.data.kind, "data": to_dict(cfg.data), "seed": cfg.seed}})
+        loop.export(cfg.export, head.cpu(), arch="fusion_head", config=head.config, card=card, version=cfg.version or "1")
     return summary
-
-
-def export(head: FusionHead, cfg: FusionTrainConfig, summary: dict) -> str:
-    path = Path(cfg.export)
-    digest = weights_io.save(path, head.cpu(), arch="fusion_head", config=head.config, extra={
-        "encoders": summary["encoders"], "encoder_settings": summary["encoder_settings"], "version": "1",
-        "training": {"data_kind": cfg.data.kind, "data": config_mod.to_dict(cfg.data), "seed": cfg.seed},
-        "metrics": {"table": summary["table"], "best_val_macro_f1": summary["best_val_macro_f1"]}})
-    if path.resolve().parent == registry.WEIGHTS_DIR.resolve():
-        registry.record_checksum(path)
-    log.info("exported %s (sha256 %s)", path, digest[:16])
-    return digest
-
-
-def main_from_cli(config_path: str, overrides: list[str], *, resume: bool = False) -> dict:
-    cfg = config_mod.load(FusionTrainConfig, config_path, list(overrides) + (["resume=true"] if resume else []))
-    return train(cfg)

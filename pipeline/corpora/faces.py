@@ -1,94 +1,23 @@
-"""Reading labelled corpora from disk: one reader per layout, shared by training, evaluation and
-fusion features (labels always go through pipeline.labels).
+"""FER2013-format face crops and their FER+ crowd votes (../shared/data/faces/fer2013, README).
 
-- ``speech_items(root)``: audio files named the RAVDESS way (``03-01-EE-II-SS-RR-AA.flac|wav``,
-  any depth, symlinks followed) or in TESS folders (``<speaker>_<emotion>/*.wav|flac``);
-- ``labelled_csv(path)``: a ``path,label[,...]`` manifest (relative paths resolved against its
-  folder; labels in any spelling ``canonical`` knows; rows with no Ekman class dropped);
 - ``fer_faces(path)`` / ``read_fer_npz(path)``: face crops in the FER2013 ``.npz`` format;
 - ``ferplus_votes(path)``: FER+ crowd votes row-aligned to a FER2013 file
   (``ferplus_votes_path`` finds the one that belongs to a FER2013 file).
 """
 from __future__ import annotations
 
-import csv
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emotion_pipeline.labels import (FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS,
-                             NUM_LABELS, UnknownLabelError, canonical, ravdess_fields, tess_label)
+from emotion_pipeline.errors import DataError, bad_file
+from emotion_pipeline.labels import FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS, NUM_LABELS, canonical
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".flac", ".wav")
-
-
-@dataclass(frozen=True)
-class SpeechItem:
-    path: Path
-    label: str                 # one of LABELS
-    speaker: str               # "ravdess_actor07", "tess_OAF"
-    emotion8: str | None = None  # RAVDESS's own eight-class name (calm kept), None for TESS
-
-
-def _files(root: Path) -> list[Path]:
-    paths = [Path(d) / f for d, _, files in os.walk(root, followlinks=True) for f in files]
-    return sorted(p for p in paths if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-
-
-def speech_items(root: str | Path) -> list[SpeechItem]:
-    items = []
-    for path in _files(Path(root)):
-        fields = ravdess_fields(path.stem)
-        if fields is not None:
-            items.append(SpeechItem(path, fields["label"], f"ravdess_actor{fields['actor']}", fields["emotion8"]))
-            continue
-        folder = path.parent.name
-        if "_" in folder:
-            try:
-                label = tess_label(folder)
-            except UnknownLabelError:
-                continue
-            if label is not None:
-                items.append(SpeechItem(path, label, f"tess_{folder.split('_')[0]}"))
-    return items
-
-
-def labelled_csv(path: str | Path) -> list[tuple[Path, str, dict[str, str]]]:
-    """(resolved path, canonical label, the whole row) per usable row; ValueError naming the file."""
-    path = Path(path)
-    rows = []
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-            reader = csv.DictReader(fh)
-            header = [c.strip().lstrip("\ufeff").lower() for c in (reader.fieldnames or [])]
-            if "path" not in header or "label" not in header:
-                raise ValueError(f"{path}: a manifest needs columns path,label (found {','.join(header) or 'none'})")
-            reader.fieldnames = header
-            for line_no, row in enumerate(reader, 2):
-                try:
-                    label = canonical(row["label"] or "")
-                except UnknownLabelError:
-                    raise ValueError(f"{path}:{line_no}: unknown emotion label {row['label']!r}") from None
-                if label is None:
-                    continue
-                item = Path((row["path"] or "").strip())
-                rows.append((item if item.is_absolute() else path.parent / item, label, row))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# FER2013-format face crops and their FER+ crowd votes (../shared/data/faces/fer2013, README)
-
-def _fail(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path}: {why}")
 
 
 @dataclass(frozen=True)
@@ -99,46 +28,46 @@ class FerFaces:
 
 
 def _load_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
-    """The ``required`` (and present ``optional``) arrays of a .npz, no pickle; ValueError with a
+    """The ``required`` (and present ``optional``) arrays of a .npz, no pickle; DataError with a
     one-line message naming the file (missing file, missing keys, unreadable archive)."""
     if not path.is_file():
-        raise _fail(path, "no such file" if not path.exists() else f"not a file (expected a {what})")
+        raise bad_file(path, "no such file" if not path.exists() else f"not a file (expected a {what})")
     try:
         with np.load(path, allow_pickle=False) as data:
             files = set(getattr(data, "files", []))
             if not set(required) <= files:
-                raise _fail(path, f"expected keys {', '.join(map(repr, required))}, found {sorted(files) or 'none'}")
+                raise bad_file(path, f"expected keys {', '.join(map(repr, required))}, found {sorted(files) or 'none'}")
             return {k: data[k] for k in (*required, *optional) if k in files}
+    except DataError:
+        raise
     except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise _fail(path, f"not a readable {what} ({exc})") from None
+        raise bad_file(path, f"not a readable {what} ({exc})") from exc
     except Exception as exc:  # zip / pickle / OS errors from np.load
-        raise _fail(path, f"not a readable npz ({type(exc).__name__}: {exc})") from None
+        raise bad_file(path, f"not a readable npz ({type(exc).__name__}: {exc})") from exc
 
 
 def fer_faces(path: str | Path) -> FerFaces:
     """Every row of a FER2013-format npz: ``images`` uint8 (N,H,W), ``labels`` int class indices,
     optional ``classes`` (names of the indices, mapped with ``canonical``; FER2013 order when
-    absent) and optional ``filenames``. ValueError with a one-line message naming the file."""
+    absent) and optional ``filenames``. DataError with a one-line message naming the file."""
     path = Path(path)
     data = _load_npz(path, ("images", "labels"), ("classes", "filenames"), "FER2013-format npz")
     images, labels = data["images"], data["labels"]
     classes = [str(c) for c in data["classes"]] if "classes" in data else list(FER2013_CLASSES)
     filenames = data["filenames"].astype(str) if "filenames" in data else None
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise _fail(path, f"images must be (N,H,W) with one label each, got {images.shape} and {labels.shape}")
+        raise bad_file(path, f"images must be (N,H,W) with one label each, got {images.shape} and {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise _fail(path, f"labels must be integers, got {labels.dtype}")
+        raise bad_file(path, f"labels must be integers, got {labels.dtype}")
     if filenames is not None and filenames.shape != labels.shape:
         filenames = None  # not one per row: unusable for alignment
     try:
         ours = [canonical(c) for c in classes]
     except ValueError as exc:
-        raise _fail(path, f"class names do not map onto {', '.join(LABELS)} ({exc})") from None
+        raise bad_file(path, f"class names do not map onto {', '.join(LABELS)} ({exc})") from exc
     labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= len(ours)):
-        raise _fail(path, f"labels outside 0..{len(ours) - 1} (the file has {len(ours)} classes)")
+        raise bad_file(path, f"labels outside 0..{len(ours) - 1} (the file has {len(ours)} classes)")
     mapping = np.array([LABEL_INDEX[c] if c is not None else -1 for c in ours], dtype=np.int64)
     if images.dtype != np.uint8:
         images = np.clip(images, 0, 255).astype(np.uint8)
@@ -151,7 +80,7 @@ def read_fer_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     faces = fer_faces(path)
     keep = faces.labels >= 0
     if not keep.any():
-        raise _fail(Path(path), "no rows with a label among " + ", ".join(LABELS))
+        raise bad_file(Path(path), "no rows with a label among " + ", ".join(LABELS))
     return np.ascontiguousarray(faces.images[keep]), faces.labels[keep]
 
 
@@ -208,15 +137,15 @@ def ferplus_votes(path: str | Path, *, filenames: np.ndarray | None = None, n_ro
     columns = tuple(str(c) for c in data["vote_columns"]) if "vote_columns" in data else FERPLUS_COLUMNS
     theirs = data["fer2013_filenames"].astype(str) if "fer2013_filenames" in data else None
     if votes.ndim != 2 or votes.shape[1] != len(FERPLUS_COLUMNS) or matched.shape != votes.shape[:1]:
-        raise _fail(path, f"votes must be (N,{len(FERPLUS_COLUMNS)}) with one 'matched' flag per row, "
+        raise bad_file(path, f"votes must be (N,{len(FERPLUS_COLUMNS)}) with one 'matched' flag per row, "
                           f"got {votes.shape} and {matched.shape}")
     if tuple(c.lower() for c in columns) != tuple(c.lower() for c in FERPLUS_COLUMNS):
-        raise _fail(path, f"vote_columns must be {', '.join(FERPLUS_COLUMNS)}, got {', '.join(columns)}")
+        raise bad_file(path, f"vote_columns must be {', '.join(FERPLUS_COLUMNS)}, got {', '.join(columns)}")
     if filenames is not None and theirs is not None:
         if len(theirs) != len(filenames) or not np.array_equal(theirs, np.asarray(filenames).astype(str)):
-            raise _fail(path, "not row-aligned with the FER2013 file: fer2013_filenames differ from its filenames")
+            raise bad_file(path, "not row-aligned with the FER2013 file: fer2013_filenames differ from its filenames")
     elif n_rows is not None and n_rows != len(votes):
-        raise _fail(path, f"{len(votes)} vote rows for {n_rows} faces")
+        raise bad_file(path, f"{len(votes)} vote rows for {n_rows} faces")
     elif filenames is None and n_rows is None and theirs is None:
         log.warning("%s: alignment with the faces cannot be checked (no filenames)", path)
     counts = np.zeros((len(votes), NUM_LABELS), dtype=np.int64)

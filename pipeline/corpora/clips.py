@@ -1,4 +1,4 @@
-"""Labelled multimodal clips for fusion training: a manifest and adapters for common corpora.
+"""Labelled video clips (fusion training, ``evaluate clips``): a manifest and adapters for common corpora.
 
 Every adapter yields ``Clip(path, label, split, speaker)``; labels go through pipeline.labels.
 - ``csv``: a file with columns ``path,label[,split][,speaker]`` (paths relative to the file);
@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotion_pipeline.corpora import labelled_csv
+from emotion_pipeline.corpora.manifest import labelled_csv
 from emotion_pipeline.errors import InputError
 from emotion_pipeline.labels import UnknownLabelError, canonical, mead_label, ravdess_fields
 
@@ -29,11 +29,8 @@ class Clip:
 
 
 def _csv_clips(path: Path) -> list[Clip]:
-    try:
-        rows = labelled_csv(path)
-    except ValueError as e:
-        raise InputError(str(e)) from e
-    return [Clip(clip, label, row.get("split") or None, row.get("speaker") or None) for clip, label, row in rows]
+    return [Clip(clip, label, row.get("split") or None, row.get("speaker") or None)
+            for clip, label, row in labelled_csv(path)]
 
 
 def _ravdess_clips(folder: Path) -> list[Clip]:

@@ -11,10 +11,11 @@ Pools (each example: probs (7,), embedding (D,), label index, group, split):
 - audio: RAVDESS / TESS clips, scored on 3 s windows and averaged, split by speaker;
 - text: MELD-format CSV utterances, split by dialogue;
 - clips: a manifest of real multimodal clips, each analysed by the full pipeline (see
-  ``pipeline.train.manifests``), one example per clip with all three modalities (some missing).
+  ``pipeline.corpora.clips``), one example per clip with all three modalities (some missing).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,14 +26,55 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from emotion_pipeline.corpora.speech import speech_items
 from emotion_pipeline.data import data_dir
+from emotion_pipeline.errors import ConfigError, InputError, bad_file
 from emotion_pipeline.fileio import atomic_write, atomic_write_text
-from emotion_pipeline.corpora import speech_items
 from emotion_pipeline.labels import LABEL_INDEX
 
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The fusion config's ``data:`` section: which examples the head trains and is selected on."""
+    kind: str = "paired_unimodal"   # paired_unimodal | manifest
+    # paired_unimodal pools, paths relative to $EMOTION_DATA_DIR. Each is the encoder's own
+    # validation split, so its scores are out-of-sample (training-set scores are overconfident).
+    face_npz: str = "faces/fer2013/fer2013_publictest_3589.npz"
+    # face labels: "fer2013" = the npz's own labels; "ferplus" = the FER+ crowd majority label
+    # (FerPlusVotes.majority) from the ferplus_votes_<split>.npz beside it, faces without one left out
+    face_labels: str = "fer2013"
+    audio_dirs: tuple[str, ...] = ("speech/ravdess/Actor_17", "speech/ravdess/Actor_18",
+                                   "speech/ravdess/Actor_19", "speech/ravdess/Actor_20")
+    audio_val_groups: tuple[str, ...] = ("actor19", "actor20")   # speakers held out for validation
+    text_csv: str = "text/meld/dev_sent_emo.csv"
+    val_fraction: float = 0.5       # face images / text dialogues held out for validation
+    max_per_modality: int = 0       # 0 = all; the tiny config uses a few hundred
+    train_examples: int = 8000      # paired triples drawn per epoch
+    val_examples: int = 3000        # fixed (seeded) validation triples
+    # manifest of real multimodal clips (pipeline.corpora.clips)
+    manifest: str | None = None
+    adapter: str = "csv"            # csv | ravdess | mead | meld
+    val_speakers: tuple[str, ...] = ()
+    cache_dir: str = "runs/features"
+
+    def spec(self, seed: int) -> dict[str, Any]:
+        """What the cached features depend on (their cache key), with the run's seed."""
+        return {**{k: v for k, v in dataclasses.asdict(self).items()
+                   if k not in ("train_examples", "val_examples", "cache_dir")}, "seed": seed}
+
+
+@dataclass(frozen=True)
+class ClipFeatures:
+    """One example per analysed clip: each modality's clip-level mean scores (masked when absent)."""
+    probs: np.ndarray              # (N, 3, 7)
+    mask: np.ndarray               # (N, 3)
+    embeddings: tuple[np.ndarray, ...]   # per modality (N, D_m)
+    labels: np.ndarray             # (N,)
+    is_val: np.ndarray             # (N,) bool
 
 
 @dataclass(frozen=True)
@@ -66,24 +108,21 @@ def face_examples(npz: str, val_fraction: float, seed: int, limit: int, label_so
     """FER2013-format faces with their labels: the file's own ("fer2013") or the FER+ crowd
     majority from the vote file beside it ("ferplus"; faces without a majority are left out).
     Groups (buckets of 50 rows) are over the file's row numbers either way."""
-    from emotion_pipeline.corpora import fer_faces, ferplus_votes, ferplus_votes_path  # one format, one reader
+    from emotion_pipeline.corpora.faces import fer_faces, ferplus_votes, ferplus_votes_path
     path = _resolve(npz)
     faces = fer_faces(path)
+    if label_source not in ("fer2013", "ferplus"):
+        raise ConfigError(f"data.face_labels: must be fer2013 or ferplus, got {label_source!r}")
+    labels = faces.labels
     if label_source == "ferplus":
-        vote_file = ferplus_votes_path(path)
-        if vote_file is None:
-            raise ValueError(f"{path}: face_labels=ferplus needs ferplus_votes_<split>.npz beside it")
+        if (vote_file := ferplus_votes_path(path)) is None:
+            raise bad_file(path, "face_labels=ferplus needs ferplus_votes_<split>.npz beside it")
         labels = ferplus_votes(vote_file, filenames=faces.filenames, n_rows=len(faces.labels)).majority()
-    elif label_source == "fer2013":
-        labels = faces.labels
-    else:
-        raise ValueError(f"face_labels must be fer2013 or ferplus, got {label_source!r}")
     idx = np.flatnonzero(labels >= 0)
-    images = faces.images
     if limit:
         idx = np.random.default_rng(seed).permutation(idx)[:limit]
     groups = np.array([f"img{i // 50}" for i in idx])  # buckets of 50 consecutive images
-    return images[idx], labels[idx], groups, np.array([_hash_split(g, val_fraction, seed) for g in groups])
+    return faces.images[idx], labels[idx], groups, np.array([_hash_split(g, val_fraction, seed) for g in groups])
 
 
 def audio_examples(dirs: tuple[str, ...], val_groups: tuple[str, ...], seed: int, limit: int):
@@ -97,7 +136,7 @@ def audio_examples(dirs: tuple[str, ...], val_groups: tuple[str, ...], seed: int
 
 
 def text_examples(path: str, val_fraction: float, seed: int, limit: int):
-    from emotion_pipeline.evaluate.text import read_grouped  # the evaluation command's reader
+    from emotion_pipeline.corpora.text import read_grouped
     texts, labels, groups, _ = read_grouped(_resolve(path))
     idx = np.arange(len(texts))
     if limit:
@@ -117,22 +156,19 @@ def clip_audio_scores(predictor, wave: np.ndarray, window_s: float, sample_rate_
     return probs.mean(0), embs.mean(0)
 
 
-def _save_pool(folder: Path, name: str, pool: Pool) -> None:
-    for k, start in enumerate(range(0, max(len(pool), 1), SHARD_SIZE)):
-        sl = slice(start, start + SHARD_SIZE)
-        atomic_write(folder / f"{name}-{k:03d}.npz", lambda tmp, sl=sl: np.savez(
-            open(tmp, "wb"), probs=pool.probs[sl], embeddings=pool.embeddings[sl], labels=pool.labels[sl],
-            groups=pool.groups[sl].astype("U64"), is_val=pool.is_val[sl]))
+def _save_shards(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
+    """``arrays`` (same length) as ``name-000.npz``, ``name-001.npz``, ... of SHARD_SIZE rows (no pickle)."""
+    n = len(next(iter(arrays.values())))
+    for k, start in enumerate(range(0, max(n, 1), SHARD_SIZE)):
+        def write(tmp, sl=slice(start, start + SHARD_SIZE)):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{key: a[sl] for key, a in arrays.items()})
+        atomic_write(folder / f"{name}-{k:03d}.npz", write)
 
 
-def _load_pool(folder: Path, name: str) -> Pool | None:
-    shards = sorted(folder.glob(f"{name}-*.npz"))
-    if not shards:
-        return None
-    parts = [np.load(s, allow_pickle=False) for s in shards]
-    cat = lambda key: np.concatenate([p[key] for p in parts])  # noqa: E731
-    return Pool(cat("probs").astype(np.float32), cat("embeddings").astype(np.float32), cat("labels"),
-                cat("groups"), cat("is_val").astype(bool))
+def _load_shards(folder: Path, name: str) -> dict[str, np.ndarray] | None:
+    parts = [np.load(s, allow_pickle=False) for s in sorted(folder.glob(f"{name}-*.npz"))]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0].files} if parts else None
 
 
 def cache_key(spec: dict[str, Any], encoders: dict[str, Any]) -> str:
@@ -140,23 +176,24 @@ def cache_key(spec: dict[str, Any], encoders: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_unimodal(spec: dict[str, Any], predictors: dict[str, Any], cache_root: Path,
-                   *, progress: bool = True) -> tuple[dict[str, Pool], Path]:
-    """Pools for face/audio/text from the unimodal corpora in ``spec``, cached under cache_root/<key>."""
+def build_unimodal(data: DataConfig, seed: int, predictors: dict[str, Any], *,
+                   progress: bool = True) -> tuple[dict[str, Pool], Path]:
+    """Pools for face/audio/text from the unimodal corpora of ``data``, cached under data.cache_dir/<key>."""
+    spec, cache_root = data.spec(seed), data.cache_dir
     encoders = {m: p.describe() for m, p in predictors.items()}
     folder = Path(cache_root) / cache_key(spec, encoders)
     meta_path = folder / "meta.json"
     if meta_path.exists():
-        pools = {m: _load_pool(folder, m) for m in ("face", "audio", "text")}
-        if all(p is not None for p in pools.values()):
+        shards = {m: _load_shards(folder, m) for m in ("face", "audio", "text")}
+        if all(a is not None for a in shards.values()):
             log.info("feature cache hit: %s", folder)
-            return pools, folder
+            return {m: Pool(a["probs"].astype(np.float32), a["embeddings"].astype(np.float32), a["labels"], a["groups"],
+                            a["is_val"].astype(bool)) for m, a in shards.items()}, folder
     folder.mkdir(parents=True, exist_ok=True)
-    seed, limit = spec["seed"], spec["max_per_modality"]
+    limit = data.max_per_modality
     pools: dict[str, Pool] = {}
 
-    images, labels, groups, is_val = face_examples(spec["face_npz"], spec["val_fraction"], seed, limit,
-                                                   spec.get("face_labels", "fer2013"))
+    images, labels, groups, is_val = face_examples(data.face_npz, data.val_fraction, seed, limit, data.face_labels)
     probs, embs = [], []
     for i in tqdm(range(0, len(images), 256), desc="features: face", disable=not progress):
         p, e = predictors["face"].predict(images[i:i + 256])
@@ -165,7 +202,7 @@ def build_unimodal(spec: dict[str, Any], predictors: dict[str, Any], cache_root:
 
     from emotion_pipeline.audio_windows import load_audio_file
     from emotion_pipeline.encoders import audio_window_s
-    paths, labels, groups, is_val = audio_examples(tuple(spec["audio_dirs"]), tuple(spec["audio_val_groups"]), seed, limit)
+    paths, labels, groups, is_val = audio_examples(data.audio_dirs, data.audio_val_groups, seed, limit)
     window_s = audio_window_s(predictors["audio"])
     probs, embs = [], []
     for path in tqdm(paths, desc="features: audio", disable=not progress):
@@ -173,12 +210,13 @@ def build_unimodal(spec: dict[str, Any], predictors: dict[str, Any], cache_root:
         probs.append(p); embs.append(e)
     pools["audio"] = Pool(np.stack(probs).astype(np.float32), np.stack(embs).astype(np.float32), labels, groups, is_val)
 
-    texts, labels, groups, is_val = text_examples(spec["text_csv"], spec["val_fraction"], seed, limit)
+    texts, labels, groups, is_val = text_examples(data.text_csv, data.val_fraction, seed, limit)
     p, e = predictors["text"].predict(texts)
     pools["text"] = Pool(p.astype(np.float32), e.astype(np.float32), labels, groups, is_val)
 
     for name, pool in pools.items():
-        _save_pool(folder, name, pool)
+        _save_shards(folder, name, {"probs": pool.probs, "embeddings": pool.embeddings, "labels": pool.labels,
+                                    "groups": pool.groups.astype("U64"), "is_val": pool.is_val})
     atomic_write_text(meta_path, json.dumps({
         "encoders": encoders, "spec": spec,
         "counts": {m: {"train": int((~p.is_val).sum()), "val": int(p.is_val.sum())} for m, p in pools.items()}},
@@ -194,20 +232,15 @@ def _clip_is_val(clip, val_speakers: tuple[str, ...], val_fraction: float, seed:
     return _hash_split(clip.speaker or str(clip.path), val_fraction, seed)
 
 
-def build_manifest(clips: list, analyzer, spec: dict[str, Any], cache_root: Path, *, progress: bool = True):
+def build_manifest(clips: list, analyzer, data: DataConfig, seed: int, *, progress: bool = True) -> ClipFeatures:
     """One example per labelled clip, analysed by the full pipeline: clip-level mean of each
-    modality's per-second scores (a modality missing in every second stays masked).
-
-    Returns (probs (N,3,7), mask (N,3), [emb (N,D_m)] x 3, labels (N,), is_val (N,)), cached."""
+    modality's per-second scores (a modality missing in every second stays masked); cached."""
+    spec, cache_root = data.spec(seed), data.cache_dir
     encoders = {m: analyzer.models[m] for m in ("face", "audio", "text")}
     folder = Path(cache_root) / cache_key(spec, encoders)
-    cached = sorted(folder.glob("clips-*.npz"))
-    if (folder / "meta.json").exists() and cached:
-        parts = [np.load(p, allow_pickle=False) for p in cached]
-        cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
-        return (cat("probs"), cat("mask"), [cat(f"emb{j}") for j in range(3)], cat("labels"), cat("is_val").astype(bool))
-    rows = []
-    failed = 0
+    if (folder / "meta.json").exists() and (a := _load_shards(folder, "clips")) is not None:
+        return ClipFeatures(a["probs"], a["mask"], tuple(a[f"emb{j}"] for j in range(3)), a["labels"], a["is_val"].astype(bool))
+    rows, failed = [], 0
     for clip in tqdm(clips, desc="features: clips", disable=not progress):
         try:
             res = analyzer.run(clip.path)
@@ -218,15 +251,12 @@ def build_manifest(clips: list, analyzer, spec: dict[str, Any], cache_root: Path
         per_mod = []
         for name in ("face", "audio", "text"):
             entries = [getattr(e, name) for e in res.entries if getattr(e, name) is not None]
-            if entries:
-                emb = [e.embedding for e in entries if e.embedding is not None]
-                per_mod.append((np.mean([e.probs for e in entries], 0), np.mean(emb, 0) if emb else None))
-            else:
-                per_mod.append(None)
+            emb = [e.embedding for e in entries if e.embedding is not None]
+            per_mod.append((np.mean([e.probs for e in entries], 0), np.mean(emb, 0) if emb else None) if entries else None)
         rows.append((per_mod, LABEL_INDEX[clip.label],
-                     _clip_is_val(clip, tuple(spec["val_speakers"]), spec["val_fraction"], spec["seed"])))
+                     _clip_is_val(clip, data.val_speakers, data.val_fraction, seed)))
     if not rows:
-        raise ValueError(f"no clip of the manifest could be analysed ({failed} failed)")
+        raise InputError(f"no clip of the manifest could be analysed ({failed} failed)")
     n = len(rows)
     dims = [next((len(r[0][j][1]) for r in rows if r[0][j] is not None and r[0][j][1] is not None), 1) for j in range(3)]
     probs = np.zeros((n, 3, len(LABEL_INDEX)), np.float32)
@@ -241,11 +271,8 @@ def build_manifest(clips: list, analyzer, spec: dict[str, Any], cache_root: Path
     labels = np.array([r[1] for r in rows], np.int64)
     is_val = np.array([r[2] for r in rows], bool)
     folder.mkdir(parents=True, exist_ok=True)
-    for k, start in enumerate(range(0, n, SHARD_SIZE)):
-        sl = slice(start, start + SHARD_SIZE)
-        atomic_write(folder / f"clips-{k:03d}.npz", lambda tmp, sl=sl: np.savez(
-            open(tmp, "wb"), probs=probs[sl], mask=mask[sl], emb0=embs[0][sl], emb1=embs[1][sl], emb2=embs[2][sl],
-            labels=labels[sl], is_val=is_val[sl]))
+    _save_shards(folder, "clips", {"probs": probs, "mask": mask, **{f"emb{j}": e for j, e in enumerate(embs)},
+                                   "labels": labels, "is_val": is_val})
     atomic_write_text(folder / "meta.json", json.dumps({"encoders": encoders, "spec": spec, "clips": n,
                                                          "failed": failed, "val": int(is_val.sum())}, indent=2, default=str))
-    return probs, mask, embs, labels, is_val
+    return ClipFeatures(probs, mask, tuple(embs), labels, is_val)

@@ -1,0 +1,63 @@
+"""Labelled speech: RAVDESS-named files (``03-01-EE-II-SS-RR-AA.flac|wav``, any depth, symlinks
+followed), TESS folders (``<speaker>_<emotion>/*.wav|flac``), and path,label CSV manifests."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotion_pipeline.corpora.manifest import labelled_csv
+from emotion_pipeline.errors import bad_file
+from emotion_pipeline.labels import LABEL_INDEX, UnknownLabelError, ravdess_fields, tess_label
+
+AUDIO_SUFFIXES = (".flac", ".wav")
+
+
+@dataclass(frozen=True)
+class SpeechItem:
+    path: Path
+    label: str                 # one of LABELS
+    speaker: str               # "ravdess_actor07", "tess_OAF"
+    emotion8: str | None = None  # RAVDESS's own eight-class name (calm kept), None for TESS
+
+
+def _files(root: Path) -> list[Path]:
+    paths = [Path(d) / f for d, _, files in os.walk(root, followlinks=True) for f in files]
+    return sorted(p for p in paths if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def speech_items(root: str | Path) -> list[SpeechItem]:
+    items = []
+    for path in _files(Path(root)):
+        fields = ravdess_fields(path.stem)
+        if fields is not None:
+            items.append(SpeechItem(path, fields["label"], f"ravdess_actor{fields['actor']}", fields["emotion8"]))
+            continue
+        folder = path.parent.name
+        if "_" in folder:
+            try:
+                label = tess_label(folder)
+            except UnknownLabelError:
+                continue
+            if label is not None:
+                items.append(SpeechItem(path, label, f"tess_{folder.split('_')[0]}"))
+    return items
+
+
+def labelled_audio(data: str | Path) -> tuple[list[tuple[Path, int]], str]:
+    """((audio path, label index) pairs, format 'ravdess-folder' | 'csv') of a folder of
+    RAVDESS-named files or a path,label CSV; DataError when unusable."""
+    data = Path(data)
+    if data.is_dir():
+        items = [(it.path, LABEL_INDEX[it.label]) for it in speech_items(data) if it.emotion8 is not None]
+        if not items:
+            raise bad_file(data, "no RAVDESS-named audio files (03-01-EE-II-SS-RR-AA.flac|wav) in this folder")
+        return items, "ravdess-folder"
+    if data.is_file() and data.suffix.lower() == ".csv":
+        items = [(audio, LABEL_INDEX[label]) for audio, label, _ in labelled_csv(data)]
+        if not items:
+            raise bad_file(data, "the manifest has no labelled rows")
+        return items, "csv"
+    if data.exists():
+        raise bad_file(data, "expected a folder of RAVDESS-named audio or a .csv manifest (path,label)")
+    raise bad_file(data, "no such file or folder")

@@ -1,0 +1,356 @@
+"""The one training loop. A trainer brings its data, its step and its evaluation; ``fit`` owns the rest.
+
+    fitted = fit(cfg, model, optimizer, batches=..., step=..., evaluate=..., metric="val_uar",
+                 scheduler=..., command=...)
+
+- ``batches(rng)``: one epoch of training batches, drawn with ``rng`` (a numpy Generator that the
+  loop owns, seeds and checkpoints); ``step(batch)``: the batch's mean loss, optionally with a dict
+  of per-step numbers to average over the epoch (``(loss, {"train_accuracy": 0.8})``). The loop
+  does zero_grad / backward / clip / optimizer.step / scheduler.step (the scheduler moves once per
+  optimisation step); ``evaluate()``: an ``Evaluation`` (run under ``torch.no_grad``).
+- Epochs are numbered from 1. Each writes a JSON line to metrics.jsonl (``val_`` + the
+  evaluation's metrics, ``is_best``), last.pt, and best.pt when ``metric`` (higher is better)
+  improves; curves.png every epoch, confusion.png of the best epoch. ``cfg.patience`` > 0 stops
+  after that many epochs without a better metric.
+- Trainers call ``seed_everything(cfg.seed)`` first (before building data and model); the loop's
+  own generator starts from ``cfg.seed`` unless the trainer hands it one.
+- A fresh run starts a fresh metrics.jsonl; ``cfg.resume`` continues from last.pt: model,
+  optimiser, scheduler, epoch, best metric and the python / numpy / torch random states, so a
+  resumed run takes the same steps as one that never stopped.
+- Checkpoints hold tensors and plain values only (``torch.save``), read back with
+  ``torch.load(weights_only=True)``. Shipped weights are safetensors: ``export`` (one per run)
+  writes them with ``weights_io.save``, records the checksum when the file is in
+  models/weights/, and writes a model card stub beside it.
+
+``average`` is stochastic weight averaging (face) and a uniform model soup (text): the parameter
+mean of several runs' checkpoints (``torch.optim.swa_utils.AveragedModel``), BatchNorm statistics
+recomputed (``update_bn``) when batches are given.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from emotion_pipeline import config as config_mod
+from emotion_pipeline.errors import TrainingError
+from emotion_pipeline.fileio import atomic_write, atomic_write_text
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.metrics import plot_confusion, plot_curves
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The keys every trainer's config starts with (configs/<task>_*.yaml)."""
+    MODES: ClassVar[tuple[str, ...]] = ("train", "export")
+    task: str = ""                  # face | audio | text | fusion (``train CONFIG`` reads it from here)
+    name: str = ""
+    out_dir: str = "runs/run"       # the run folder: config.json, metrics.jsonl, last.pt, best.pt, figures
+    mode: str = "train"             # train; export (best.pt of out_dir, no training); average (face, text); baseline (audio)
+    seed: int = 0
+    device: str = "auto"            # auto: CUDA when present
+    threads: int = 0                # torch CPU threads; 0: torch's default
+    epochs: int = 10
+    patience: int = 0               # stop after this many epochs without a better selection metric; 0: never
+    resume: bool = False            # continue from out_dir/last.pt
+    export: str | None = None       # write the best model here (.safetensors + a .md card stub)
+    version: str = ""               # recorded in the exported file
+    average_of: tuple[str, ...] = ()  # mode=average: the run folders whose checkpoints are averaged
+    progress: bool = True
+
+    def __post_init__(self):
+        def need(key: str, ok: bool, what: str) -> None:
+            if not ok:
+                raise config_mod.SettingError(key, f"{what}, got {getattr(self, key)!r}")
+
+        need("mode", self.mode in self.MODES, f"must be one of {', '.join(self.MODES)} for {self.task or 'this task'}")
+        need("epochs", self.epochs >= 1, "must be at least 1")
+        need("patience", self.patience >= 0, "must be >= 0 (0: no early stopping)")
+        need("threads", self.threads >= 0, "must be >= 0 (0: torch's default)")
+        need("average_of", (self.mode == "average") == bool(self.average_of),
+             "lists the run folders to average, with mode: average (and only then)")
+        need("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
+             "must be auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]                 # logged with a val_ prefix
+    confusion: Any = None                     # rows true, columns predicted (for confusion.png)
+    classes: tuple[str, ...] = LABELS
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    model: torch.nn.Module                    # with the best epoch's weights
+    best_metric: float
+    best_epoch: int
+    history: list[dict]
+    run: "RunDir"
+
+
+@dataclass(frozen=True)
+class Card:
+    """What an exported file says about itself (metadata and the .md stub beside it)."""
+    title: str
+    data: Any
+    split: Any
+    metrics: dict
+    command: str
+    extra: dict = field(default_factory=dict)   # more metadata (train_config, encoders, ...)
+
+
+def subset(n: int, limit: int, seed: int) -> np.ndarray:
+    """Indices 0..n-1, or a seeded pick of ``limit`` of them in order (limit 0: all)."""
+    if not limit or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    return {"python": random.getstate(), "numpy": numpy_state, "generator": rng.bit_generator.state,
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict, rng: np.random.Generator) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = dict(state["numpy"], state=dict(state["numpy"]["state"]))
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(numpy_state)
+    rng.bit_generator.state = state["generator"]
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RunDir:
+    """A run folder: config.json, metrics.jsonl, last.pt, best.pt, curves.png, confusion.png."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def start(self, cfg: RunConfig, command: str, **more: Any) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_json("config.json", {"command": command, **config_mod.to_dict(cfg), **more})
+        return self
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_text(self.path / name, json.dumps(obj, indent=2, default=str))
+
+    def read_json(self, name: str) -> dict:
+        f = self.path / name
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def history(self) -> list[dict]:
+        f = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+
+    def checkpoint(self, which: str = "best", *, required: bool = True) -> dict | None:
+        path = self.path / f"{which}.pt"
+        if not path.exists():
+            if required:
+                raise TrainingError(f"{path}: no such checkpoint (train first, or check the run folder)")
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise TrainingError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+    def save(self, which: str, state: dict) -> None:
+        atomic_write(self.path / f"{which}.pt", lambda tmp: torch.save(state, tmp))
+
+
+def load_weights(model: torch.nn.Module, state: dict, where: Any) -> None:
+    """``load_state_dict`` with a TrainingError naming ``where`` when the architectures differ."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise TrainingError(f"{where}: weights of another architecture than the config's "
+                            f"({str(exc).splitlines()[0]})") from exc
+
+
+def fit(cfg: RunConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
+        batches: Callable[[np.random.Generator], Iterable[Any]], step: Callable[[Any], Any],
+        evaluate: Callable[[], Evaluation], metric: str, scheduler: Any = None,
+        rng: np.random.Generator | None = None, clip_grad: float | None = None, command: str = "") -> Fitted:
+    """Train ``model`` for ``cfg.epochs`` (see the module docstring); returns it with the best weights."""
+    rng = np.random.default_rng(cfg.seed) if rng is None else rng
+    run = RunDir(cfg.out_dir).start(cfg, command)
+    start, best, best_epoch = 1, -math.inf, 0
+    ckpt = run.checkpoint("last", required=False) if cfg.resume else None
+    if ckpt is not None:
+        if "rng" not in ckpt:
+            raise TrainingError(f"{run.path / 'last.pt'}: written by the former per-trainer command; it can be "
+                                "exported (mode: export) or averaged, not resumed")
+        load_weights(model, ckpt["model"], run.path / "last.pt")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"], rng)
+        start, best, best_epoch = ckpt["epoch"] + 1, ckpt["best_metric"], ckpt["best_epoch"]
+        log.info("resumed %s after epoch %d (best %s %.4f at epoch %d)", run.path, start - 1, metric, best, best_epoch)
+    else:
+        if cfg.resume:
+            log.info("resume: no last.pt in %s, starting afresh", run.path)
+        (run.path / "metrics.jsonl").unlink(missing_ok=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for epoch in range(start, cfg.epochs + 1):
+        if cfg.patience and epoch - 1 - best_epoch >= cfg.patience:
+            log.info("early stop: no better %s for %d epochs", metric, cfg.patience)
+            break
+        t0 = time.perf_counter()
+        model.train()
+        losses, logs = [], defaultdict(list)
+        for batch in tqdm(batches(rng), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=10,
+                          disable=not cfg.progress):
+            out = step(batch)
+            loss, numbers = out if isinstance(out, tuple) else (out, {})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(float(loss.detach()))
+            for k, v in numbers.items():
+                logs[k].append(v)
+        model.eval()
+        with torch.no_grad():
+            ev = evaluate()
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
+                  **{k: float(np.mean(v)) for k, v in logs.items()},
+                  **{f"val_{k}": v for k, v in ev.metrics.items()},
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
+        if metric not in record:
+            raise TrainingError(f"selection metric {metric!r} is not among the epoch's {sorted(record)}")
+        is_best = record[metric] > best
+        if is_best:
+            best, best_epoch = record[metric], epoch
+        with open(run.path / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps({**record, "is_best": is_best}) + "\n")
+        log.info("epoch %d: %s%s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                                                  if isinstance(v, float) and k not in ("lr", "seconds")),
+                 " (best)" if is_best else "")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch,
+                 "best_metric": best, "best_epoch": best_epoch, "metric": metric, "rng": _rng_state(rng),
+                 "config_json": json.dumps(config_mod.to_dict(cfg))}
+        run.save("last", state)
+        if is_best:
+            run.save("best", state)
+            if ev.confusion is not None:
+                plot_confusion(ev.confusion, list(ev.classes), run.path / "confusion.png",
+                               title=f"{ev.title}, epoch {epoch}".lstrip(", "))
+        plot_curves(run.history(), run.path / "curves.png",
+                    keys=("train_loss", "val_loss", metric) + tuple(logs))
+    load_weights(model, run.checkpoint("best")["model"], run.path / "best.pt")
+    model.eval()
+    return Fitted(model, best, best_epoch, run.history(), run)
+
+
+def average(cfg: RunConfig, model: torch.nn.Module, *, which: str, same: tuple[str, ...] = (),
+            bn_batches: Iterable[torch.Tensor] | None = None, command: str = "") -> torch.nn.Module:
+    """The parameter mean of the ``which`` checkpoints (last / best) of ``cfg.average_of`` into
+    ``model`` (AveragedModel), BatchNorm statistics recomputed over ``bn_batches`` (update_bn);
+    saved as cfg.out_dir/best.pt (epoch 0) so that export and resume-free evaluation find it.
+    ``same``: config keys the runs must agree on (a soup of differently initialised heads is meaningless)."""
+    if len(cfg.average_of) < 2:
+        raise TrainingError(f"average_of: needs at least two run folders, got {list(cfg.average_of)}")
+    runs = [RunDir(p) for p in cfg.average_of]
+    ckpts = [r.checkpoint(which) for r in runs]
+    configs = [json.loads(c.get("config_json", "{}")) for c in ckpts]
+    for key in same:
+        values = {json.dumps(c.get(key)) for c in configs}
+        if len(values) > 1:
+            raise TrainingError(f"average_of: the runs differ in {key} ({', '.join(sorted(values))}); "
+                                "they cannot be averaged")
+    averaged = torch.optim.swa_utils.AveragedModel(model)
+    for run, ckpt in zip(runs, ckpts):
+        load_weights(model, ckpt["model"], run.path / f"{which}.pt")
+        averaged.update_parameters(model)
+    with torch.no_grad():  # the mean parameters; buffers stay the last run's until update_bn recomputes them
+        for mine, mean in zip(model.parameters(), averaged.module.parameters()):
+            mine.copy_(mean)
+    if bn_batches is not None:
+        torch.optim.swa_utils.update_bn(bn_batches, model, device=next(model.parameters()).device)
+    model.eval()
+    ingredients = [{"run": str(r.path), "epoch": c.get("epoch"), "best_metric": c.get("best_metric"),
+                    "command": r.read_json("config.json").get("command", ""), "config": conf}
+                   for r, c, conf in zip(runs, ckpts, configs)]
+    run = RunDir(cfg.out_dir).start(cfg, command, averaged=ingredients)
+    (run.path / "metrics.jsonl").unlink(missing_ok=True)
+    run.save("best", {"model": model.state_dict(), "epoch": 0, "best_metric": math.nan, "best_epoch": 0,
+                      "config_json": json.dumps({**config_mod.to_dict(cfg), "averaged": ingredients})})
+    log.info("averaged the %s.pt of %d runs into %s", which, len(runs), run.path / "best.pt")
+    return model
+
+
+def export(path: str | Path, weights: torch.nn.Module | dict, *, arch: str, config: Any, card: Card,
+           version: str = "", dtype: torch.dtype | None = None) -> str:
+    """The run's one export: safetensors via weights_io.save (checksum recorded when ``path`` is in
+    models/weights/) and a card stub ``<stem>.md`` beside it (``<stem>.stub.md`` when a hand-written
+    card is there). Returns the SHA-256."""
+    from emotion_pipeline.models import registry, weights_io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"version": version, "data": card.data, "split": card.split, "metrics": card.metrics,
+            "command": card.command, **card.extra}
+    digest = weights_io.save(path, weights, arch=arch, config=config, extra=meta, dtype=dtype)
+    if path.resolve().parent == registry.WEIGHTS_DIR.resolve():
+        registry.record_checksum(path)
+    stub = path.with_suffix(".md")
+    if stub.exists() and not stub.read_text().startswith(STUB_MARK):
+        stub = path.with_suffix(".stub.md")
+        log.info("%s is hand-written: the card stub goes to %s", path.with_suffix(".md").name, stub.name)
+    atomic_write_text(stub, _card_text(path, card, version, digest, dtype))
+    log.info("exported %s (sha256 %s), card %s", path, digest[:12], stub)
+    return digest
+
+
+STUB_MARK = "<!-- model card stub written by `python -m emotion_pipeline train` -->"
+
+
+def _card_text(path: Path, card: Card, version: str, digest: str, dtype: torch.dtype | None) -> str:
+    def flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+        if not isinstance(d, dict):
+            return [(prefix, d)]
+        return [kv for k, v in d.items() if k not in ("confusion_matrix", "labels", "support", "per_class_recall", "per_class_f1")
+                for kv in flat(v, f"{prefix}.{k}" if prefix else str(k))]
+
+    rows = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+            for k, v in flat(card.metrics) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return "\n".join([
+        STUB_MARK, f"# {path.name}: {card.title}", "",
+        f"Version {version or '-'}, {'float16' if dtype == torch.float16 else 'float32'} tensors, "
+        f"SHA-256 `{digest}`. Written by the training run; replace this stub with a full card "
+        "(intended use, limits, licences of the data) before shipping.", "",
+        "## Data", "", "```", json.dumps(card.data, indent=2), "```", "",
+        "## Split", "", "```", json.dumps(card.split, indent=2), "```", "",
+        "## Metrics", "", "| metric | value |", "|---|---|", *rows, "",
+        "## Command", "", "```", card.command, "```", ""])
