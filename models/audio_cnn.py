@@ -21,11 +21,12 @@ from torch import nn
 import torch.nn.functional as F
 
 from emotion_pipeline.labels import NUM_LABELS
+from emotion_pipeline.models import SAMPLE_RATE_HZ
 
 
 @dataclass(frozen=True)
 class AudioCNNConfig:
-    sample_rate_hz: int = 16000   # the shared speech data is 16 kHz mono (shared/data/README.md)
+    sample_rate_hz: int = SAMPLE_RATE_HZ   # the shared speech data is 16 kHz mono (shared/data/README.md)
     n_fft: int = 512              # 32 ms analysis frame at 16 kHz, the usual speech STFT size
     hop: int = 160                # 10 ms hop: 100 frames per second
     n_mels: int = 64              # 64 bands up to 8 kHz: common for small speech-emotion CNNs

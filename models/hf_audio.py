@@ -20,10 +20,10 @@ import torch
 from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
 from emotion_pipeline.models.sources import ModelUnavailableError
 from emotion_pipeline.labels import NUM_LABELS
+from emotion_pipeline.models import SAMPLE_RATE_HZ   # every Wav2Vec2 checkpoint is trained on 16 kHz audio
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000   # every Wav2Vec2 checkpoint is trained on 16 kHz audio
 DEFAULT_BATCH = 8        # waves per forward pass; 8 x 10 s through wav2vec2-base is ~2 GB on CPU
 
 

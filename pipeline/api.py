@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from emotion_pipeline import exports
-from emotion_pipeline.errors import ConfigError, PipelineError
+from emotion_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ def _config(config: str | Path | None, settings: dict[str, Any]):
     settings = dict(settings)
     settings.setdefault("progress", sys.stderr.isatty())
     path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    try:
-        return load(AnalyzeConfig, path, [f"{k}={json.dumps(v, default=str)}" for k, v in settings.items()])
-    except ConfigError as e:   # the loader names command-line overrides; here they are keyword arguments
-        raise ConfigError(str(e).replace("--set ", "setting ", 1)) from None
+    return load(AnalyzeConfig, path, [f"{k}={json.dumps(v, default=str)}" for k, v in settings.items()], label="setting")
 
 
 class Session:

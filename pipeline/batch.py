@@ -283,8 +283,8 @@ def shard_of(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise PipelineError(f"--shard {text}: expected i/N, e.g. 1/4") from None
+    except ValueError as exc:
+        raise PipelineError(f"--shard {text}: expected i/N, e.g. 1/4") from exc
     if not 1 <= i <= n:
         raise PipelineError(f"--shard {text}: i must be 1..N")
     return i, n

@@ -63,15 +63,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
             number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
         if not math.isfinite(number):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return number
@@ -92,6 +92,19 @@ class SettingError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+def check(cfg: Any, *rules: tuple[str, bool, str]) -> None:
+    """A config's range checks (its ``__post_init__``): each rule is (key, whether it holds, what must
+    hold); the first that fails raises SettingError naming the key and its value."""
+    for key, ok, what in rules:
+        if not ok:
+            raise SettingError(key, f"{what}, got {getattr(cfg, key)!r}")
+
+
+def device_rule(device: str) -> tuple[str, bool, str]:
+    """The ``device`` setting's rule, the same for analysis and training."""
+    return "device", re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device) is not None, "must be auto, cpu, cuda, cuda:N or mps"
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", *,
@@ -120,7 +133,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", *,
         try:
             kwargs[k] = _coerce(v, tp, key)
         except ConfigError as e:
-            raise ConfigError(f"{origin(key)}: {e}") from None  # the message is complete; no chain to show
+            raise ConfigError(f"{origin(key)}: {e}") from e
     try:
         return cls(**kwargs)
     except SettingError as e:
@@ -129,9 +142,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", *,
         raise ConfigError(f"{where}: {prefix}{e}") from e
 
 
-def _parse_override(text: str) -> tuple[list[str], Any]:
+def _parse_override(text: str, label: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise ConfigError(f"--set {text}: expected key=value")
+        raise ConfigError(f"{label} {text}: expected key=value")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -140,9 +153,11 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+         label: str = "--set") -> T:
     """Read YAML (if given) into ``cls``, apply ``key=value`` overrides, validate everything.
-    An error names the key, the bad value, and where it came from (the file or ``--set``)."""
+    An error names the key, the bad value, and where it came from: the file, or ``<label> key=value``
+    (``--set`` on the command line, ``setting`` for the API's keyword arguments)."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -158,16 +173,16 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
             raise ConfigError(f"{path}: top level must be a mapping")
     origins: dict[str, str] = {}
     for item in overrides:
-        keys, value = _parse_override(item)
+        keys, value = _parse_override(item, label)
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item}: {k} is not a section")
+                raise ConfigError(f"{label} {item}: {k} is not a section")
         node[keys[-1]] = value
-        origins[".".join(keys)] = f"--set {item}"
+        origins[".".join(keys)] = f"{label} {item}"
         for i in range(1, len(keys)):   # a nested override: its section's errors point at it too
-            origins.setdefault(".".join(keys[:i]), f"--set {item}")
+            origins.setdefault(".".join(keys[:i]), f"{label} {item}")
     return from_dict(cls, data, where, origins=origins)
 
 
@@ -202,27 +217,23 @@ class AnalyzeConfig:
     progress: bool = True
 
     def __post_init__(self):
-        def need(key: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise SettingError(key, f"{what}, got {getattr(self, key)!r}")
-
-        need("profile", self.profile in ("default", "full"), "must be default or full")
-        need("frames_per_second", 0 < self.frames_per_second <= 60, "must be > 0 and at most 60")
-        need("max_frame_side_px", 64 <= self.max_frame_side_px <= 8192,
-             "must be 64..8192 pixels (smaller frames leave no face to find)")
-        need("face_batch_size", 1 <= self.face_batch_size <= 4096, "must be 1..4096")
-        need("primary_face", self.primary_face in ("dominant", "largest") or self.primary_face.isdigit(),
-             "must be dominant, largest, or a face_id (0, 1, ...)")
-        need("audio_window_s", self.audio_window_s is None or 0.5 <= self.audio_window_s <= 30,
-             "must be null or 0.5..30 seconds")
-        need("min_speech_fraction", 0 <= self.min_speech_fraction <= 1, "must be 0..1")
-        need("text_context_s", 0 <= self.text_context_s <= 30, "must be 0..30 seconds")
-        need("modality_weights", len(self.modality_weights) == 3, "needs three numbers: face, audio, text")
-        need("modality_weights", all(w >= 0 for w in self.modality_weights) and any(w > 0 for w in self.modality_weights),
-             "must be three numbers >= 0, not all 0")
-        need("smoothing_window_s", 0 <= self.smoothing_window_s <= 60, "must be 0..60 seconds (0 or 1: no smoothing)")
-        need("fusion", self.fusion in ("auto", "average", "head"), "fusion must be auto, average or head")
-        need("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
-             "must be auto, cpu, cuda, cuda:N or mps")
-        need("language", self.language is None or re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", self.language) is not None,
-             "must be null (detect) or a language code such as en")
+        check(self,
+              ("profile", self.profile in ("default", "full"), "must be default or full"),
+              ("frames_per_second", 0 < self.frames_per_second <= 60, "must be > 0 and at most 60"),
+              ("max_frame_side_px", 64 <= self.max_frame_side_px <= 8192,
+               "must be 64..8192 pixels (smaller frames leave no face to find)"),
+              ("face_batch_size", 1 <= self.face_batch_size <= 4096, "must be 1..4096"),
+              ("primary_face", self.primary_face in ("dominant", "largest") or self.primary_face.isdigit(),
+               "must be dominant, largest, or a face_id (0, 1, ...)"),
+              ("audio_window_s", self.audio_window_s is None or 0.5 <= self.audio_window_s <= 30,
+               "must be null or 0.5..30 seconds"),
+              ("min_speech_fraction", 0 <= self.min_speech_fraction <= 1, "must be 0..1"),
+              ("text_context_s", 0 <= self.text_context_s <= 30, "must be 0..30 seconds"),
+              ("modality_weights", len(self.modality_weights) == 3, "needs three numbers: face, audio, text"),
+              ("modality_weights", all(w >= 0 for w in self.modality_weights) and any(w > 0 for w in self.modality_weights),
+               "must be three numbers >= 0, not all 0"),
+              ("smoothing_window_s", 0 <= self.smoothing_window_s <= 60, "must be 0..60 seconds (0 or 1: no smoothing)"),
+              ("fusion", self.fusion in ("auto", "average", "head"), "fusion must be auto, average or head"),
+              device_rule(self.device),
+              ("language", self.language is None or re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", self.language) is not None,
+               "must be null (detect) or a language code such as en"))

@@ -26,11 +26,11 @@ import av
 import numpy as np
 
 from emotion_pipeline.errors import InputError
+from emotion_pipeline.models import SAMPLE_RATE_HZ   # what Whisper, Wav2Vec2 and our audio model expect
 from emotion_pipeline.records import AudioChunk, Frame, StreamCoverage, VideoInfo
 
 log = logging.getLogger(__name__)
 
-AUDIO_RATE_HZ = 16_000  # what Whisper, Wav2Vec2 and our audio model expect
 STILL_IMAGE_CODECS = {"mjpeg", "png", "bmp", "webp", "tiff", "gif", "jpegls", "jpeg2000"}
 STILL_IMAGE_DURATION_S = 1.0  # a still image is analysed as one second of video
 # A hole in a stream longer than this is recorded as lost. Video: a frame may legitimately last
@@ -270,9 +270,9 @@ class AudioPlacer:
     a late start or a hole becomes silence (in pieces of at most ``max_piece`` samples, so a long
     hole stays bounded), samples before the origin (encoder priming) are dropped."""
 
-    def __init__(self, origin: float, coverage: Coverage | None = None, max_piece: int = 30 * AUDIO_RATE_HZ):
+    def __init__(self, origin: float, coverage: Coverage | None = None, max_piece: int = 30 * SAMPLE_RATE_HZ):
         self.origin, self.coverage, self.max_piece = origin, coverage, max_piece
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE_HZ)
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
         self.expected_t: float | None = None   # where the next decoded frame should start, seconds
         self.drop = 0                          # samples still to discard
 
@@ -288,11 +288,11 @@ class AudioPlacer:
         gap = 0
         if self.expected_t is None:
             if t > AUDIO_JITTER_S:               # audio starts after the picture: silence before it
-                gap = int(round(t * AUDIO_RATE_HZ))
+                gap = int(round(t * SAMPLE_RATE_HZ))
             elif t < 0:                          # before the origin (encoder priming): drop it
-                self.drop = int(round(-t * AUDIO_RATE_HZ))
+                self.drop = int(round(-t * SAMPLE_RATE_HZ))
         elif t - self.expected_t > AUDIO_JITTER_S:   # packets lost or a hole in the stream: silence
-            gap = int(round((t - self.expected_t) * AUDIO_RATE_HZ))
+            gap = int(round((t - self.expected_t) * SAMPLE_RATE_HZ))
         while gap > 0:
             piece = min(gap, self.max_piece)
             yield np.zeros(piece, dtype=np.float32)
@@ -350,7 +350,7 @@ def iter_audio(path: str | Path, *, chunk_s: float = 30.0, coverage: Coverage | 
     """Yield consecutive chunks of 16 kHz mono float32 audio on the timeline (sample 0 is the
     origin); nothing when there is no audio stream. Gaps between decoded frames are silence."""
     path = Path(path)
-    chunk_len = int(chunk_s * AUDIO_RATE_HZ)
+    chunk_len = int(chunk_s * SAMPLE_RATE_HZ)
     with _open(path) as container:
         if not container.streams.audio:
             return
@@ -377,7 +377,7 @@ def iter_audio(path: str | Path, *, chunk_s: float = 30.0, coverage: Coverage | 
             pending.append(samples)
             n_pending += len(samples)
             while n_pending >= chunk_len:
-                yield AudioChunk(emitted / AUDIO_RATE_HZ, take(chunk_len), AUDIO_RATE_HZ)
+                yield AudioChunk(emitted / SAMPLE_RATE_HZ, take(chunk_len), SAMPLE_RATE_HZ)
                 emitted += chunk_len
         if n_pending:
-            yield AudioChunk(emitted / AUDIO_RATE_HZ, take(n_pending), AUDIO_RATE_HZ)
+            yield AudioChunk(emitted / SAMPLE_RATE_HZ, take(n_pending), SAMPLE_RATE_HZ)

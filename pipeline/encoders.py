@@ -18,7 +18,8 @@ from typing import Any, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from emotion_pipeline.models import face_cnn, registry
+from emotion_pipeline.audio_windows import second_windows
+from emotion_pipeline.models import SAMPLE_RATE_HZ, face_cnn, registry
 from emotion_pipeline.faces import FaceDetector, FaceTracker, aligned_crop
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
@@ -184,42 +185,6 @@ class FaceEncoder:
         return out
 
 
-def audio_windows(chunks: Iterable[AudioChunk], n_seconds: int, window_s: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(second, context window centred on it, the second's own samples), streaming with a bounded buffer."""
-    buf = np.zeros(0, dtype=np.float32)
-    buf_start = 0            # sample index of buf[0]
-    sr = None
-    second = 0
-    half = window_s / 2
-
-    def cut(sec: int, end_of_stream_at: int | None):
-        lo = max(0, int(round((sec + 0.5 - half) * sr)))
-        hi = int(round((sec + 0.5 + half) * sr))
-        if end_of_stream_at is not None:
-            hi = min(hi, end_of_stream_at)
-            lo = max(0, min(lo, hi - int(window_s * sr)))  # keep a full window at the end of the clip
-        own = buf[max(0, sec * sr - buf_start): max(0, (sec + 1) * sr - buf_start)]
-        return buf[lo - buf_start: hi - buf_start], own
-
-    for chunk in chunks:
-        sr = chunk.sample_rate_hz
-        buf = np.concatenate([buf, chunk.samples])
-        while second < n_seconds and buf_start + len(buf) >= int(round((second + 0.5 + half) * sr)):
-            window, own = cut(second, None)
-            yield second, window, own
-            second += 1
-            keep_from = max(0, int(round((second + 0.5 - half) * sr)) - int(window_s * sr))
-            if keep_from > buf_start:
-                buf, buf_start = buf[keep_from - buf_start:], keep_from
-    if sr is None:
-        return
-    end = buf_start + len(buf)
-    while second < n_seconds and second * sr < end:
-        window, own = cut(second, end)
-        yield second, window, own
-        second += 1
-
-
 class AudioEncoder:
     """Per-second audio scores: VAD over each streamed chunk (its statistics need seconds of
     context, so it never judges one second alone), then the model on a window centred on
@@ -254,8 +219,8 @@ class AudioEncoder:
             for (sec, _), p, e in zip(items, probs, embs):
                 out[sec] = _entry(p, e, speech_fraction=round(float(fractions[sec]), 3))
 
-        for second, window, own in audio_windows(with_vad(chunks), n_seconds, self.window_s):
-            if len(own) < 1600 or fractions[second] < self.min_speech_fraction:
+        for second, window, own in second_windows(with_vad(chunks), n_seconds, self.window_s):
+            if len(own) < SAMPLE_RATE_HZ // 10 or fractions[second] < self.min_speech_fraction:
                 continue  # silence, music, noise, or a sliver of a second: audio stays null
             pending[len(window)].append((second, window))
             if len(pending[len(window)]) >= self.batch_size:

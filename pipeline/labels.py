@@ -64,6 +64,7 @@ RAVDESS_EMOTIONS = {
     "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised",
 }
 RAVDESS_8 = tuple(RAVDESS_EMOTIONS.values())  # the eight-class label set, in code order
+RAVDESS_8_TO_OURS: tuple[int, ...] = tuple(LABEL_INDEX[canonical(e)] for e in RAVDESS_8)
 
 
 def ravdess_fields(stem: str) -> dict[str, str] | None:

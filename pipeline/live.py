@@ -33,11 +33,11 @@ import numpy as np
 
 from emotion_pipeline import demux, fuse, writers
 from emotion_pipeline.errors import InputError
+from emotion_pipeline.models import SAMPLE_RATE_HZ
 from emotion_pipeline.records import AudioChunk, Frame, ModalityScores, SecondEntry, Transcript, VideoInfo
 
 log = logging.getLogger(__name__)
 
-SR = demux.AUDIO_RATE_HZ
 DEFAULT_MAX_DELAY_S = 2.0
 LIVE_ASR_BLOCK_S = 6.0      # seconds of audio gathered before Whisper decodes the finished speech in it
 LIVE_LID_SPEECH_S = 8.0     # language named on the first 8 s of speech (files: 30 s)
@@ -182,11 +182,11 @@ class _Reader(threading.Thread):
                     else:
                         for samples in self.placer.push(frame):
                             self.audio_samples += len(samples)
-                            self.q.put(("audio", samples, self.audio_samples / SR, time.monotonic()))
+                            self.q.put(("audio", samples, self.audio_samples / SAMPLE_RATE_HZ, time.monotonic()))
             if self.placer is not None:
                 for samples in self.placer.flush():
                     self.audio_samples += len(samples)
-                    self.q.put(("audio", samples, self.audio_samples / SR, time.monotonic()))
+                    self.q.put(("audio", samples, self.audio_samples / SAMPLE_RATE_HZ, time.monotonic()))
         except av.error.FFmpegError as e:
             self.error = f"the source stopped ({e.strerror or type(e).__name__})"
         except Exception as e:   # reported by the main loop as one line
@@ -249,7 +249,7 @@ class LiveSession:
 
         self.an.face.detector.detect(np.zeros((240, 320, 3), np.uint8))
         self.an.face.predictor.predict(np.zeros((1, FACE_CROP_PX, FACE_CROP_PX, 3), np.uint8))
-        self.an.audio.predictor.predict(np.zeros((1, int(window_s * SR)), np.float32))
+        self.an.audio.predictor.predict(np.zeros((1, int(window_s * SAMPLE_RATE_HZ)), np.float32))
 
     # ---------------------------------------------------------------- input
     def _reach(self, t: float, wall: float) -> None:
@@ -275,7 +275,7 @@ class LiveSession:
         self.audio_end_s = end_s
         self._reach(end_s, wall)
         if self.asr_queue is not None:
-            self.asr_queue.put((samples, (self.audio_start + len(self.audio) - len(samples)) / SR))
+            self.asr_queue.put((samples, (self.audio_start + len(self.audio) - len(samples)) / SAMPLE_RATE_HZ))
 
     def _asr_loop(self) -> None:
         while True:
@@ -300,13 +300,14 @@ class LiveSession:
     # ---------------------------------------------------------------- one second
     def _audio_row(self, s: int, end_s: float | None) -> ModalityScores | None:
         lo_s = max(0, s - 2)
-        lo = lo_s * SR - self.audio_start
-        hi = int(round((s + 1 + self.lookahead_s) * SR)) - self.audio_start
+        lo = lo_s * SAMPLE_RATE_HZ - self.audio_start
+        hi = int(round((s + 1 + self.lookahead_s) * SAMPLE_RATE_HZ)) - self.audio_start
         samples = self.audio[max(0, lo): max(0, hi)]
-        if len(samples) < SR // 10:
+        if len(samples) < SAMPLE_RATE_HZ // 10:
             return None
         n_local = s - lo_s + 1
-        rows = self.an.audio.per_second([AudioChunk(0.0, samples, SR)], n_local + int(math.ceil(self.lookahead_s)))
+        rows = self.an.audio.per_second([AudioChunk(0.0, samples, SAMPLE_RATE_HZ)],
+                                        n_local + int(math.ceil(self.lookahead_s)))
         return rows[s - lo_s]
 
     def process(self, s: int, ended: bool) -> None:
@@ -355,7 +356,7 @@ class LiveSession:
         self._trim(s)
 
     def _trim(self, s: int) -> None:
-        keep_from = max(0, s - 2) * SR     # the voice window of the next second starts at most 2 s back
+        keep_from = max(0, s - 2) * SAMPLE_RATE_HZ     # the voice window of the next second starts at most 2 s back
         if keep_from > self.audio_start:
             self.audio = self.audio[keep_from - self.audio_start:]
             self.audio_start = keep_from
@@ -400,7 +401,7 @@ class LiveSession:
                    for i, ((f, a, t), sm, r) in enumerate(zip(self.rows, smoothed, self.raw))]
         info = VideoInfo(path=source, duration_s=float(max(n, 1)), fps=None, width=None, height=None, rotation_deg=0,
                          has_video=self.has_video, has_audio=self.has_audio, video_codec=None, audio_codec=None,
-                         audio_sample_rate_hz=SR if self.has_audio else None)
+                         audio_sample_rate_hz=SAMPLE_RATE_HZ if self.has_audio else None)
 
         def status(ok: bool, why: str) -> dict[str, Any]:
             return {"status": "ok" if ok else "missing", "reason": None if ok else why, "coverage": None}

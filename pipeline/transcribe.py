@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from emotion_pipeline.demux import AUDIO_RATE_HZ
 from emotion_pipeline.errors import InputError
+from emotion_pipeline.models import SAMPLE_RATE_HZ   # the demuxer's rate: what Whisper expects
 from emotion_pipeline.records import Segment, Transcript, Word
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,6 @@ def transcribe(model, audio_16k: np.ndarray, *, language: str | None = None, nam
 
 
 # ------------------------------------------------------------------ faster-whisper and sessions
-SAMPLE_RATE_HZ = AUDIO_RATE_HZ   # the demuxer's rate: what Whisper expects
 DEFAULT_ASR = "tiny.en"        # packaged, offline in every install; chosen by measurement (README, "Words")
 LANGUAGE_ID_MODEL = "base"     # packaged multilingual model that names the language for English-only models
 GPU_ASR = "small"              # tried first on a GPU (hub cache only); else the packaged multilingual base
@@ -357,7 +356,7 @@ def load_for_analysis(name: str, *, device: str = "cpu", offline: bool | None = 
     return asr, language_id
 
 
-def _quietest_cut(audio: np.ndarray, lo: int, frame: int = 1600) -> int:
+def _quietest_cut(audio: np.ndarray, lo: int, frame: int = SAMPLE_RATE_HZ // 10) -> int:
     """Sample index of the quietest 100 ms frame at or after ``lo`` (a place to cut long speech)."""
     tail = audio[lo:]
     n = len(tail) // frame

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from emotion_pipeline.models import SAMPLE_RATE_HZ
+
 ABS_FLOOR_DBFS = -75.0      # quieter than this is silence whatever the track; RAVDESS speech
                             # frames sit at -40..-65 dBFS, its silence at -90..-120 (16-bit floor)
 PEAK_RANGE_DB = 40.0        # frames > 40 dB below the loud end (99th pct) are background
@@ -134,7 +136,7 @@ def silero_regions(wave: np.ndarray, sample_rate_hz: int, *, min_silence_s: floa
     """Speech regions as [start, end) sample indices (16 kHz audio only: Silero's rate)."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    if sample_rate_hz != 16000:
+    if sample_rate_hz != SAMPLE_RATE_HZ:
         raise ValueError(f"Silero VAD needs 16 kHz audio, got {sample_rate_hz} Hz")
     wave = np.ascontiguousarray(wave, dtype=np.float32).reshape(-1)
     if wave.size < 512:   # one Silero frame

@@ -78,3 +78,22 @@ def test_shipped_head_records_the_pipeline_face_tta():
     from emotion_pipeline.models import face_cnn, registry
     head = registry.load("fusion-head")
     assert head.meta.get("encoder_settings", {}).get("face") == {"tta": face_cnn.DEFAULT_TTA}
+
+
+def test_a_gated_head_never_changes_a_lone_modality_ranking():
+    """The gated head weighs modalities against each other; alone, a modality's ranking passes
+    through (random gates and the shipped head)."""
+    from emotion_pipeline.models import registry
+    torch.manual_seed(0)
+    random_head = FusionHead(FusionHeadConfig(kind="gated"))
+    with torch.no_grad():
+        for p in random_head.parameters():
+            p.normal_()
+    probs = torch.softmax(3 * torch.randn(300, 3, NUM_LABELS), -1)
+    for head in (random_head, registry.load("fusion-head").module):
+        for j in range(3):
+            mask = torch.zeros(300, 3)
+            mask[:, j] = 1
+            fused = head(probs, mask)
+            assert torch.equal(fused.argsort(-1), probs[:, j].argsort(-1)) or \
+                torch.equal(fused.argmax(-1), probs[:, j].argmax(-1))

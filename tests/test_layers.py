@@ -45,3 +45,80 @@ def test_every_package_folder_is_installed():
     found = {"emotion_pipeline" + ("." + ".".join(p.parent.relative_to(PIPELINE).parts) if p.parent != PIPELINE else "")
              for p in PIPELINE.rglob("__init__.py")}
     assert found | {"emotion_pipeline.models"} == listed
+
+
+# The floors of the house, bottom first. A module may import modules of its own floor or below,
+# never above, and the imports (also those inside functions) form no circle. The README's
+# "How it works" draws the same table.
+FLOORS = [
+    ("base", ["labels", "errors", "fileio", "records", "data"]),
+    ("models", ["models"]),
+    ("inputs", ["config", "corpora", "vad", "faces", "demux", "audio_windows", "plots", "writers", "metrics"]),
+    ("encoders", ["transcribe", "encoders", "fuse", "preflight"]),
+    ("analysis", ["analyze"]),
+    ("outputs", ["annotate", "exports"]),
+    ("jobs", ["batch", "evaluate", "predict", "train"]),
+    ("front", ["live", "api"]),
+    ("cli", ["cli", "__main__"]),
+]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for base, prefix in ((PIPELINE, ()), (ROOT / "models", ("models",))):
+        for path in base.rglob("*.py"):
+            parts = (*prefix, *path.relative_to(base).with_suffix("").parts)
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            if parts:                                     # the root package's __init__ holds only the version
+                found[".".join(parts)] = path
+    return found
+
+
+def _floor(module: str) -> int:
+    for i, (_, prefixes) in enumerate(FLOORS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} is on no floor: place it in FLOORS (tests/test_layers.py) and the README")
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "emotion_pipeline":
+                targets |= {a.name for a in node.names}           # from emotion_pipeline import config
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emotion_pipeline."):
+                base = node.module.removeprefix("emotion_pipeline.")
+                targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {a.name.removeprefix("emotion_pipeline.") for a in node.names
+                            if a.name.startswith("emotion_pipeline.")}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_every_import_points_down_or_level():
+    upward = [f"{m} ({FLOORS[_floor(m)][0]}) imports {t} ({FLOORS[_floor(t)][0]})"
+              for m, targets in _graph().items() for t in sorted(targets) if _floor(t) > _floor(m)]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_circle():
+    graph, state, path = _graph(), {}, []
+
+    def visit(m):
+        state[m] = "open"
+        path.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        path.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)

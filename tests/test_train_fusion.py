@@ -98,3 +98,46 @@ def test_bad_manifest_label(tmp_path):
     bad.write_text("path,label\nx.mp4,bored\n")
     with pytest.raises(InputError, match="unknown emotion label"):
         read_clips(bad, "csv")
+
+
+def _pool(label_of_row, value, n=40):
+    import numpy as np
+    from emotion_pipeline.train.features import Pool
+    probs = np.full((n, 7), 0.01, np.float32)
+    probs[:, value] = 0.94
+    return Pool(probs, np.full((n, 4), float(value), np.float32), np.array([label_of_row(i) for i in range(n)]),
+                np.array(["g"] * n), np.zeros(n, bool))
+
+
+def test_neutral_content_text_replaces_some_texts_and_keeps_the_label():
+    import numpy as np
+    pools = {m: _pool(lambda i: i % 7, 3) for m in ("face", "audio", "text")}
+    # every text in the pools says "angry" (index 3); the neutral-content transcripts say "neutral"
+    neutral = _pool(lambda i: 0, 0, n=5)
+    plain = fusion.draw_triples(pools, 2000, np.random.default_rng(0), 0.0)
+    again = fusion.draw_triples(pools, 2000, np.random.default_rng(0), 0.0, neutral, 0.0)
+    assert torch.equal(plain.probs, again.probs)            # rate 0: the same draws as without the pool
+    mixed = fusion.draw_triples(pools, 2000, np.random.default_rng(0), 0.0, neutral, 0.3)
+    swapped = mixed.probs[:, 2].argmax(1) == 0
+    assert 0.25 < swapped.float().mean() < 0.35                                  # about the rate
+    assert torch.equal(mixed.labels, plain.labels)                                # labels kept
+    assert torch.equal(mixed.probs[:, :2], plain.probs[:, :2])                    # face and voice untouched
+    assert torch.all(mixed.embs[2][swapped] == 0) and torch.all(mixed.embs[2][~swapped] == 3)
+
+
+def test_neutral_content_transcripts_are_made_by_the_packaged_asr_and_cached(tmp_path, encoders):
+    import shutil
+    from tests.conftest import DATA
+    speech = tmp_path / "neutral_speech"
+    speech.mkdir()
+    for clip in sorted((DATA / "speech" / "tess_subset" / "YAF_sad").glob("*.flac"))[:3]:
+        shutil.copy(clip, speech / clip.name)
+    summary = fusion.run(_cfg(tmp_path, encoders, "epochs=1", f"data.neutral_speech={speech}",
+                              "data.neutral_text_rate=0.5", "head.kind=gated", f"export={tmp_path / 'h.safetensors'}"))
+    made = registry.load(str(tmp_path / "h.safetensors")).meta["training"]["neutral_text"]
+    assert made["clips"] == made["transcribed"] == 3 and made["asr"] == "tiny.en" and len(made["asr_sha256"]) == 64
+    cached = next((tmp_path / "features").glob("*/neutral_text-000.npz"))
+    import numpy as np
+    texts = np.load(cached)["texts"]
+    assert all(t.lower().startswith("say the word") for t in texts), texts       # real transcripts
+    assert summary["table"]["all"]["head"]["n"] == 200

@@ -101,7 +101,8 @@ def run(data: Path, *, model: str = "auto", device: str = "cpu", language: str |
         limit: int | None = None) -> dict:
     """WER of ``model`` (the ``whisper_model`` setting: auto, tiny.en, base, a folder, ...) on ``data``."""
     from emotion_pipeline.audio_windows import load_audio_file
-    from emotion_pipeline.transcribe import SAMPLE_RATE_HZ, load_for_analysis, transcribe_audio
+    from emotion_pipeline.models import SAMPLE_RATE_HZ
+    from emotion_pipeline.transcribe import load_for_analysis, transcribe_audio
 
     pairs, fmt = read_references(data)
     if limit:

@@ -1,9 +1,8 @@
 """Training: ``python -m emotion_pipeline train [face|audio|text|fusion] CONFIG [--set key=value] [--resume]``.
 
-Each trainer (``face``, ``audio``, ``text``, ``fusion``) keeps its data reader, step, evaluation
-and export details; ``loop.fit`` is the one loop; ``features`` caches encoder outputs for fusion.
-A config is strict YAML read into the trainer's frozen ``Config`` dataclass (unknown keys fail);
-its ``task:`` key names the trainer when the command line does not.
+Each trainer module has a ``Config`` (strict YAML, unknown keys fail; its ``task:`` key names the
+trainer when the command line does not) and ``run(cfg, command)``: its data reader, step, evaluation
+and export details around ``loop.fit``, the one loop; ``features`` caches encoder outputs for fusion.
 """
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ def load_config(task: str | None, path: str | Path, overrides: list[str] | tuple
         named = None   # config.load below says what is wrong with the file
     if task and named and named != task:
         raise ConfigError(f"{path}: task: {named}, but the command asks for {task}")
-    task = task or named
-    if task not in TASKS:
+    if (task := task or named) not in TASKS:
         raise ConfigError(f"{path}: " + (f"unknown task {task!r}" if task else "no task: key") +
                           f"; name one of {', '.join(TASKS)} (train TASK CONFIG, or task: in the file)")
     module = importlib.import_module(f"emotion_pipeline.train.{task}")

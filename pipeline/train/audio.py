@@ -18,16 +18,16 @@ import torch
 import torch.nn.functional as F
 
 from emotion_pipeline.audio_windows import load_audio_file, score_clip
-from emotion_pipeline.config import SettingError
+from emotion_pipeline.config import check
 from emotion_pipeline.corpora.speech import speech_items
 from emotion_pipeline.data import data_path
 from emotion_pipeline.errors import TrainingError
-from emotion_pipeline.labels import LABELS, RAVDESS_8, canonical
+from emotion_pipeline.labels import LABELS, RAVDESS_8, RAVDESS_8_TO_OURS
 from emotion_pipeline.metrics import plot_confusion, report
 from emotion_pipeline.models.audio_cnn import AudioCNN, AudioCNNConfig
 from emotion_pipeline.preflight import select_device
 from emotion_pipeline.train import loop
-from emotion_pipeline.train.loop import Card, Evaluation, RunConfig, RunDir
+from emotion_pipeline.train.loop import Evaluation, RunConfig, RunDir
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ class AudioConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.classes not in (7, 8):
-            raise SettingError("classes", f"must be 7 or 8, got {self.classes!r}")
+        check(self, ("classes", self.classes in (7, 8), "must be 7 or 8"),
+              ("classes", self.classes == 7 or not self.export, "must be 7 to export (the product's label set)"))
 
 
 Config = AudioConfig
@@ -135,26 +135,21 @@ def spec_augment(feats: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
     return feats
 
 
-def to_seven(pred8: np.ndarray) -> np.ndarray:
-    """RAVDESS-8 indices -> LABELS indices (calm -> neutral), for cross-corpus scoring."""
-    return np.array([LABELS.index(canonical(n)) for n in RAVDESS_8])[pred8]
+def as_seven(pred: np.ndarray, classes: int) -> np.ndarray:
+    """Predictions over the run's classes as LABELS indices (RAVDESS-8 calm -> neutral), for cross-corpus scores."""
+    return np.asarray(pred) if classes == 7 else np.take(RAVDESS_8_TO_OURS, pred)
 
 
-def predict_probs(model: AudioCNN, items: tuple[Utterance, ...]) -> np.ndarray:
-    model.eval()
+def clip_probs(model: AudioCNN, items: tuple[Utterance, ...]) -> np.ndarray:
+    """Clip-level probabilities, scored as the product scores audio (score_clip)."""
     return np.stack([score_clip(model, it.wave, model.config.sample_rate_hz) for it in items])
 
 
 def evaluate(model: AudioCNN, items: tuple[Utterance, ...], classes: int) -> tuple[dict, float]:
     """(report over the run's classes, mean NLL) of clip-level scores."""
-    probs = predict_probs(model, items)
+    probs = clip_probs(model, items)
     y = np.array([it.target(classes) for it in items])
     return report(y, probs.argmax(1), class_names(classes)), float(-np.mean(np.log(probs[np.arange(len(y)), y] + 1e-8)))
-
-
-def cross_corpus(model: AudioCNN, items: tuple[Utterance, ...], classes: int) -> dict:
-    pred = predict_probs(model, items).argmax(1)
-    return report([it.label7 for it in items], pred if classes == 7 else to_seven(pred), LABELS)
 
 
 def run(cfg: AudioConfig, command: str = "") -> dict:
@@ -165,70 +160,67 @@ def run(cfg: AudioConfig, command: str = "") -> dict:
     device = select_device(cfg.device)
     model = AudioCNN(replace(cfg.model, num_labels=cfg.classes)).to(device)
     if cfg.mode == "export":
-        loop.load_weights(model, RunDir(cfg.out_dir).checkpoint("best")["model"], cfg.out_dir)
+        RunDir(cfg.out_dir).load(model)
     else:
-        y = np.array([it.target(cfg.classes) for it in data.train])
-        weights = torch.tensor(len(y) / (cfg.classes * np.maximum(np.bincount(y, minlength=cfg.classes), 1)),
-                               dtype=torch.float32, device=device)
-        window = int(model.config.window_s * model.config.sample_rate_hz)
-        steps = math.ceil(len(data.train) / cfg.batch_size)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-        def lr_factor(step: int) -> float:  # by epoch: warm-up, then cosine over the epochs
-            epoch = step // steps
-            if epoch < cfg.warmup_epochs:
-                return (epoch + 1) / cfg.warmup_epochs
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, epoch / cfg.epochs)))
-
-        def batches(rng):
-            order = rng.permutation(len(data.train))
-            for b in range(0, len(order), cfg.batch_size):
-                idx = order[b:b + cfg.batch_size]
-                yield augmented_waves([data.train[i] for i in idx], window, cfg, rng), torch.from_numpy(y[idx])
-
-        def step(batch):
-            wave, target = batch
-            logits, _ = model.classify(spec_augment(model.features(wave.to(device)), cfg))
-            return F.cross_entropy(logits, target.to(device), weight=weights, label_smoothing=cfg.label_smoothing)
-
-        def validate() -> Evaluation:
-            r, nll = evaluate(model, data.val, cfg.classes)
-            return Evaluation({"loss": nll, "accuracy": r["accuracy"], "uar": r["uar"], "macro_f1": r["macro_f1"]},
-                              r["confusion_matrix"], class_names(cfg.classes), title=f"validation actors, {cfg.classes}-class")
-
-        loop.fit(cfg, model, optimizer, batches=batches, step=step, evaluate=validate, metric="val_uar",
-                 scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor), command=command)
+        train(cfg, model, data, device, command)
     return finish(model, cfg, data, command)
+
+
+def train(cfg: AudioConfig, model: AudioCNN, data: AudioData, device: torch.device, command: str) -> None:
+    y = np.array([it.target(cfg.classes) for it in data.train])
+    weights = torch.tensor(len(y) / (cfg.classes * np.maximum(np.bincount(y, minlength=cfg.classes), 1)),
+                           dtype=torch.float32, device=device)
+    window = int(model.config.window_s * model.config.sample_rate_hz)
+    steps = math.ceil(len(data.train) / cfg.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_factor(step: int) -> float:  # by epoch: warm-up, then cosine over the epochs
+        epoch = step // steps
+        if epoch < cfg.warmup_epochs:
+            return (epoch + 1) / cfg.warmup_epochs
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, epoch / cfg.epochs)))
+
+    def batches(rng):
+        order = rng.permutation(len(data.train))
+        for b in range(0, len(order), cfg.batch_size):
+            idx = order[b:b + cfg.batch_size]
+            yield augmented_waves([data.train[i] for i in idx], window, cfg, rng), torch.from_numpy(y[idx])
+
+    def step(batch):
+        wave, target = batch
+        logits, _ = model.classify(spec_augment(model.features(wave.to(device)), cfg))
+        return F.cross_entropy(logits, target.to(device), weight=weights, label_smoothing=cfg.label_smoothing)
+
+    def validate() -> Evaluation:
+        r, nll = evaluate(model, data.val, cfg.classes)
+        return Evaluation({"loss": nll, "accuracy": r["accuracy"], "uar": r["uar"], "macro_f1": r["macro_f1"]},
+                          r["confusion_matrix"], class_names(cfg.classes), title=f"validation actors, {cfg.classes}-class")
+
+    loop.fit(cfg, model, optimizer, batches=batches, step=step, evaluate=validate, metric="val_uar",
+             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor), command=command)
 
 
 def finish(model: AudioCNN, cfg: AudioConfig, data: AudioData, command: str) -> dict:
     """The best model on validation and on TESS (results.json, confusion_tess.png), then the export."""
     run = RunDir(cfg.out_dir)
-    val = evaluate(model, data.val, cfg.classes)[0]
-    tess = cross_corpus(model, data.tess, cfg.classes) if data.tess else None
     keep = ("n", "accuracy", "uar", "macro_f1", "per_class_recall")
+    val = evaluate(model, data.val, cfg.classes)[0]
     metrics = {f"val_{cfg.classes}class": {k: val[k] for k in keep}, "best_epoch": run.checkpoint("best")["epoch"],
                "train_minutes": round(sum(h.get("seconds", 0) for h in run.history()) / 60, 1)}
-    if tess is not None:
+    if data.tess:
+        tess = report([it.label7 for it in data.tess], as_seven(clip_probs(model, data.tess).argmax(1), cfg.classes), LABELS)
         metrics["tess_cross_corpus_7class"] = {k: tess[k] for k in keep}
         plot_confusion(tess["confusion_matrix"], list(LABELS), run.path / "confusion_tess.png",
                        title=f"TESS cross-corpus, UAR {tess['uar']:.3f}")
     if (baseline := run.read_json("baseline_mfcc.json")):
         metrics["mfcc_lr_baseline"] = {k: {m: v[m] for m in ("accuracy", "uar")}
                                        for k, v in baseline.items() if k.startswith(("val_", "tess_"))}
-    run.write_json("results.json", metrics)
-    if cfg.export:
-        if cfg.classes != 7:
-            raise TrainingError("export: only a 7-class run can be shipped (the product's label set)")
-        card = Card("speech emotion CNN (audio_cnn)",
-                    data={"train": f"RAVDESS speech (CC BY-NC-SA 4.0), actors {list(cfg.train_actors)}",
-                          "validation": f"RAVDESS speech, actors {list(cfg.val_actors)}",
-                          "cross_corpus_test": "TESS subset (CC BY-NC-ND 4.0), never trained on"},
-                    split="speaker-independent: no actor in both; calm -> neutral", metrics=metrics,
-                    command=run.read_json("config.json").get("command") or command,
-                    extra={"train_config": run.read_json("config.json")})
-        loop.export(cfg.export, model, arch="audio_cnn", config=model.config, card=card, version=cfg.version)
-    return metrics
+    return loop.finish(cfg, metrics, model, arch="audio_cnn", config=model.config, command=command,
+                       title="speech emotion CNN (audio_cnn)",
+                       data={"train": f"RAVDESS speech (CC BY-NC-SA 4.0), actors {list(cfg.train_actors)}",
+                             "validation": f"RAVDESS speech, actors {list(cfg.val_actors)}",
+                             "cross_corpus_test": "TESS subset (CC BY-NC-ND 4.0), never trained on"},
+                       split="speaker-independent: no actor in both; calm -> neutral")
 
 
 def mfcc_baseline(cfg: AudioConfig, data: AudioData) -> dict:
@@ -239,26 +231,20 @@ def mfcc_baseline(cfg: AudioConfig, data: AudioData) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def stats(items):
-        rows = []
-        for it in items:
-            m = librosa.feature.mfcc(y=it.wave, sr=cfg.model.sample_rate_hz, n_mfcc=40, n_fft=512, hop_length=160)
-            d = librosa.feature.delta(m)
-            rows.append(np.concatenate([m.mean(1), m.std(1), d.mean(1), d.std(1)]))
-        return np.stack(rows)
+    def stats(wave: np.ndarray) -> np.ndarray:
+        m = librosa.feature.mfcc(y=wave, sr=cfg.model.sample_rate_hz, n_mfcc=40, n_fft=512, hop_length=160)
+        d = librosa.feature.delta(m)
+        return np.concatenate([m.mean(1), m.std(1), d.mean(1), d.std(1)])
 
-    x_train, x_val, x_tess = stats(data.train), stats(data.val), stats(data.tess)
+    x = {split: np.stack([stats(it.wave) for it in getattr(data, split)]) for split in ("train", "val", "tess")}
     out = {"features": "40 MFCC + delta, mean/std over the clip (160-d)",
            "classifier": "StandardScaler + LogisticRegression(C=1, class_weight=balanced)"}
     for classes in (7, 8):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced"))
-        clf.fit(x_train, [it.target(classes) for it in data.train])
-        out[f"val_{classes}class"] = report([it.target(classes) for it in data.val], clf.predict(x_val),
+        clf.fit(x["train"], [it.target(classes) for it in data.train])
+        out[f"val_{classes}class"] = report([it.target(classes) for it in data.val], clf.predict(x["val"]),
                                             class_names(classes))
-        pred = clf.predict(x_tess)
         out[f"tess_from_{classes}class"] = report([it.label7 for it in data.tess],
-                                                  pred if classes == 7 else to_seven(pred), LABELS)
-    run = RunDir(cfg.out_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_json("baseline_mfcc.json", out)
+                                                  as_seven(clf.predict(x["tess"]), classes), LABELS)
+    RunDir(cfg.out_dir).write_json("baseline_mfcc.json", out)
     return out

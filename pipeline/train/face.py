@@ -15,7 +15,6 @@ Throughput (2-core AVX-512 CPU, 1 thread, batch 128): bf16 autocast + channels_l
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emotion_pipeline.config import SettingError
+from emotion_pipeline.config import check
 from emotion_pipeline.corpora.faces import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
 from emotion_pipeline.data import data_path
 from emotion_pipeline.errors import TrainingError, bad_file
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.metrics import ferplus_report, report
-from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, predict_logits
+from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, center_crop, normalise, predict_logits
 from emotion_pipeline.preflight import select_device
 from emotion_pipeline.train import loop
-from emotion_pipeline.train.loop import Card, Evaluation, RunConfig, RunDir
+from emotion_pipeline.train.loop import Evaluation, RunConfig, RunDir
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,7 @@ class FaceConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.targets not in ("fer2013", "ferplus"):
-            raise SettingError("targets", f"must be fer2013 or ferplus, got {self.targets!r}")
+        check(self, ("targets", self.targets in ("fer2013", "ferplus"), "must be fer2013 or ferplus"))
 
 
 Config = FaceConfig
@@ -81,51 +79,41 @@ class FaceData:
     val_votes: FerPlusVotes     # row-aligned FER+ votes
 
 
-def _split(npz: str, limit: int, seed: int, keep) -> tuple[np.ndarray, np.ndarray, FerPlusVotes]:
-    """(images, FER2013 labels, FER+ votes) of the rows ``keep(labels, votes)`` selects, seeded pick of ``limit``."""
-    path = data_path(npz)
-    faces = fer_faces(path)
-    votes_path = ferplus_votes_path(path)
-    if votes_path is None:
-        raise bad_file(path, "no ferplus_votes_<split>.npz beside it")
-    votes = ferplus_votes(votes_path, filenames=faces.filenames, n_rows=len(faces.labels))
-    rows = np.flatnonzero(keep(faces.labels, votes))
-    rows = rows[loop.subset(len(rows), limit, seed)]
-    return faces.images[rows], faces.labels[rows], FerPlusVotes(votes.votes[rows], votes.matched[rows], votes.counts[rows])
-
-
 def read_data(cfg: FaceConfig) -> FaceData:
-    """FER2013 Training (faces with usable votes for ferplus) and the validation split."""
+    """FER2013 Training (for ferplus: the faces with usable votes) and the validation split, each
+    with its row-aligned FER+ votes; a seeded pick of ``max_per_split`` faces of each."""
+    def split(npz: str, seed: int, keep) -> tuple[torch.Tensor, np.ndarray, FerPlusVotes]:
+        path = data_path(npz)
+        faces = fer_faces(path)
+        if (votes_path := ferplus_votes_path(path)) is None:
+            raise bad_file(path, "no ferplus_votes_<split>.npz beside it")
+        votes = ferplus_votes(votes_path, filenames=faces.filenames, n_rows=len(faces.labels))
+        rows = np.flatnonzero(keep(faces.labels, votes))
+        rows = rows[loop.subset(len(rows), cfg.max_per_split, seed)]
+        return (torch.from_numpy(np.ascontiguousarray(faces.images[rows]))[:, None], faces.labels[rows],
+                FerPlusVotes(votes.votes[rows], votes.matched[rows], votes.counts[rows]))
+
     ferplus = cfg.targets == "ferplus"
-    x, y, votes = _split(cfg.train_npz, cfg.max_per_split, cfg.seed,
-                         (lambda y, v: v.usable) if ferplus else (lambda y, v: y >= 0))
-    targets = votes.targets() if ferplus else F.one_hot(torch.from_numpy(y), len(LABELS)).float().numpy()
-    vx, vy, vvotes = _split(cfg.val_npz, cfg.max_per_split, cfg.seed + 1, lambda y, v: np.ones(len(y), bool))
-    return FaceData(torch.from_numpy(np.ascontiguousarray(x))[:, None], torch.from_numpy(targets),
-                    torch.from_numpy(np.ascontiguousarray(vx))[:, None], vy, vvotes)
+    images, labels, votes = split(cfg.train_npz, cfg.seed, (lambda y, v: v.usable) if ferplus else (lambda y, v: y >= 0))
+    targets = votes.targets() if ferplus else F.one_hot(torch.from_numpy(labels), len(LABELS)).float().numpy()
+    return FaceData(images, torch.from_numpy(targets), *split(cfg.val_npz, cfg.seed + 1, lambda y, v: np.ones(len(y), bool)))
 
 
 def augment_batch(images: torch.Tensor, cfg: FaceConfig) -> torch.Tensor:
     """uint8 (N,1,48,48) -> normalised float (N,1,S,S): one random affine per image (shift,
     rotation, scale, flip) sampled straight at S px, then random erasing. Without augmentation it
     is the centre crop, i.e. exactly models.face_cnn.prepare."""
-    mc = cfg.model
-    x = (images.float() / 255.0 - mc.mean) / mc.std
-    n, s, full = x.shape[0], mc.input_size, x.shape[-1]
+    x = normalise(images, cfg.model)
+    n, s, full = x.shape[0], cfg.model.input_size, x.shape[-1]
     if not cfg.augment:
-        off = (full - s) // 2
-        return x[..., off:off + s, off:off + s].contiguous()
+        return center_crop(x, s).contiguous()
     ang = torch.empty(n).uniform_(-cfg.max_rotate_deg, cfg.max_rotate_deg) * math.pi / 180
     scale = torch.empty(n).uniform_(*cfg.scale_range)
     flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
     shift = torch.empty(n, 2).uniform_(-cfg.max_shift_px, cfg.max_shift_px) * 2 / full
     k = (s / full) / scale  # output [-1,1] covers s px of the full image, zoomed by `scale`
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = k * torch.cos(ang) * flip
-    theta[:, 0, 1] = -k * torch.sin(ang)
-    theta[:, 1, 0] = k * torch.sin(ang) * flip
-    theta[:, 1, 1] = k * torch.cos(ang)
-    theta[:, :, 2] = shift
+    cos, sin = k * torch.cos(ang), k * torch.sin(ang)
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # pad = mean grey
     # random erasing: one rectangle per chosen image set to 0 (= the mean after normalisation)
@@ -152,10 +140,8 @@ def lr_at(step: int, steps_per_epoch: int, cfg: FaceConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: FaceConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}],
+    return torch.optim.SGD([{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
+                            {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}],
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
@@ -198,14 +184,14 @@ def step_loss(model: FaceCNN, images: torch.Tensor, target: torch.Tensor, cfg: F
     return soft_cross_entropy(logits, target, class_weights), {"train_accuracy": float(hits)}
 
 
-def evaluate(model: FaceCNN, images: torch.Tensor, labels: np.ndarray, votes: FerPlusVotes, *,
-             tta: str | None = None, batch_size: int = 512) -> tuple[dict, float]:
-    """(report over LABELS with ``ferplus`` added, mean cross entropy) on uint8 48 px images."""
+def evaluate(model: FaceCNN, data: FaceData, tta: str | None = None, batch_size: int = 512) -> tuple[dict, float]:
+    """(report over LABELS with ``ferplus`` added, mean cross entropy) on the validation faces."""
     model.eval()
-    logits = torch.cat([predict_logits(model, images[i:i + batch_size], tta) for i in range(0, len(images), batch_size)])
-    result = report(labels, logits.argmax(1).numpy(), LABELS)
-    result["ferplus"] = ferplus_report(logits.numpy(), votes, labels)
-    return result, float(F.cross_entropy(logits, torch.from_numpy(labels)))
+    logits = torch.cat([predict_logits(model, data.val_images[i:i + batch_size], tta)
+                        for i in range(0, len(data.val_images), batch_size)])
+    result = report(data.val_labels, logits.argmax(1).numpy(), LABELS)
+    result["ferplus"] = ferplus_report(logits.numpy(), data.val_votes, data.val_labels)
+    return result, float(F.cross_entropy(logits, torch.from_numpy(data.val_labels)))
 
 
 def selection(result: dict, cfg: FaceConfig) -> float:
@@ -220,7 +206,7 @@ def initial_weights(source: str) -> dict[str, torch.Tensor]:
     loaded = registry.load(source)
     if loaded.arch != "face_cnn":
         raise TrainingError(f"init_weights: {source} is a {loaded.arch} file, not face_cnn")
-    return {k: v.float() if v.is_floating_point() else v for k, v in loaded.module.state_dict().items()}
+    return loaded.module.state_dict()   # float32 (weights_io.read), whatever the file's dtype
 
 
 def run(cfg: FaceConfig, command: str = "") -> dict:
@@ -229,71 +215,67 @@ def run(cfg: FaceConfig, command: str = "") -> dict:
     data = read_data(cfg)
     model = FaceCNN(cfg.model).to(device).to(memory_format=torch.channels_last)
     if cfg.mode == "average":
-        plain = dataclasses.replace(cfg, augment=False)
-        bn = (augment_batch(data.images[i:i + 256], plain).to(device).contiguous(memory_format=torch.channels_last)
-              for i in range(0, len(data.images), 256))
+        bn = (center_crop(normalise(data.images[i:i + 256], cfg.model), cfg.model.input_size)  # no augmentation
+              .to(device).contiguous(memory_format=torch.channels_last) for i in range(0, len(data.images), 256))
         loop.average(cfg, model, which="last", bn_batches=bn, command=command)
     elif cfg.mode == "export":
-        loop.load_weights(model, RunDir(cfg.out_dir).checkpoint("best")["model"], cfg.out_dir)
+        RunDir(cfg.out_dir).load(model)
     else:
-        if cfg.init_weights:
-            loop.load_weights(model, initial_weights(cfg.init_weights), cfg.init_weights)
-        steps = len(data.images) // cfg.batch_size  # the last partial batch is dropped (BN needs > 1 sample)
-        if steps == 0:
-            raise TrainingError(f"{len(data.images)} training faces: fewer than one batch of {cfg.batch_size}")
-        weights = class_weights_for(data.targets, cfg.class_balance) if cfg.class_balance > 0 else None
-        optimizer = make_optimizer(model, cfg)
-        ferplus = cfg.targets == "ferplus"
-
-        def batches(rng):
-            perm = torch.randperm(len(data.images))
-            return (perm[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps))
-
-        def validate() -> Evaluation:
-            r, loss = evaluate(model, data.val_images, data.val_labels, data.val_votes)
-            fp = r["ferplus"]
-            return Evaluation({"loss": loss, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
-                               "ferplus_majority_accuracy": fp["majority"]["accuracy"],
-                               "ferplus_neutral_recall": fp["majority"]["per_class_recall"]["neutral"],
-                               "ferplus_macro_f1": fp["majority"]["macro_f1"],
-                               "ferplus_plurality_accuracy": fp["plurality"]["accuracy"],
-                               "ferplus_cross_entropy": fp["cross_entropy"]},
-                              fp["majority"]["confusion_matrix"] if ferplus else r["confusion_matrix"],
-                              title=f"PublicTest ({'FER+ majority' if ferplus else 'FER2013 labels'})")
-
-        loop.fit(cfg, model, optimizer, batches=batches, evaluate=validate, command=command,
-                 step=lambda idx: step_loss(model, data.images[idx], data.targets[idx], cfg, device, weights),
-                 scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, steps, cfg) / cfg.lr),
-                 metric="val_ferplus_majority_accuracy" if ferplus else "val_accuracy")
+        train(cfg, model, data, device, command)
     return finish(model, cfg, data, command)
 
 
+def train(cfg: FaceConfig, model: FaceCNN, data: FaceData, device: torch.device, command: str) -> None:
+    if cfg.init_weights:
+        loop.load_weights(model, initial_weights(cfg.init_weights), cfg.init_weights)
+    steps = len(data.images) // cfg.batch_size  # the last partial batch is dropped (BN needs > 1 sample)
+    if steps == 0:
+        raise TrainingError(f"{len(data.images)} training faces: fewer than one batch of {cfg.batch_size}")
+    weights = class_weights_for(data.targets, cfg.class_balance) if cfg.class_balance > 0 else None
+    optimizer = make_optimizer(model, cfg)
+    ferplus = cfg.targets == "ferplus"
+
+    def batches(rng):
+        perm = torch.randperm(len(data.images))
+        return (perm[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps))
+
+    def validate() -> Evaluation:
+        r, loss = evaluate(model, data)
+        fp, majority = r["ferplus"], r["ferplus"]["majority"]
+        return Evaluation({"loss": loss, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                           "ferplus_majority_accuracy": majority["accuracy"],
+                           "ferplus_neutral_recall": majority["per_class_recall"]["neutral"],
+                           "ferplus_macro_f1": majority["macro_f1"], "ferplus_plurality_accuracy": fp["plurality"]["accuracy"],
+                           "ferplus_cross_entropy": fp["cross_entropy"]},
+                          (majority if ferplus else r)["confusion_matrix"],
+                          title=f"PublicTest ({'FER+ majority' if ferplus else 'FER2013 labels'})")
+
+    loop.fit(cfg, model, optimizer, batches=batches, evaluate=validate, command=command,
+             step=lambda idx: step_loss(model, data.images[idx], data.targets[idx], cfg, device, weights),
+             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, steps, cfg) / cfg.lr),
+             metric="val_ferplus_majority_accuracy" if ferplus else "val_accuracy")
+
+
 def finish(model: FaceCNN, cfg: FaceConfig, data: FaceData, command: str) -> dict:
-    """The best (or averaged) model on the validation split with each TTA mode and in float16;
-    results.json in the run folder, and the export when configured."""
+    """The best (or averaged) model on the validation split with each TTA mode and in float16
+    (exported as float16 when that keeps the selection metric within 0.1 point)."""
     run = RunDir(cfg.out_dir)
-    results = {mode or "none": evaluate(model, data.val_images, data.val_labels, data.val_votes, tta=mode)[0]
-               for mode in (None, "flip", "crops10")}
+    results = {mode or "none": evaluate(model, data, tta=mode)[0] for mode in (None, "flip", "crops10")}
     half = copy.deepcopy(model)
     half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
-    half_metric = selection(evaluate(half, data.val_images, data.val_labels, data.val_votes)[0], cfg)
+    half_metric = selection(evaluate(half, data)[0], cfg)
     keys = ("n", "accuracy", "macro_f1", "uar", "per_class_recall")
     metrics = {"validation": {m: {k: r[k] for k in keys} for m, r in results.items()},
                "validation_ferplus_majority": {m: {k: r["ferplus"]["majority"][k] for k in keys} for m, r in results.items()},
                "float16_selection_metric": half_metric, "best_epoch": run.checkpoint("best")["epoch"]}
-    run.write_json("results.json", metrics)
-    if cfg.export:
-        dtype = torch.float16 if half_metric >= selection(results["none"], cfg) - 0.001 else None
-        ferplus = cfg.targets == "ferplus"
-        card = Card(
-            "facial expression classifier (face_cnn)",
-            data={"train": f"{cfg.train_npz}: {len(data.images)} faces" + (" with usable FER+ votes" if ferplus else ""),
-                  "targets": "FER+ crowd vote distributions (Barsoum et al. 2016, MIT)" if ferplus else "FER2013 labels",
-                  "licence": "FER2013: research use"},
-            split={"train": cfg.train_npz, "validation": cfg.val_npz, "selection": "FER+ majority accuracy"
-                   if ferplus else "FER2013-label accuracy"},
-            metrics=metrics, command=run.read_json("config.json").get("command") or command,
-            extra={"targets": cfg.targets, "train_config": run.read_json("config.json"),
-                   "train_seconds": round(sum(h.get("seconds", 0) for h in run.history()), 1)})
-        loop.export(cfg.export, model, arch="face_cnn", config=cfg.model, card=card, version=cfg.version, dtype=dtype)
-    return metrics
+    ferplus = cfg.targets == "ferplus"
+    return loop.finish(
+        cfg, metrics, model, arch="face_cnn", config=cfg.model, command=command,
+        dtype=torch.float16 if half_metric >= selection(results["none"], cfg) - 0.001 else None,
+        title="facial expression classifier (face_cnn)",
+        data={"train": f"{cfg.train_npz}: {len(data.images)} faces" + (" with usable FER+ votes" if ferplus else ""),
+              "targets": "FER+ crowd vote distributions (Barsoum et al. 2016, MIT)" if ferplus else "FER2013 labels",
+              "licence": "FER2013: research use"},
+        split={"train": cfg.train_npz, "validation": cfg.val_npz,
+               "selection": "FER+ majority accuracy" if ferplus else "FER2013-label accuracy"},
+        targets=cfg.targets, train_seconds=round(sum(h.get("seconds", 0) for h in run.history()), 1))

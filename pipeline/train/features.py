@@ -60,11 +60,19 @@ class DataConfig:
     adapter: str = "csv"            # csv | ravdess | mead | meld
     val_speakers: tuple[str, ...] = ()
     cache_dir: str = "runs/features"
+    # Neutral-content speech: a folder of clips (relative to $EMOTION_DATA_DIR) whose words carry no
+    # emotion although the voice does (TESS: "Say the word ..." in seven emotions). They are
+    # transcribed by the packaged ASR and scored by the text encoder; with probability
+    # neutral_text_rate a triple's text is replaced by one of these real transcripts, label kept,
+    # so the head learns what words that say nothing look like (most spoken sentences).
+    neutral_speech: str | None = None
+    neutral_text_rate: float = 0.0
 
     def spec(self, seed: int) -> dict[str, Any]:
-        """What the cached features depend on (their cache key), with the run's seed."""
+        """What the cached unimodal pools depend on (their cache key), with the run's seed."""
         return {**{k: v for k, v in dataclasses.asdict(self).items()
-                   if k not in ("train_examples", "val_examples", "cache_dir")}, "seed": seed}
+                   if k not in ("train_examples", "val_examples", "cache_dir", "neutral_speech", "neutral_text_rate")},
+                "seed": seed}
 
 
 @dataclass(frozen=True)
@@ -146,13 +154,12 @@ def text_examples(path: str, val_fraction: float, seed: int, limit: int):
             np.array([_hash_split(g, val_fraction, seed) for g in groups_a]))
 
 
-def clip_audio_scores(predictor, wave: np.ndarray, window_s: float, sample_rate_hz: int = 16000):
-    """Mean of window probabilities/embeddings over a clip (windows of window_s, hop 1 s; a clip
-    shorter than a window is scored whole, never zero-padded), as pipeline.audio_windows does."""
-    from emotion_pipeline.audio_windows import window_starts
-    win = int(window_s * sample_rate_hz)
-    starts = window_starts(len(wave), win, sample_rate_hz)
-    probs, embs = predictor.predict(np.stack([wave[s:s + win] for s in starts]))
+def clip_audio_scores(predictor, wave: np.ndarray, window_s: float):
+    """Mean of window probabilities/embeddings over a clip at SAMPLE_RATE_HZ: windows of window_s
+    every 1 s (pipeline.audio_windows.predict_windows, as evaluation and the audio trainer score)."""
+    from emotion_pipeline.audio_windows import predict_windows
+    from emotion_pipeline.models import SAMPLE_RATE_HZ
+    _, probs, embs = predict_windows(predictor.predict, wave, int(window_s * SAMPLE_RATE_HZ), SAMPLE_RATE_HZ)
     return probs.mean(0), embs.mean(0)
 
 
@@ -222,6 +229,39 @@ def build_unimodal(data: DataConfig, seed: int, predictors: dict[str, Any], *,
         "counts": {m: {"train": int((~p.is_val).sum()), "val": int(p.is_val.sum())} for m, p in pools.items()}},
         indent=2, default=str))
     return pools, folder
+
+
+def neutral_text_pool(data: DataConfig, text_predictor, *, progress: bool = True) -> tuple[Pool, dict[str, Any]]:
+    """Text-encoder scores of the packaged ASR's transcripts of ``data.neutral_speech`` (every clip;
+    labels are the voices' emotions, unused), cached beside the unimodal pools. Returns the pool
+    and what made it (ASR name and SHA-256, clip count), for the head's card."""
+    from emotion_pipeline.audio_windows import load_audio_file
+    from emotion_pipeline.transcribe import DEFAULT_ASR, load_asr, transcribe_audio
+
+    folder = _resolve(data.neutral_speech)
+    clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+    if not clips:
+        raise ConfigError(f"data.neutral_speech: no audio clips under {folder}")
+    asr = load_asr(DEFAULT_ASR, offline=True, progress=False)
+    made = {"neutral_speech": data.neutral_speech, "clips": len(clips), "asr": asr.info.name, "asr_sha256": asr.info.sha256}
+    cache = Path(data.cache_dir) / cache_key(made, {"text": text_predictor.describe()})
+    shards = _load_shards(cache, "neutral_text")
+    if shards is None:
+        texts = []
+        for clip in tqdm(clips, desc="features: neutral-content transcripts", disable=not progress):
+            transcript = transcribe_audio(asr, load_audio_file(clip), language="en")
+            texts.append(" ".join(seg.text.strip() for seg in transcript.segments).strip())
+        keep = [i for i, t in enumerate(texts) if t]
+        cache.mkdir(parents=True, exist_ok=True)
+        probs, embs = text_predictor.predict([texts[i] for i in keep])
+        shards = {"probs": probs.astype(np.float32), "embeddings": embs.astype(np.float32),
+                  "texts": np.array([texts[i] for i in keep], dtype="U200")}
+        _save_shards(cache, "neutral_text", shards)
+        atomic_write_text(cache / "meta.json", json.dumps({**made, "transcribed": len(keep)}, indent=2))
+    n = len(shards["probs"])
+    log.info("neutral-content text: %d transcripts (%s)", n, cache)
+    return Pool(shards["probs"].astype(np.float32), shards["embeddings"].astype(np.float32), np.zeros(n, np.int64),
+                np.array(["neutral_speech"] * n), np.zeros(n, bool)), {**made, "transcribed": n}
 
 
 def _clip_is_val(clip, val_speakers: tuple[str, ...], val_fraction: float, seed: int) -> bool:

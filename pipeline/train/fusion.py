@@ -4,7 +4,9 @@
    shards (pipeline.train.features), so the head trains in seconds to minutes.
 2. Examples (``compose_examples``): ``paired_unimodal`` composes (face, audio, text) triples of
    the same label from the unimodal corpora (no corpus here has all three), freshly drawn each
-   epoch, with modality dropout so the head learns to work with modalities missing. ``manifest``
+   epoch, with modality dropout so the head learns to work with modalities missing, and (with
+   ``data.neutral_speech``) real transcripts of emotionally neutral sentences spoken with emotion
+   in place of some triples' text, so that words which say nothing do not outvote the voice. ``manifest``
    uses real labelled multimodal clips (pipeline.corpora.clips), each analysed by the full pipeline.
 3. The loop (pipeline.train.loop): best by validation macro F1 on the dropout triples.
 4. The comparison table: face / audio / text alone, the confidence-weighted average and the head,
@@ -27,7 +29,7 @@ from emotion_pipeline.models.fusion_head import MODALITIES, FusionHead, FusionHe
 from emotion_pipeline.preflight import select_device
 from emotion_pipeline.records import ModalityScores
 from emotion_pipeline.train import loop
-from emotion_pipeline.train.features import DataConfig, Pool, build_manifest, build_unimodal
+from emotion_pipeline.train.features import DataConfig, Pool, build_manifest, build_unimodal, neutral_text_pool
 from emotion_pipeline.train.loop import Card, Evaluation, RunConfig, RunDir
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class EncodersConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    kind: str = "pooled"            # pooled (calibrated average, few parameters) | mlp
+    kind: str = "gated"             # gated (a weight per modality; shipped) | pooled | mlp: models/fusion_head.py
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.2
@@ -94,16 +96,22 @@ class FusionExamples:
     dropout: float
     pools: dict[str, Pool] | None = None   # paired_unimodal: triples drawn from these each epoch
     n_train: int = 0
+    neutral: Pool | None = None      # neutral-content transcripts that replace some triples' text
+    neutral_rate: float = 0.0
+    neutral_record: dict | None = None
     clips: Batch | None = None       # manifest: the training clips, dropout redrawn each epoch
 
     def draw_train(self, rng: np.random.Generator) -> Batch:
         if self.pools is not None:
-            return draw_triples(self.pools, self.n_train, rng, self.dropout)
+            return draw_triples(self.pools, self.n_train, rng, self.dropout, self.neutral, self.neutral_rate)
         return apply_dropout(self.clips, rng, self.dropout)
 
 
-def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropout: float) -> Batch:
-    """``n`` (face, audio, text) triples with a shared label, balanced over labels, with modality dropout."""
+def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropout: float,
+                 neutral: Pool | None = None, neutral_rate: float = 0.0) -> Batch:
+    """``n`` (face, audio, text) triples with a shared label, balanced over labels, with modality
+    dropout; with ``neutral``, each triple's text is replaced with probability ``neutral_rate`` by
+    a neutral-content transcript (the label stays: the voice and face still show it)."""
     by_label = {m: [np.flatnonzero(p.labels == k) for k in range(NUM_LABELS)] for m, p in pools.items()}
     usable = [k for k in range(NUM_LABELS) if any(len(by_label[m][k]) for m in MODALITIES)]
     labels = rng.choice(usable, size=n)
@@ -119,6 +127,11 @@ def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropo
             probs[rows, j] = pools[m].probs[pick]
             embs[j][rows] = pools[m].embeddings[pick]
             mask[rows, j] = 1
+    if neutral is not None and neutral_rate > 0:
+        t = MODALITIES.index("text")
+        swap = np.flatnonzero((rng.random(n) < neutral_rate) & (mask[:, t] > 0))
+        pick = rng.integers(0, len(neutral.probs), size=len(swap))
+        probs[swap, t], embs[t][swap] = neutral.probs[pick], neutral.embeddings[pick]
     batch = Batch(torch.from_numpy(probs), torch.from_numpy(mask), tuple(torch.from_numpy(e) for e in embs),
                   torch.from_numpy(labels.astype(np.int64)))
     return apply_dropout(batch, rng, dropout) if dropout > 0 else batch
@@ -143,12 +156,17 @@ def compose_examples(cfg: FusionConfig, device: torch.device) -> FusionExamples:
                       for m in MODALITIES}
         pools, folder = build_unimodal(d, cfg.seed, predictors, progress=cfg.progress)
         log.info("features: %s", folder)
+        neutral, made = (neutral_text_pool(d, predictors["text"], progress=cfg.progress)
+                         if d.neutral_speech and d.neutral_text_rate > 0 else (None, None))
         val_pools = {m: p.subset(True) for m, p in pools.items()}
+        # the best epoch is picked on triples drawn as the training ones are (dropout, neutral text)
         return FusionExamples(
             val=draw_triples(val_pools, d.val_examples, np.random.default_rng(cfg.seed + 1), 0.0),
-            val_dropped=draw_triples(val_pools, d.val_examples, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout),
+            val_dropped=draw_triples(val_pools, d.val_examples, np.random.default_rng(cfg.seed + 2), cfg.modality_dropout,
+                                     neutral, d.neutral_text_rate),
             record=encoder_record({m: p.describe() for m, p in predictors.items()}), dropout=cfg.modality_dropout,
-            pools={m: p.subset(False) for m, p in pools.items()}, n_train=d.train_examples)
+            pools={m: p.subset(False) for m, p in pools.items()}, n_train=d.train_examples,
+            neutral=neutral, neutral_rate=d.neutral_text_rate, neutral_record=made)
     if d.kind == "manifest":
         from emotion_pipeline.analyze import Analyzer
         from emotion_pipeline.config import AnalyzeConfig
@@ -256,6 +274,7 @@ def run(cfg: FusionConfig, command: str = "") -> dict:
                     split="fusion-train / fusion-val of each pool (speaker, dialogue or image block)",
                     metrics={"table": table, "best_val_macro_f1": summary["best_val_macro_f1"]},
                     command=run_dir.read_json("config.json").get("command") or command,
-                    extra={**ex.record, "training": {"data_kind": cfg.data.kind, "data": to_dict(cfg.data), "seed": cfg.seed}})
+                    extra={**ex.record, "training": {"data_kind": cfg.data.kind, "data": to_dict(cfg.data), "seed": cfg.seed,
+                                                     **({"neutral_text": ex.neutral_record} if ex.neutral_record else {})}})
         loop.export(cfg.export, head.cpu(), arch="fusion_head", config=head.config, card=card, version=cfg.version or "1")
     return summary

@@ -1,30 +1,21 @@
-"""The one training loop. A trainer brings its data, its step and its evaluation; ``fit`` owns the rest.
+"""The one training loop: a trainer brings its data, its step and its evaluation; ``fit`` owns the rest.
 
-    fitted = fit(cfg, model, optimizer, batches=..., step=..., evaluate=..., metric="val_uar",
-                 scheduler=..., command=...)
+``fit(cfg, model, optimizer, batches=, step=, evaluate=, metric=, scheduler=, command=)``:
+``batches(rng)`` is an epoch of batches drawn with ``rng`` (a numpy Generator the loop owns, seeds
+from ``cfg.seed`` unless given one, and checkpoints); ``step(batch)`` is the batch's mean loss,
+optionally with per-step numbers to average (``(loss, {"train_accuracy": 0.8})``); the loop does
+zero_grad / backward / clip / optimizer.step / scheduler.step (once per step). ``evaluate()`` returns
+an ``Evaluation`` (under ``torch.no_grad``). Epochs count from 1; each appends to metrics.jsonl
+(``val_`` + the evaluation's metrics, ``is_best``) and writes last.pt, best.pt when ``metric``
+(higher is better) improves, curves.png and the best epoch's confusion.png; ``cfg.patience`` > 0
+stops after that many epochs without a better metric. ``cfg.resume`` continues from last.pt (model,
+optimiser, scheduler, epoch, best metric, python / numpy / torch random states): a resumed run takes
+the steps of one that never stopped. Checkpoints hold tensors and plain values only
+(``torch.load(weights_only=True)``). Trainers call ``seed_everything(cfg.seed)`` before building data and model.
 
-- ``batches(rng)``: one epoch of training batches, drawn with ``rng`` (a numpy Generator that the
-  loop owns, seeds and checkpoints); ``step(batch)``: the batch's mean loss, optionally with a dict
-  of per-step numbers to average over the epoch (``(loss, {"train_accuracy": 0.8})``). The loop
-  does zero_grad / backward / clip / optimizer.step / scheduler.step (the scheduler moves once per
-  optimisation step); ``evaluate()``: an ``Evaluation`` (run under ``torch.no_grad``).
-- Epochs are numbered from 1. Each writes a JSON line to metrics.jsonl (``val_`` + the
-  evaluation's metrics, ``is_best``), last.pt, and best.pt when ``metric`` (higher is better)
-  improves; curves.png every epoch, confusion.png of the best epoch. ``cfg.patience`` > 0 stops
-  after that many epochs without a better metric.
-- Trainers call ``seed_everything(cfg.seed)`` first (before building data and model); the loop's
-  own generator starts from ``cfg.seed`` unless the trainer hands it one.
-- A fresh run starts a fresh metrics.jsonl; ``cfg.resume`` continues from last.pt: model,
-  optimiser, scheduler, epoch, best metric and the python / numpy / torch random states, so a
-  resumed run takes the same steps as one that never stopped.
-- Checkpoints hold tensors and plain values only (``torch.save``), read back with
-  ``torch.load(weights_only=True)``. Shipped weights are safetensors: ``export`` (one per run)
-  writes them with ``weights_io.save``, records the checksum when the file is in
-  models/weights/, and writes a model card stub beside it.
-
-``average`` is stochastic weight averaging (face) and a uniform model soup (text): the parameter
-mean of several runs' checkpoints (``torch.optim.swa_utils.AveragedModel``), BatchNorm statistics
-recomputed (``update_bn``) when batches are given.
+``finish`` writes results.json and the ``export``: safetensors (weights_io.save; checksum recorded
+in models/weights/) with a model card stub. ``average``: stochastic weight averaging (face) and model
+soups (text), the parameter mean of runs' checkpoints, BatchNorm statistics recomputed when batches are given.
 """
 from __future__ import annotations
 
@@ -32,7 +23,6 @@ import json
 import logging
 import math
 import random
-import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -72,18 +62,14 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self):
-        def need(key: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise config_mod.SettingError(key, f"{what}, got {getattr(self, key)!r}")
-
-        need("mode", self.mode in self.MODES, f"must be one of {', '.join(self.MODES)} for {self.task or 'this task'}")
-        need("epochs", self.epochs >= 1, "must be at least 1")
-        need("patience", self.patience >= 0, "must be >= 0 (0: no early stopping)")
-        need("threads", self.threads >= 0, "must be >= 0 (0: torch's default)")
-        need("average_of", (self.mode == "average") == bool(self.average_of),
-             "lists the run folders to average, with mode: average (and only then)")
-        need("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
-             "must be auto, cpu, cuda, cuda:N or mps")
+        config_mod.check(
+            self, ("mode", self.mode in self.MODES, f"must be one of {', '.join(self.MODES)} for {self.task or 'this task'}"),
+            ("epochs", self.epochs >= 1, "must be at least 1"),
+            ("patience", self.patience >= 0, "must be >= 0 (0: no early stopping)"),
+            ("threads", self.threads >= 0, "must be >= 0 (0: torch's default)"),
+            ("average_of", (self.mode == "average") == bool(self.average_of),
+             "lists the run folders to average, with mode: average (and only then)"),
+            config_mod.device_rule(self.device))
 
 
 @dataclass(frozen=True)
@@ -100,7 +86,6 @@ class Fitted:
     best_metric: float
     best_epoch: int
     history: list[dict]
-    run: "RunDir"
 
 
 @dataclass(frozen=True)
@@ -154,7 +139,6 @@ class RunDir:
         self.path = Path(path)
 
     def start(self, cfg: RunConfig, command: str, **more: Any) -> "RunDir":
-        self.path.mkdir(parents=True, exist_ok=True)
         self.write_json("config.json", {"command": command, **config_mod.to_dict(cfg), **more})
         return self
 
@@ -162,16 +146,14 @@ class RunDir:
         atomic_write_text(self.path / name, json.dumps(obj, indent=2, default=str))
 
     def read_json(self, name: str) -> dict:
-        f = self.path / name
-        return json.loads(f.read_text()) if f.exists() else {}
+        return json.loads(f.read_text()) if (f := self.path / name).exists() else {}
 
     def history(self) -> list[dict]:
         f = self.path / "metrics.jsonl"
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
 
     def checkpoint(self, which: str = "best", *, required: bool = True) -> dict | None:
-        path = self.path / f"{which}.pt"
-        if not path.exists():
+        if not (path := self.path / f"{which}.pt").exists():
             if required:
                 raise TrainingError(f"{path}: no such checkpoint (train first, or check the run folder)")
             return None
@@ -179,6 +161,12 @@ class RunDir:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise TrainingError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+    def load(self, model: torch.nn.Module, which: str = "best") -> dict:
+        """The ``which`` checkpoint's weights into ``model``; returns the checkpoint."""
+        ckpt = self.checkpoint(which)
+        load_weights(model, ckpt["model"], self.path / f"{which}.pt")
+        return ckpt
 
     def save(self, which: str, state: dict) -> None:
         atomic_write(self.path / f"{which}.pt", lambda tmp: torch.save(state, tmp))
@@ -248,8 +236,7 @@ def fit(cfg: RunConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
         if metric not in record:
             raise TrainingError(f"selection metric {metric!r} is not among the epoch's {sorted(record)}")
-        is_best = record[metric] > best
-        if is_best:
+        if is_best := record[metric] > best:
             best, best_epoch = record[metric], epoch
         with open(run.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps({**record, "is_best": is_best}) + "\n")
@@ -268,9 +255,9 @@ def fit(cfg: RunConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                                title=f"{ev.title}, epoch {epoch}".lstrip(", "))
         plot_curves(run.history(), run.path / "curves.png",
                     keys=("train_loss", "val_loss", metric) + tuple(logs))
-    load_weights(model, run.checkpoint("best")["model"], run.path / "best.pt")
+    run.load(model)
     model.eval()
-    return Fitted(model, best, best_epoch, run.history(), run)
+    return Fitted(model, best, best_epoch, run.history())
 
 
 def average(cfg: RunConfig, model: torch.nn.Module, *, which: str, same: tuple[str, ...] = (),
@@ -285,8 +272,7 @@ def average(cfg: RunConfig, model: torch.nn.Module, *, which: str, same: tuple[s
     ckpts = [r.checkpoint(which) for r in runs]
     configs = [json.loads(c.get("config_json", "{}")) for c in ckpts]
     for key in same:
-        values = {json.dumps(c.get(key)) for c in configs}
-        if len(values) > 1:
+        if len(values := {json.dumps(c.get(key)) for c in configs}) > 1:
             raise TrainingError(f"average_of: the runs differ in {key} ({', '.join(sorted(values))}); "
                                 "they cannot be averaged")
     averaged = torch.optim.swa_utils.AveragedModel(model)
@@ -310,6 +296,19 @@ def average(cfg: RunConfig, model: torch.nn.Module, *, which: str, same: tuple[s
     return model
 
 
+def finish(cfg: RunConfig, metrics: dict, weights: torch.nn.Module | dict, *, arch: str, config: Any,
+           title: str, data: Any, split: Any, command: str = "", dtype: torch.dtype | None = None,
+           **extra: Any) -> dict:
+    """results.json in the run folder, and with ``cfg.export`` the export, its card quoting the run's config.json."""
+    run = RunDir(cfg.out_dir)
+    run.write_json("results.json", metrics)
+    if cfg.export:
+        trained = run.read_json("config.json")
+        card = Card(title, data, split, metrics, trained.get("command") or command, {**extra, "train_config": trained})
+        export(cfg.export, weights, arch=arch, config=config, card=card, version=cfg.version, dtype=dtype)
+    return metrics
+
+
 def export(path: str | Path, weights: torch.nn.Module | dict, *, arch: str, config: Any, card: Card,
            version: str = "", dtype: torch.dtype | None = None) -> str:
     """The run's one export: safetensors via weights_io.save (checksum recorded when ``path`` is in
@@ -318,7 +317,6 @@ def export(path: str | Path, weights: torch.nn.Module | dict, *, arch: str, conf
     from emotion_pipeline.models import registry, weights_io
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"version": version, "data": card.data, "split": card.split, "metrics": card.metrics,
             "command": card.command, **card.extra}
     digest = weights_io.save(path, weights, arch=arch, config=config, extra=meta, dtype=dtype)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
-from emotion_pipeline.config import SettingError
+from emotion_pipeline.config import check
 from emotion_pipeline.corpora.text import read_examples
 from emotion_pipeline.data import data_path
 from emotion_pipeline.labels import LABELS
@@ -25,7 +26,7 @@ from emotion_pipeline.metrics import report
 from emotion_pipeline.models.text_model import TextEmotionConfig, TextEmotionModel
 from emotion_pipeline.preflight import select_device
 from emotion_pipeline.train import loop
-from emotion_pipeline.train.loop import Card, Evaluation, RunConfig, RunDir
+from emotion_pipeline.train.loop import Evaluation, RunConfig, RunDir
 
 SOURCES = {"meld": "text/meld/train_sent_emo.csv", "goemotions": "text/goemotions/ekman/train.tsv",
            "dair": "text/dair_emotion/train.txt"}   # under the data folder
@@ -54,10 +55,9 @@ class TextConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if "meld" not in self.sources or set(self.sources) - set(SOURCES):
-            raise SettingError("sources", f"must include meld and only use {', '.join(SOURCES)}")
-        if self.class_weight not in ("none", "sqrt"):
-            raise SettingError("class_weight", f"must be none or sqrt, got {self.class_weight!r}")
+        check(self, ("sources", "meld" in self.sources and set(self.sources) <= set(SOURCES),
+                     f"must include meld and only use {', '.join(SOURCES)}"),
+              ("class_weight", self.class_weight in ("none", "sqrt"), "must be none or sqrt"))
 
 
 Config = TextConfig
@@ -94,12 +94,9 @@ def build_cache(model: TextEmotionModel, texts: list[str], batch_size: int = 128
 
 
 def collate(items: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(x.shape[0] for x in items)
-    hidden = torch.zeros(len(items), length, items[0].shape[1])
-    mask = torch.zeros(len(items), length, dtype=torch.long)
-    for j, x in enumerate(items):
-        hidden[j, :x.shape[0]] = x.float()
-        mask[j, :x.shape[0]] = 1
+    """Cached states of a batch, zero-padded to its longest: (hidden (B, L, 384), attention mask (B, L))."""
+    hidden = pad_sequence([x.float() for x in items], batch_first=True)
+    mask = pad_sequence([torch.ones(x.shape[0], dtype=torch.long) for x in items], batch_first=True)
     return hidden.to(device), mask.to(device)
 
 
@@ -129,20 +126,15 @@ def evaluate_cached(model: TextEmotionModel, data: Cached, device: torch.device,
     return report(data.labels, preds, LABELS), loss / len(order)
 
 
-def new_model(cfg: TextConfig) -> TextEmotionModel:
-    model = TextEmotionModel(TextEmotionConfig(trainable_top_layers=cfg.trainable_top_layers))
-    model.load_base()
-    return model
-
-
 def run(cfg: TextConfig, command: str = "") -> dict:
     loop.seed_everything(cfg.seed)
     device = select_device(cfg.device)
-    model = new_model(cfg)
+    model = TextEmotionModel(TextEmotionConfig(trainable_top_layers=cfg.trainable_top_layers))
+    model.load_base()
     if cfg.mode == "average":
         loop.average(cfg, model, which="best", same=("seed", "trainable_top_layers"), command=command)
     elif cfg.mode == "export":
-        loop.load_weights(model, RunDir(cfg.out_dir).checkpoint("best")["model"], cfg.out_dir)
+        RunDir(cfg.out_dir).load(model)
     else:
         train(cfg, model, device, command)
     return finish(model, cfg, command)
@@ -203,13 +195,8 @@ def finish(model: TextEmotionModel, cfg: TextConfig, command: str) -> dict:
         texts, labels = read(path, cfg, cfg.seed + 100 + k)
         m = report(labels, model.predict(texts)[0].argmax(1), LABELS)
         metrics[path] = {key: m[key] for key in ("n", "accuracy", "weighted_f1", "macro_f1", "per_class_recall")}
-    run = RunDir(cfg.out_dir)
-    run.write_json("results.json", metrics)
-    if cfg.export:
-        card = Card("text emotion classifier (text_minilm, fp16 delta over all-MiniLM-L6-v2)",
-                    data={s: SOURCES[s] for s in cfg.sources}, split={"train": "train files", "validation": cfg.val},
-                    metrics=metrics, command=run.read_json("config.json").get("command") or command,
-                    extra={"train_config": run.read_json("config.json"), "epoch": run.checkpoint("best")["epoch"]})
-        loop.export(cfg.export, model.delta_state_dict(), arch="text_minilm", config=model.config, card=card,
-                    version=cfg.version, dtype=torch.float16)
-    return metrics
+    return loop.finish(cfg, metrics, model.delta_state_dict(), arch="text_minilm", config=model.config,
+                       command=command, dtype=torch.float16,
+                       title="text emotion classifier (text_minilm, fp16 delta over all-MiniLM-L6-v2)",
+                       data={s: SOURCES[s] for s in cfg.sources}, split={"train": "train files", "validation": cfg.val},
+                       epoch=RunDir(cfg.out_dir).checkpoint("best")["epoch"])
