@@ -41,19 +41,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def face_rows(data: Path, *, model: str, device: str, tta: str | None, batch_size: int = 256):
-    from emotion_pipeline.models.face_cnn import TTA_MODES, predict_logits, to_source_size
+    from emotion_pipeline.models.face_cnn import predict_logits, tta_mode
     from emotion_pipeline.models.registry import load
     from emotion_pipeline.corpora.faces import fer_faces
 
-    tta = None if tta in ("", "none") else tta
-    if tta not in TTA_MODES:
-        raise ValueError(f"unknown tta {tta!r}; choose from {', '.join(str(m) for m in TTA_MODES)}")
+    tta = tta_mode(tta)
     faces = fer_faces(data)
     loaded = load(model, device=device)
-    net = loaded.module
-    logits = np.concatenate([predict_logits(net, to_source_size(faces.images[i:i + batch_size], net.config), tta).numpy()
-                             for i in range(0, len(faces.images), batch_size)]) if len(faces.images) else np.zeros((0, 7))
-    probs = _softmax(logits.astype(np.float64))
+    probs = _softmax(predict_logits(loaded.module, faces.images, tta, batch_size=batch_size).numpy().astype(np.float64))
     ids = faces.filenames if faces.filenames is not None else np.arange(len(probs))
     tag = _model_tag(loaded, tta=tta)
     for i, p in enumerate(probs):

@@ -97,3 +97,21 @@ def test_a_gated_head_never_changes_a_lone_modality_ranking():
             fused = head(probs, mask)
             assert torch.equal(fused.argsort(-1), probs[:, j].argsort(-1)) or \
                 torch.equal(fused.argmax(-1), probs[:, j].argmax(-1))
+
+
+def test_an_emotionally_neutral_sentence_does_not_outvote_the_voice():
+    """Issue 12: RAVDESS's two sentences carry no emotion; with the shipped head, a voice that
+    says an emotion at 0.4 (every other class 0.1) keeps it when the sentence's text scores are
+    fused in (head version 1 lost 2 of these 12)."""
+    import numpy as np
+    from emotion_pipeline.encoders import load_predictor
+    from emotion_pipeline.models import registry
+    text = load_predictor("text", "text-minilm", device=torch.device("cpu"), offline=True)
+    sentences, _ = text.predict(["Kids are talking by the door.", "Dogs are sitting by the door."])
+    head = registry.load("fusion-head").module
+    for k in range(1, NUM_LABELS):                      # every emotion but neutral
+        voice = np.full(NUM_LABELS, 0.1, np.float32)
+        voice[k] = 0.4
+        for words in sentences:
+            probs = torch.from_numpy(np.stack([np.full(NUM_LABELS, 1 / NUM_LABELS, np.float32), voice, words]))[None]
+            assert int(head(probs, torch.tensor([[0.0, 1.0, 1.0]])).argmax()) == k

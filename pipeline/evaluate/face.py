@@ -23,8 +23,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from emotion_pipeline.corpora.faces import fer_faces, ferplus_votes, ferplus_votes_path
 from emotion_pipeline.errors import bad_file
 from emotion_pipeline.labels import LABELS
@@ -48,13 +46,11 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size:
     """Accuracy, macro F1, per-class recall, confusion matrix (and the rest of metrics.report)
     against the file's labels; plus ``ferplus`` (see ``pipeline.metrics.ferplus_report``) when FER+
     votes are given or found beside ``data`` (``votes="none"``: do not look)."""
-    from emotion_pipeline.models.face_cnn import TTA_MODES, predict_logits, to_source_size
+    from emotion_pipeline.models.face_cnn import predict_logits, tta_mode
     from emotion_pipeline.models.registry import load
     from emotion_pipeline.metrics import ferplus_report, report
 
-    tta = None if tta in ("", "none") else tta
-    if tta not in TTA_MODES:
-        raise ValueError(f"unknown tta {tta!r}; choose from {', '.join(str(m) for m in TTA_MODES)}")
+    tta = tta_mode(tta)
     data = Path(data)
     faces = fer_faces(data)
     vote_file = _find_votes(data, votes)
@@ -63,11 +59,9 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size:
     if not (faces.labels >= 0).any():
         raise bad_file(data, "no rows with a label among " + ", ".join(LABELS))
     loaded = load(model, device=device)
-    net = loaded.module
     t0 = time.time()
     images = faces.images
-    logits = np.concatenate([predict_logits(net, to_source_size(images[i:i + batch_size], net.config), tta).numpy()
-                             for i in range(0, len(images), batch_size)])
+    logits = predict_logits(loaded.module, images, tta, batch_size=batch_size).numpy()
     seconds = time.time() - t0
     keep = faces.labels >= 0  # rows whose class has no Ekman label are left out of the label scores
     result = report(faces.labels[keep], logits[keep].argmax(1), LABELS)

@@ -29,7 +29,7 @@ from emotion_pipeline.data import data_path
 from emotion_pipeline.errors import TrainingError, bad_file
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.metrics import ferplus_report, report
-from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, center_crop, normalise, predict_logits
+from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, center_view, normalise, predict_logits
 from emotion_pipeline.preflight import select_device
 from emotion_pipeline.train import loop
 from emotion_pipeline.train.loop import Evaluation, RunConfig, RunDir
@@ -103,15 +103,13 @@ def augment_batch(images: torch.Tensor, cfg: FaceConfig) -> torch.Tensor:
     """uint8 (N,1,48,48) -> normalised float (N,1,S,S): one random affine per image (shift,
     rotation, scale, flip) sampled straight at S px, then random erasing. Without augmentation it
     is the centre crop, i.e. exactly models.face_cnn.prepare."""
-    x = normalise(images, cfg.model)
-    n, s, full = x.shape[0], cfg.model.input_size, x.shape[-1]
     if not cfg.augment:
-        return center_crop(x, s).contiguous()
+        return center_view(images, cfg.model)
+    x, n, s, full = normalise(images, cfg.model), len(images), cfg.model.input_size, images.shape[-1]
     ang = torch.empty(n).uniform_(-cfg.max_rotate_deg, cfg.max_rotate_deg) * math.pi / 180
-    scale = torch.empty(n).uniform_(*cfg.scale_range)
+    k = (s / full) / torch.empty(n).uniform_(*cfg.scale_range)  # output [-1,1] covers s px of the image, zoomed
     flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
     shift = torch.empty(n, 2).uniform_(-cfg.max_shift_px, cfg.max_shift_px) * 2 / full
-    k = (s / full) / scale  # output [-1,1] covers s px of the full image, zoomed by `scale`
     cos, sin = k * torch.cos(ang), k * torch.sin(ang)
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
@@ -119,21 +117,16 @@ def augment_batch(images: torch.Tensor, cfg: FaceConfig) -> torch.Tensor:
     # random erasing: one rectangle per chosen image set to 0 (= the mean after normalisation)
     area = torch.empty(n).uniform_(*cfg.erase_area) * s * s
     aspect = torch.exp(torch.empty(n).uniform_(math.log(0.5), math.log(2.0)))
-    h = (area * aspect).sqrt().clamp(2, s).long()
-    w = (area / aspect).sqrt().clamp(2, s).long()
-    top = (torch.rand(n) * (s - h + 1).float()).long()
-    left = (torch.rand(n) * (s - w + 1).float()).long()
-    rows, cols = torch.arange(s).view(1, s, 1), torch.arange(s).view(1, 1, s)
-    box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + h).view(-1, 1, 1))
-           & (cols >= left.view(-1, 1, 1)) & (cols < (left + w).view(-1, 1, 1)))
-    box &= (torch.rand(n) < cfg.erase_p).view(-1, 1, 1)
-    return x.masked_fill(box[:, None], 0.0).contiguous()
+    h, w = (side.sqrt().clamp(2, s).long().view(-1, 1, 1) for side in (area * aspect, area / aspect))
+    top, left = ((torch.rand(n).view(-1, 1, 1) * (s - size + 1).float()).long() for size in (h, w))
+    r = torch.arange(s)
+    box = (r.view(s, 1) >= top) & (r.view(s, 1) < top + h) & (r >= left) & (r < left + w)
+    return x.masked_fill((box & (torch.rand(n) < cfg.erase_p).view(-1, 1, 1))[:, None], 0.0).contiguous()
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: FaceConfig) -> float:
     """Linear warm-up then cosine to zero, as a pure function of the step."""
-    warm = cfg.warmup_epochs * steps_per_epoch
-    total = cfg.epochs * steps_per_epoch
+    warm, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
     if step < warm:
         return cfg.lr * (step + 1) / warm
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
@@ -186,9 +179,7 @@ def step_loss(model: FaceCNN, images: torch.Tensor, target: torch.Tensor, cfg: F
 
 def evaluate(model: FaceCNN, data: FaceData, tta: str | None = None, batch_size: int = 512) -> tuple[dict, float]:
     """(report over LABELS with ``ferplus`` added, mean cross entropy) on the validation faces."""
-    model.eval()
-    logits = torch.cat([predict_logits(model, data.val_images[i:i + batch_size], tta)
-                        for i in range(0, len(data.val_images), batch_size)])
+    logits = predict_logits(model.eval(), data.val_images, tta, batch_size=batch_size)
     result = report(data.val_labels, logits.argmax(1).numpy(), LABELS)
     result["ferplus"] = ferplus_report(logits.numpy(), data.val_votes, data.val_labels)
     return result, float(F.cross_entropy(logits, torch.from_numpy(data.val_labels)))
@@ -215,8 +206,8 @@ def run(cfg: FaceConfig, command: str = "") -> dict:
     data = read_data(cfg)
     model = FaceCNN(cfg.model).to(device).to(memory_format=torch.channels_last)
     if cfg.mode == "average":
-        bn = (center_crop(normalise(data.images[i:i + 256], cfg.model), cfg.model.input_size)  # no augmentation
-              .to(device).contiguous(memory_format=torch.channels_last) for i in range(0, len(data.images), 256))
+        bn = (center_view(data.images[i:i + 256], cfg.model).to(device).contiguous(memory_format=torch.channels_last)
+              for i in range(0, len(data.images), 256))  # no augmentation
         loop.average(cfg, model, which="last", bn_batches=bn, command=command)
     elif cfg.mode == "export":
         RunDir(cfg.out_dir).load(model)
@@ -241,13 +232,11 @@ def train(cfg: FaceConfig, model: FaceCNN, data: FaceData, device: torch.device,
 
     def validate() -> Evaluation:
         r, loss = evaluate(model, data)
-        fp, majority = r["ferplus"], r["ferplus"]["majority"]
+        fp, m = r["ferplus"], r["ferplus"]["majority"]
         return Evaluation({"loss": loss, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
-                           "ferplus_majority_accuracy": majority["accuracy"],
-                           "ferplus_neutral_recall": majority["per_class_recall"]["neutral"],
-                           "ferplus_macro_f1": majority["macro_f1"], "ferplus_plurality_accuracy": fp["plurality"]["accuracy"],
-                           "ferplus_cross_entropy": fp["cross_entropy"]},
-                          (majority if ferplus else r)["confusion_matrix"],
+                           "ferplus_majority_accuracy": m["accuracy"], "ferplus_neutral_recall": m["per_class_recall"]["neutral"],
+                           "ferplus_macro_f1": m["macro_f1"], "ferplus_plurality_accuracy": fp["plurality"]["accuracy"],
+                           "ferplus_cross_entropy": fp["cross_entropy"]}, (m if ferplus else r)["confusion_matrix"],
                           title=f"PublicTest ({'FER+ majority' if ferplus else 'FER2013 labels'})")
 
     loop.fit(cfg, model, optimizer, batches=batches, evaluate=validate, command=command,
