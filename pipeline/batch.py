@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from emotion_pipeline.config import AnalyzeConfig
+from emotion_pipeline.corpora.manifest import manifest_rows
 from emotion_pipeline.errors import InputError, PipelineError
 from emotion_pipeline.fileio import atomic_write_text
 from emotion_pipeline.preflight import Job
@@ -298,12 +299,7 @@ def read_manifest(path: str | Path) -> list[Path]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read manifest ({e})") from e
-    base = path.parent
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise InputError(f"{path}: a CSV manifest needs a 'path' column (has {reader.fieldnames})")
-        entries = [row["path"].strip() for row in reader if (row.get("path") or "").strip()]
-    else:
-        entries = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    return [p if p.is_absolute() else base / p for p in map(Path, entries)]
+        return [item for _, item, row in manifest_rows(path, ()) if (row["path"] or "").strip()]
+    entries = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]

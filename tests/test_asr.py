@@ -15,7 +15,8 @@ from emotion_pipeline.models import registry, sources
 from emotion_pipeline.models.registry import ChecksumError, ModelUnavailableError
 from emotion_pipeline import transcribe
 from emotion_pipeline.data import data_path
-from emotion_pipeline.evaluate.asr import edit_ops, normalize, read_references
+from emotion_pipeline.corpora.speech import transcribed_speech as read_references
+from emotion_pipeline.evaluate.asr import edit_ops, normalize
 
 SR = transcribe.SAMPLE_RATE_HZ
 REPO = Path(__file__).resolve().parent.parent
@@ -218,7 +219,7 @@ def test_references_from_ravdess_tess_and_csv_names(tmp_path):
                                                       "Say the word back")]
     assert read_references(tmp_path / "m.csv")[0] == [(tmp_path / "a.wav", "hello there")]
     (tmp_path / "bad.csv").write_text("file,label\n")
-    with pytest.raises(ValueError, match="bad.csv: a transcript manifest needs columns path,text"):
+    with pytest.raises(ValueError, match="bad.csv: a manifest needs columns path,text"):
         read_references(tmp_path / "bad.csv")
 
 

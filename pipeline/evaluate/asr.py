@@ -15,22 +15,18 @@ compute per minute of audio.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import re
 import time
 from pathlib import Path
 
+import jiwer
 import numpy as np
 
-from emotion_pipeline.corpora.speech import speech_items
-from emotion_pipeline.errors import bad_file
-from emotion_pipeline.labels import ravdess_fields
+from emotion_pipeline.corpora.speech import transcribed_speech
 
 log = logging.getLogger(__name__)
 
-RAVDESS_STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
-TESS_CARRIER = "Say the word {}"
 _PUNCT = re.compile(r"[^\w\s']+")
 
 
@@ -41,60 +37,11 @@ def normalize(text: str) -> list[str]:
 
 
 def edit_ops(ref: list[str], hyp: list[str]) -> tuple[int, int, int]:
-    """(substitutions, deletions, insertions) of a minimum word-level alignment."""
-    # dp[i][j] = (cost, S, D, I) for ref[:i] vs hyp[:j]
-    prev = [(j, 0, 0, j) for j in range(len(hyp) + 1)]
-    for i in range(1, len(ref) + 1):
-        cur = [(i, 0, i, 0)]
-        for j in range(1, len(hyp) + 1):
-            c, s, d, n = prev[j - 1]
-            best = (c, s, d, n) if ref[i - 1] == hyp[j - 1] else (c + 1, s + 1, d, n)
-            c, s, d, n = prev[j]
-            best = min(best, (c + 1, s, d + 1, n))
-            c, s, d, n = cur[j - 1]
-            best = min(best, (c + 1, s, d, n + 1))
-            cur.append(best)
-        prev = cur
-    _, s, d, n = prev[-1]
-    return s, d, n
-
-
-def read_references(data: str | Path) -> tuple[list[tuple[Path, str]], str]:
-    """((audio path, reference text) pairs, format); ValueError naming the file when unusable."""
-    data = Path(data)
-    if data.is_dir():
-        pairs, formats = [], set()
-        for item in speech_items(data):
-            fields = ravdess_fields(item.path.stem)
-            if fields is not None:
-                if fields["statement"] in RAVDESS_STATEMENTS:
-                    pairs.append((item.path, RAVDESS_STATEMENTS[fields["statement"]]))
-                    formats.add("ravdess-folder")
-                continue
-            parts = item.path.stem.split("_")
-            if len(parts) >= 3:   # TESS: <speaker>_<word>_<emotion>
-                pairs.append((item.path, TESS_CARRIER.format(parts[1])))
-                formats.add("tess-folder")
-        if not pairs:
-            raise bad_file(data, "no RAVDESS-named or TESS-named speech files in this folder")
-        return pairs, "+".join(sorted(formats))
-    if data.is_file() and data.suffix.lower() == ".csv":
-        with open(data, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            header = [c.strip().lstrip("\ufeff").lower() for c in (reader.fieldnames or [])]
-            if "path" not in header or "text" not in header:
-                raise bad_file(data, f"a transcript manifest needs columns path,text (found {','.join(header) or 'none'})")
-            reader.fieldnames = header
-            pairs = []
-            for row in reader:
-                p = Path((row["path"] or "").strip())
-                pairs.append((p if p.is_absolute() else data.parent / p, (row["text"] or "").strip()))
-        if not pairs:
-            raise bad_file(data, "the manifest has no rows")
-        return pairs, "csv"
-    if data.exists():
-        raise bad_file(data, "expected a RAVDESS or TESS folder, or a .csv manifest (path,text)")
-    raise bad_file(data, "no such file or folder")
+    """(substitutions, deletions, insertions) of a minimum word-level alignment (jiwer)."""
+    if not ref and not hyp:
+        return 0, 0, 0
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return out.substitutions, out.deletions, out.insertions
 
 
 def run(data: Path, *, model: str = "auto", device: str = "cpu", language: str | None = None,
@@ -104,7 +51,7 @@ def run(data: Path, *, model: str = "auto", device: str = "cpu", language: str |
     from emotion_pipeline.models import SAMPLE_RATE_HZ
     from emotion_pipeline.transcribe import load_for_analysis, transcribe_audio
 
-    pairs, fmt = read_references(data)
+    pairs, fmt = transcribed_speech(data)
     if limit:
         pairs = pairs[:limit]
     asr, language_id = load_for_analysis(model, device=device, language=language)

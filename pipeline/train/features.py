@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from emotion_pipeline.corpora.speech import speech_items
+from emotion_pipeline.corpora.speech import speech_files, speech_items
 from emotion_pipeline.data import data_dir
 from emotion_pipeline.errors import ConfigError, InputError, bad_file
 from emotion_pipeline.fileio import atomic_write, atomic_write_text
@@ -239,12 +239,13 @@ def neutral_text_pool(data: DataConfig, text_predictor, *, progress: bool = True
     from emotion_pipeline.transcribe import DEFAULT_ASR, load_asr, transcribe_audio
 
     folder = _resolve(data.neutral_speech)
-    clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+    clips = speech_files(folder)
     if not clips:
         raise ConfigError(f"data.neutral_speech: no audio clips under {folder}")
     asr = load_asr(DEFAULT_ASR, offline=True, progress=False)
     made = {"neutral_speech": data.neutral_speech, "clips": len(clips), "asr": asr.info.name, "asr_sha256": asr.info.sha256}
-    cache = Path(data.cache_dir) / cache_key(made, {"text": text_predictor.describe()})
+    names = [str(c.relative_to(folder)) for c in clips]     # the cache follows the files, not just their count
+    cache = Path(data.cache_dir) / cache_key({**made, "files": names}, {"text": text_predictor.describe()})
     shards = _load_shards(cache, "neutral_text")
     if shards is None:
         texts = []
