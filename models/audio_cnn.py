@@ -9,11 +9,13 @@ Per-utterance normalisation (the log-mel's mean removed, then divided by its sta
 makes the model insensitive to input gain.
 The CNN ends in global pooling over time and frequency, so any input length works; inputs shorter
 than ``min_input_s`` are zero-padded to it. Clip-level scoring over windows of ``window_s`` is in
-``pipeline.audio_windows``. The constructor never downloads anything.
+``pipeline.audio_windows``. The constructor never downloads anything. Training-time augmentation of
+these inputs (``AudioAugment``: crops, gain and noise of the wave; SpecAugment of the log-mel) is here too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -48,6 +50,54 @@ class AudioCNNConfig:
     def __post_init__(self):
         # JSON metadata gives a list back; keep the frozen dataclass hashable-ish and comparable.
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+
+@dataclass(frozen=True)
+class AudioAugment:
+    """Training-time augmentation of the model's inputs (``augment_waves``, ``spec_augment``)."""
+    gain_db: float = 6.0            # random gain +-6 dB
+    noise_prob: float = 0.3         # white noise on 30% of the crops ...
+    snr_db: tuple[float, float] = (10.0, 35.0)  # ... at 10-35 dB SNR
+    freq_masks: int = 2             # SpecAugment: 2 masks of <= 8 mel bands and 2 of <= 20 frames
+    freq_mask_width: int = 8
+    time_masks: int = 2
+    time_mask_width: int = 20
+
+
+def augment_waves(waves: Sequence[np.ndarray], config: AudioCNNConfig, aug: AudioAugment,
+                  rng: np.random.Generator) -> torch.Tensor:
+    """Random crops of the model's ``window_s`` (time shift), gain and additive noise: (N, window samples)."""
+    window = int(config.window_s * config.sample_rate_hz)
+    out = np.zeros((len(waves), window), dtype=np.float32)
+    for i, w in enumerate(waves):
+        if len(w) >= window:
+            s = rng.integers(0, len(w) - window + 1)
+            out[i] = w[s:s + window]
+        else:  # shorter clip: place it at a random offset in the window
+            s = rng.integers(0, window - len(w) + 1)
+            out[i, s:s + len(w)] = w
+        out[i] *= 10 ** (rng.uniform(-aug.gain_db, aug.gain_db) / 20)
+        if rng.random() < aug.noise_prob:
+            rms = float(np.sqrt(np.mean(out[i] ** 2)) + 1e-8)
+            out[i] += rng.standard_normal(window).astype(np.float32) * rms / (10 ** (rng.uniform(*aug.snr_db) / 20))
+    return torch.from_numpy(out)
+
+
+def spec_augment(feats: torch.Tensor, aug: AudioAugment) -> torch.Tensor:
+    """SpecAugment with torch's RNG: zero (= the mean after normalisation) random mel bands and frame
+    ranges of ``features``' output (N, 1, mels, frames), per example."""
+    n, _, mels, frames = feats.shape
+    feats = feats.clone()
+    for i in range(n):
+        for _ in range(aug.freq_masks):
+            w = int(torch.randint(0, aug.freq_mask_width + 1, (1,)))
+            f0 = int(torch.randint(0, max(1, mels - w), (1,)))
+            feats[i, :, f0:f0 + w, :] = 0
+        for _ in range(aug.time_masks):
+            w = int(torch.randint(0, aug.time_mask_width + 1, (1,)))
+            t0 = int(torch.randint(0, max(1, frames - w), (1,)))
+            feats[i, :, :, t0:t0 + w] = 0
+    return feats
 
 
 class _ConvBlock(nn.Sequential):

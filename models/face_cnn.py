@@ -1,8 +1,9 @@
 """FaceCNN: a small VGG-style network that classifies a grey face crop into the 7 LABELS.
 
 Plain PyTorch, built from its config alone (the constructor never downloads anything). The
-preprocessing the network was trained with lives here too (``prepare``), so the video pipeline
-and the evaluator feed the network exactly what training fed it.
+preprocessing the network was trained with lives here too (``prepare``, and training's random
+views ``random_view``), so the video pipeline and the evaluator feed the network exactly what
+training fed it.
 
 Shape of the network (defaults): four stages of two 3x3 conv+BN+ReLU blocks, widths
 32/64/128/256, 2x2 max-pool between stages (40 -> 20 -> 10 -> 5), global average pool, dropout,
@@ -11,11 +12,13 @@ Logits come out in ``pipeline.labels.LABELS`` order (training remaps FER2013's c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from emotion_pipeline.labels import NUM_LABELS
@@ -124,6 +127,42 @@ def center_view(images: torch.Tensor, config: FaceCNNConfig) -> torch.Tensor:
     """uint8 (N,1,source_size,source_size) -> the standardised centre crop (N,1,S,S): the one view
     without test-time augmentation."""
     return normalise(center_crop(images, config.input_size), config).contiguous()
+
+
+@dataclass(frozen=True)
+class FaceAugment:
+    """Training's random views of the source_size image (``random_view``)."""
+    max_shift_px: float = 4.0       # of the input_size window, in source px
+    max_rotate_deg: float = 10.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    erase_p: float = 0.5            # random erasing: the chance of one rectangle set to the mean grey
+    erase_area: tuple[float, float] = (0.02, 0.15)  # its area, a fraction of the input's
+
+
+def random_view(images: torch.Tensor, config: FaceCNNConfig, augment: FaceAugment | None) -> torch.Tensor:
+    """uint8 (N,1,source_size,source_size) -> standardised float (N,1,S,S): one random affine per
+    image (shift, rotation, scale, a flip half the time) sampled straight at S px, then random
+    erasing. Without ``augment``: the centre crop, exactly what ``prepare`` gives."""
+    if augment is None:
+        return center_view(images, config)
+    a, x, n, s, full = augment, normalise(images, config), len(images), config.input_size, images.shape[-1]
+    ang = torch.empty(n).uniform_(-a.max_rotate_deg, a.max_rotate_deg) * math.pi / 180
+    k = (s / full) / torch.empty(n).uniform_(*a.scale_range)  # output [-1,1] covers s px of the image, zoomed
+    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+    shift = torch.empty(n, 2).uniform_(-a.max_shift_px, a.max_shift_px) * 2 / full
+    cos, sin = k * torch.cos(ang), k * torch.sin(ang)
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # pad = mean grey
+    # random erasing: one rectangle per chosen image set to 0 (= the mean after normalisation)
+    area = torch.empty(n).uniform_(*a.erase_area) * s * s
+    aspect = torch.exp(torch.empty(n).uniform_(math.log(0.5), math.log(2.0)))
+    h, w = (side.sqrt().clamp(2, s).long().view(-1, 1, 1) for side in (area * aspect, area / aspect))
+    top, left = ((torch.rand(n).view(-1, 1, 1) * (s - size + 1).float()).long() for size in (h, w))
+    r = torch.arange(s)
+    box = (r.view(s, 1) >= top) & (r.view(s, 1) < top + h) & (r >= left) & (r < left + w)
+    return x.masked_fill((box & (torch.rand(n) < a.erase_p).view(-1, 1, 1))[:, None], 0.0).contiguous()
 
 
 def to_source_size(crops: np.ndarray, config: FaceCNNConfig | dict | None = None) -> torch.Tensor:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from tqdm import tqdm
 
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.models.sources import ModelUnavailableError
@@ -154,6 +156,32 @@ class TextEmotionModel(nn.Module):
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
         return self.head(self.dropout(pooled)), pooled
+
+    @torch.inference_mode()
+    def bottom_states(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> list[torch.Tensor]:
+        """``bottom`` of each text, unpadded: one fp16 (length, 384) tensor per text, what training caches
+        once. Always in eval mode: dropout in the frozen layers would make them differ from inference."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out: list[torch.Tensor] = [None] * len(texts)  # type: ignore[list-item]
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in tqdm(range(0, len(texts), batch_size), desc="cache", leave=False, mininterval=10,
+                          disable=not progress):
+            idx = order[start:start + batch_size]
+            enc = self.tokenize([texts[i] for i in idx])
+            hidden = self.bottom(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            for i, states, length in zip(idx, hidden, enc["attention_mask"].sum(1).tolist()):
+                out[i] = states[:length].to(torch.float16).clone()
+        self.train(was_training)
+        return out
+
+    def top_states(self, states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``top`` of a list of ``bottom_states`` zero-padded to the longest: (logits, pooled embedding)."""
+        device = next(self.parameters()).device
+        hidden = pad_sequence([x.float() for x in states], batch_first=True)
+        mask = pad_sequence([torch.ones(len(x), dtype=torch.long) for x in states], batch_first=True)
+        return self.top(hidden.to(device), mask.to(device))
 
     def forward_with_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.top(self.bottom(input_ids, attention_mask), attention_mask)

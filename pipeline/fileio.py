@@ -1,17 +1,25 @@
-"""Atomic file writes and hashing, used by every writer (timelines, weights, caches, checkpoints)."""
+"""Atomic file writes, hashing and npz shard caches, used by every writer (timelines, weights, caches, checkpoints)."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; concurrent exports there are the user's to avoid
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+SHARD_ROWS = 2000   # rows per npz shard of a cache
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once, so temporary files end up with the usual permissions
@@ -61,3 +69,46 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def json_digest(obj: Any, chars: int = 16) -> str:
+    """The first ``chars`` hex digits of the SHA-256 of ``obj`` as sorted JSON (other values as str):
+    a cache folder named by what the cache depends on."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:chars]
+
+
+def save_shards(folder: str | os.PathLike, name: str, arrays: dict[str, np.ndarray], rows: int = SHARD_ROWS) -> None:
+    """``arrays`` (of one length) as ``name-000.npz``, ``name-001.npz``, ... of ``rows`` rows, each
+    written atomically (no pickle)."""
+    n = len(next(iter(arrays.values())))
+    for k, start in enumerate(range(0, max(n, 1), rows)):
+        def write(tmp: str, part: slice = slice(start, start + rows)) -> None:
+            with open(tmp, "wb") as fh:   # a file, not a name: np.savez would add ".npz" to the name
+                np.savez(fh, **{key: a[part] for key, a in arrays.items()})
+        atomic_write(Path(folder) / f"{name}-{k:03d}.npz", write)
+
+
+def load_shards(folder: str | os.PathLike, name: str) -> dict[str, np.ndarray] | None:
+    """The arrays ``save_shards`` wrote (concatenated), None when there are no shards."""
+    parts = []
+    for path in sorted(Path(folder).glob(f"{name}-*.npz")):
+        with np.load(path, allow_pickle=False) as npz:
+            parts.append(dict(npz))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else None
+
+
+def shard_cache(folder: str | os.PathLike, names: tuple[str, ...],
+                make: Callable[[], tuple[dict[str, dict[str, np.ndarray]], dict]]) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays of ``names`` from the shards in ``folder`` when its meta.json is there; else
+    ``make()`` -> ({name: arrays}, meta), saved as shards and then meta.json, which marks a complete cache."""
+    folder = Path(folder)
+    if (folder / "meta.json").exists():
+        found = {name: load_shards(folder, name) for name in names}
+        if all(a is not None for a in found.values()):
+            log.info("cache hit: %s", folder)
+            return found
+    arrays, meta = make()
+    for name, named in arrays.items():
+        save_shards(folder, name, named)
+    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2, default=str))
+    return arrays

@@ -65,6 +65,20 @@ def test_frontend_buffers_not_saved(model):
     assert not any("mel_fb" in k or "stft_window" in k for k in keys)
 
 
+def test_augmentation_keeps_shapes_and_input():
+    from emotion_pipeline.models.audio_cnn import AudioAugment, augment_waves, spec_augment
+
+    waves = [np.ones(4 * SR, np.float32), np.ones(SR, np.float32)]  # longer and shorter than the 3 s window
+    out = augment_waves(waves, AudioCNNConfig(), AudioAugment(noise_prob=0.0), np.random.default_rng(0))
+    assert out.shape == (2, 3 * SR) and out[0].unique().numel() == 1 and out[1].count_nonzero() == SR
+    torch.manual_seed(0)
+    feats = torch.ones(2, 1, 64, 301)
+    masked = spec_augment(feats, AudioAugment(time_masks=0))
+    assert feats.eq(1).all() and masked.shape == feats.shape  # the input is left as it was
+    bands = (masked == 0).all(-1)  # only whole mel bands are masked
+    assert bands.any() and ((masked == 0).sum((-2, -1)) == bands.sum(-1) * 301).all()
+
+
 def test_registry_round_trip(model, weight_file):
     loaded = registry.load(str(weight_file))
     assert loaded.arch == "audio_cnn" and loaded.meta["version"] == "test"

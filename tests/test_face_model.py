@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from emotion_pipeline.models import registry, weights_io
-from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, predict, predict_logits, prepare, tta_views
+from emotion_pipeline.models.face_cnn import (FaceAugment, FaceCNN, FaceCNNConfig, predict, predict_logits, prepare,
+                                              random_view, tta_views)
 from emotion_pipeline.corpora.faces import read_fer_npz
 from emotion_pipeline.evaluate.face import run
 from emotion_pipeline.labels import FER2013_CLASSES, LABEL_INDEX, LABELS
@@ -67,12 +68,14 @@ def test_prepare_shape_dtype_and_normalisation():
 
 def test_training_without_augmentation_matches_prepare():
     """The trainer's validation input is exactly what prepare() gives the pipeline."""
-    from emotion_pipeline.train.face import FaceConfig, augment_batch
+    from emotion_pipeline.train.face import FaceConfig
     imgs = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
-    cfg = FaceConfig(augment=False)
-    assert torch.allclose(augment_batch(torch.from_numpy(imgs)[:, None], cfg), prepare(imgs, cfg.model))
-    # augmented batches keep the shape and stay finite
-    out = augment_batch(torch.from_numpy(imgs)[:, None], FaceConfig())
+    cfg = FaceConfig(augment=None)
+    view = random_view(torch.from_numpy(imgs)[:, None], cfg.model, cfg.augment)
+    assert torch.allclose(view, prepare(imgs, cfg.model))
+    # augmented batches (the trainer's default) keep the shape and stay finite
+    assert FaceConfig().augment == FaceAugment()
+    out = random_view(torch.from_numpy(imgs)[:, None], cfg.model, FaceAugment())
     assert out.shape == (4, 1, 40, 40) and torch.isfinite(out).all()
 
 
@@ -197,7 +200,7 @@ def test_swa_average_and_batchnorm_recalibration(tmp_path):
     recalibrating on a set of images in one batch, eval mode on those images matches train mode
     (batch statistics), up to the unbiased vs biased variance; other architectures are refused."""
     from emotion_pipeline.errors import TrainingError
-    from emotion_pipeline.train.face import FaceConfig, augment_batch
+    from emotion_pipeline.train.face import FaceConfig
     from emotion_pipeline.train.loop import RunDir, average
     torch.manual_seed(0)
     small = dataclasses.replace(SMALL, dropout=0.0)  # so that train mode differs from eval only in BN
@@ -206,9 +209,9 @@ def test_swa_average_and_batchnorm_recalibration(tmp_path):
         (tmp_path / name).mkdir()
         RunDir(tmp_path / name).save("last", {"model": net.state_dict(), "epoch": 3, "best_metric": 0.5})
     cfg = FaceConfig(model=small, mode="average", average_of=(str(tmp_path / "a"), str(tmp_path / "b")),
-                     out_dir=str(tmp_path / "swa"), augment=False)
+                     out_dir=str(tmp_path / "swa"), augment=None)
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (300, 1, 48, 48), dtype=np.uint8))
-    x = augment_batch(images, cfg)
+    x = random_view(images, cfg.model, cfg.augment)
     model = average(cfg, FaceCNN(small), which="last", bn_batches=[x])
     for key, value in a.state_dict().items():
         if "running" not in key and "num_batches" not in key:

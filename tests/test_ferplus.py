@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from emotion_pipeline.models import weights_io
 from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig
-from emotion_pipeline.corpora.faces import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
+from emotion_pipeline.corpora.faces import FerPlusVotes, fer_faces, fer_split, ferplus_votes, ferplus_votes_path
 from emotion_pipeline.data import data_dir
 from emotion_pipeline.evaluate.face import run
 from emotion_pipeline.metrics import ferplus_report
@@ -86,6 +86,15 @@ def test_reader_on_real_publictest_slice():
     maj = votes.majority()
     agree = (maj[maj >= 0] == faces.labels[maj >= 0]).mean()
     assert 0.55 < agree < 0.75
+    # fer_split: the same faces with the chosen labels; a selection keeps faces, labels, votes and row numbers aligned
+    own, crowd = fer_split(PUBLICTEST), fer_split(PUBLICTEST, "ferplus").labelled()
+    assert own.votes is None and np.array_equal(own.labels, faces.labels) and np.array_equal(own.rows, np.arange(3589))
+    np.testing.assert_array_equal(crowd.rows, np.flatnonzero(maj >= 0))
+    np.testing.assert_array_equal(crowd.labels, maj[maj >= 0])
+    np.testing.assert_array_equal(crowd.images, faces.images[maj >= 0])
+    np.testing.assert_array_equal(crowd.votes.counts, votes.counts[maj >= 0])
+    with pytest.raises(ValueError, match="fer2013, ferplus"):
+        fer_split(PUBLICTEST, "crowd")
 
 
 @needs_votes
@@ -136,7 +145,7 @@ def test_training_steps_on_real_votes_lower_the_loss():
     images = torch.from_numpy(faces.images[idx])[:, None]
     target = torch.from_numpy(votes.targets()[idx])
     torch.manual_seed(0)
-    cfg = FaceConfig(model=dataclasses.replace(SMALL, dropout=0.0), augment=False, lr=0.05, targets="ferplus")
+    cfg = FaceConfig(model=dataclasses.replace(SMALL, dropout=0.0), augment=None, lr=0.05, targets="ferplus")
     model = FaceCNN(cfg.model).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
 

@@ -56,15 +56,13 @@ def test_shapes_and_predict_order(model):
 def test_training_cache_matches_inference(model):
     """The trainer's cached bottom-layer states (built once, fp16) must equal what inference computes,
     even when the model is in train mode (dropout in the frozen layers would corrupt the cache)."""
-    from emotion_pipeline.train.text import build_cache, collate
     model.train()
     try:
-        cache = build_cache(model, SENTENCES, batch_size=2)
-        assert model.training
+        cache = model.bottom_states(SENTENCES, batch_size=2)
+        assert model.training and [x.dtype for x in cache] == [torch.float16] * len(SENTENCES)
         model.eval()
-        hidden, mask = collate(cache, torch.device("cpu"))
         with torch.no_grad():
-            cached, _ = model.top(hidden, mask)
+            cached, _ = model.top_states(cache)
         full = model(**model.tokenize(SENTENCES))
     finally:
         model.eval()

@@ -106,18 +106,19 @@ def _pool(label_of_row, value, n=40):
     probs = np.full((n, 7), 0.01, np.float32)
     probs[:, value] = 0.94
     return Pool(probs, np.full((n, 4), float(value), np.float32), np.array([label_of_row(i) for i in range(n)]),
-                np.array(["g"] * n), np.zeros(n, bool))
+                np.zeros(n, bool))
 
 
 def test_neutral_content_text_replaces_some_texts_and_keeps_the_label():
     import numpy as np
+    from emotion_pipeline.train.features import draw_triples
     pools = {m: _pool(lambda i: i % 7, 3) for m in ("face", "audio", "text")}
     # every text in the pools says "angry" (index 3); the neutral-content transcripts say "neutral"
     neutral = _pool(lambda i: 0, 0, n=5)
-    plain = fusion.draw_triples(pools, 2000, np.random.default_rng(0), 0.0)
-    again = fusion.draw_triples(pools, 2000, np.random.default_rng(0), 0.0, neutral, 0.0)
+    plain = draw_triples(pools, 2000, np.random.default_rng(0), 0.0)
+    again = draw_triples(pools, 2000, np.random.default_rng(0), 0.0, neutral, 0.0)
     assert torch.equal(plain.probs, again.probs)            # rate 0: the same draws as without the pool
-    mixed = fusion.draw_triples(pools, 2000, np.random.default_rng(0), 0.0, neutral, 0.3)
+    mixed = draw_triples(pools, 2000, np.random.default_rng(0), 0.0, neutral, 0.3)
     swapped = mixed.probs[:, 2].argmax(1) == 0
     assert 0.25 < swapped.float().mean() < 0.35                                  # about the rate
     assert torch.equal(mixed.labels, plain.labels)                                # labels kept

@@ -2,7 +2,9 @@
 
 - ``fer_faces(path)`` / ``read_fer_npz(path)``: face crops in the FER2013 ``.npz`` format;
 - ``ferplus_votes(path)``: FER+ crowd votes row-aligned to a FER2013 file
-  (``ferplus_votes_path`` finds the one that belongs to a FER2013 file).
+  (``ferplus_votes_path`` finds the one that belongs to a FER2013 file);
+- ``fer_split(path, labels)``: a file's faces with their own or the FER+ majority labels and the
+  votes beside it, as training and the fusion features read them.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from emotion_pipeline.errors import DataError, bad_file
 from emotion_pipeline.labels import FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO_OURS, LABEL_INDEX, LABELS, NUM_LABELS, canonical
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class FerPlusVotes:
     matched: np.ndarray   # bool (N,)
     counts: np.ndarray    # int64 (N,7), LABELS order
 
+    def take(self, rows: np.ndarray) -> FerPlusVotes:
+        """The votes of ``rows`` (indices or a boolean mask)."""
+        return FerPlusVotes(self.votes[rows], self.matched[rows], self.counts[rows])
+
     @property
     def usable(self) -> np.ndarray:
         return self.matched & (self.counts.sum(1) > 0)
@@ -168,3 +173,40 @@ def ferplus_votes_path(fer_npz: str | Path) -> Path | None:
         return None
     candidate = fer_npz.with_name(f"ferplus_votes_{m.group(1).lower()}.npz")
     return candidate if candidate.is_file() else None
+
+
+FER_LABELS = ("fer2013", "ferplus")
+
+
+@dataclass(frozen=True)
+class FerSplit:
+    """Faces of one FER2013-format file (all its rows, or a selection in file order)."""
+    images: np.ndarray              # uint8 (N,H,W) grey crops
+    labels: np.ndarray              # int64 (N,) in LABELS order, the file's own or the FER+ majority; -1: none
+    votes: FerPlusVotes | None      # row-aligned FER+ votes; None when not read
+    rows: np.ndarray                # int64 (N,) the faces' row numbers in the file
+
+    def take(self, rows: np.ndarray) -> FerSplit:
+        """The faces ``rows`` (indices or a boolean mask) of this selection."""
+        votes = None if self.votes is None else self.votes.take(rows)
+        return FerSplit(self.images[rows], self.labels[rows], votes, self.rows[rows])
+
+    def labelled(self) -> FerSplit:
+        return self.take(self.labels >= 0)
+
+
+def fer_split(path: str | Path, labels: str = "fer2013", *, votes: bool = False) -> FerSplit:
+    """Every face of a FER2013-format npz (``fer_faces``) with ``labels`` "fer2013" (the file's own)
+    or "ferplus" (the FER+ crowd majority, ``FerPlusVotes.majority``). The FER+ votes come from the
+    ``ferplus_votes_<split>.npz`` beside the file (``ferplus_votes_path``), read for ferplus labels
+    or with ``votes``; DataError naming the file when there is none."""
+    if labels not in FER_LABELS:
+        raise ValueError(f"labels must be one of {', '.join(FER_LABELS)}, got {labels!r}")
+    path = Path(path)
+    faces, crowd = fer_faces(path), None
+    if votes or labels == "ferplus":
+        if (vote_file := ferplus_votes_path(path)) is None:
+            raise bad_file(path, "no ferplus_votes_<split>.npz beside it")
+        crowd = ferplus_votes(vote_file, filenames=faces.filenames, n_rows=len(faces.labels))
+    chosen = faces.labels if labels == "fer2013" else crowd.majority()
+    return FerSplit(faces.images, chosen, crowd, np.arange(len(chosen)))

@@ -1,16 +1,12 @@
 """Face CNN (models/face_cnn.py) on FER2013 Training, selected on PublicTest: ``train face CONFIG``.
 
-Targets: ``fer2013`` trains on the original (noisy) labels with label smoothing and selects on
-PublicTest accuracy; ``ferplus`` trains on the FER+ crowd vote distributions (cross entropy against
-votes / sum, the FER+ paper's best mode; faces without usable votes left out, see
-``pipeline.corpora.faces.FerPlusVotes``) and selects on FER+ PublicTest majority accuracy.
-``init_weights`` fine-tunes a face_cnn file or registry name, or starts from a run folder's
-best.pt (a warm restart, SGDR). ``mode: average`` is stochastic weight averaging of the
-``average_of`` runs' last.pt, BatchNorm recalibrated on the training faces. The export is float16
-when that keeps the selection metric within 0.1 point.
-
-Throughput (2-core AVX-512 CPU, 1 thread, batch 128): bf16 autocast + channels_last make a step
-2.8x faster than float32 NCHW (191 vs 536 ms); on CUDA bf16 autocast too.
+``targets: fer2013`` trains on the file's (noisy) labels, label smoothed, selected on accuracy;
+``ferplus`` on the FER+ vote distributions (cross entropy against votes / sum, the FER+ paper's best
+mode; faces without usable votes left out), selected on FER+ majority accuracy. ``init_weights``
+fine-tunes a face_cnn file or registry name, or restarts from a run folder's best.pt (SGDR).
+``mode: average``: SWA of the runs' last.pt, BatchNorm recalibrated on the training faces. The
+export is float16 when that keeps the selection metric within 0.1 point. bf16 autocast (CPU and
+CUDA) + channels_last: a step 2.8x faster than float32 NCHW (2-core AVX-512 CPU, batch 128: 191 vs 536 ms).
 """
 from __future__ import annotations
 
@@ -24,12 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from emotion_pipeline.config import check
-from emotion_pipeline.corpora.faces import FerPlusVotes, fer_faces, ferplus_votes, ferplus_votes_path
+from emotion_pipeline.corpora.faces import FerSplit, fer_split
 from emotion_pipeline.data import data_path
-from emotion_pipeline.errors import TrainingError, bad_file
+from emotion_pipeline.errors import TrainingError
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.metrics import ferplus_report, report
-from emotion_pipeline.models.face_cnn import FaceCNN, FaceCNNConfig, center_view, normalise, predict_logits
+from emotion_pipeline.models.face_cnn import (TTA_MODES, FaceAugment, FaceCNN, FaceCNNConfig, center_view,
+                                              predict_logits, random_view)
 from emotion_pipeline.preflight import select_device
 from emotion_pipeline.train import loop
 from emotion_pipeline.train.loop import Evaluation, RunConfig, RunDir
@@ -55,12 +52,7 @@ class FaceConfig(RunConfig):
     label_smoothing: float = 0.1    # fer2013 targets only (the FER+ votes are soft already)
     mixup_alpha: float = 0.0        # > 0: mixup of images and targets, Beta(a, a)
     class_balance: float = 0.0      # > 0: class weights (mean class mass / class mass) ** power
-    augment: bool = True            # shift of the 40 px crop in 48 px, rotation, scale, flip, erasing
-    max_shift_px: float = 4.0
-    max_rotate_deg: float = 10.0
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    erase_p: float = 0.5
-    erase_area: tuple[float, float] = (0.02, 0.15)
+    augment: FaceAugment | None = field(default_factory=FaceAugment)  # null: centre crops only
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,58 +66,24 @@ Config = FaceConfig
 class FaceData:
     images: torch.Tensor        # uint8 (N,1,48,48) training faces
     targets: torch.Tensor       # float (N,7): vote distributions (ferplus) or one-hot labels (fer2013)
-    val_images: torch.Tensor    # uint8 (M,1,48,48) validation faces
-    val_labels: np.ndarray      # FER2013 labels in LABELS order
-    val_votes: FerPlusVotes     # row-aligned FER+ votes
+    val: FerSplit               # validation faces with their FER2013 labels and FER+ votes
 
 
 def read_data(cfg: FaceConfig) -> FaceData:
-    """FER2013 Training (for ferplus: the faces with usable votes) and the validation split, each
-    with its row-aligned FER+ votes; a seeded pick of ``max_per_split`` faces of each."""
-    def split(npz: str, seed: int, keep) -> tuple[torch.Tensor, np.ndarray, FerPlusVotes]:
-        path = data_path(npz)
-        faces = fer_faces(path)
-        if (votes_path := ferplus_votes_path(path)) is None:
-            raise bad_file(path, "no ferplus_votes_<split>.npz beside it")
-        votes = ferplus_votes(votes_path, filenames=faces.filenames, n_rows=len(faces.labels))
-        rows = np.flatnonzero(keep(faces.labels, votes))
-        rows = rows[loop.subset(len(rows), cfg.max_per_split, seed)]
-        return (torch.from_numpy(np.ascontiguousarray(faces.images[rows]))[:, None], faces.labels[rows],
-                FerPlusVotes(votes.votes[rows], votes.matched[rows], votes.counts[rows]))
+    """FER2013 Training (for ferplus: the faces with usable votes) and the validation split, each a
+    seeded pick of ``max_per_split`` faces."""
+    def pick(split: FerSplit, seed: int) -> FerSplit:
+        return split.take(loop.subset(len(split.rows), cfg.max_per_split, seed))
 
     ferplus = cfg.targets == "ferplus"
-    images, labels, votes = split(cfg.train_npz, cfg.seed, (lambda y, v: v.usable) if ferplus else (lambda y, v: y >= 0))
-    targets = votes.targets() if ferplus else F.one_hot(torch.from_numpy(labels), len(LABELS)).float().numpy()
-    return FaceData(images, torch.from_numpy(targets), *split(cfg.val_npz, cfg.seed + 1, lambda y, v: np.ones(len(y), bool)))
-
-
-def augment_batch(images: torch.Tensor, cfg: FaceConfig) -> torch.Tensor:
-    """uint8 (N,1,48,48) -> normalised float (N,1,S,S): one random affine per image (shift,
-    rotation, scale, flip) sampled straight at S px, then random erasing. Without augmentation it
-    is the centre crop, i.e. exactly models.face_cnn.prepare."""
-    if not cfg.augment:
-        return center_view(images, cfg.model)
-    x, n, s, full = normalise(images, cfg.model), len(images), cfg.model.input_size, images.shape[-1]
-    ang = torch.empty(n).uniform_(-cfg.max_rotate_deg, cfg.max_rotate_deg) * math.pi / 180
-    k = (s / full) / torch.empty(n).uniform_(*cfg.scale_range)  # output [-1,1] covers s px of the image, zoomed
-    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
-    shift = torch.empty(n, 2).uniform_(-cfg.max_shift_px, cfg.max_shift_px) * 2 / full
-    cos, sin = k * torch.cos(ang), k * torch.sin(ang)
-    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # pad = mean grey
-    # random erasing: one rectangle per chosen image set to 0 (= the mean after normalisation)
-    area = torch.empty(n).uniform_(*cfg.erase_area) * s * s
-    aspect = torch.exp(torch.empty(n).uniform_(math.log(0.5), math.log(2.0)))
-    h, w = (side.sqrt().clamp(2, s).long().view(-1, 1, 1) for side in (area * aspect, area / aspect))
-    top, left = ((torch.rand(n).view(-1, 1, 1) * (s - size + 1).float()).long() for size in (h, w))
-    r = torch.arange(s)
-    box = (r.view(s, 1) >= top) & (r.view(s, 1) < top + h) & (r >= left) & (r < left + w)
-    return x.masked_fill((box & (torch.rand(n) < cfg.erase_p).view(-1, 1, 1))[:, None], 0.0).contiguous()
+    train, val = (fer_split(data_path(npz), votes=True) for npz in (cfg.train_npz, cfg.val_npz))
+    train = pick(train.take(train.votes.usable if ferplus else train.labels >= 0), cfg.seed)
+    targets = train.votes.targets() if ferplus else np.eye(len(LABELS), dtype=np.float32)[train.labels]
+    return FaceData(torch.from_numpy(train.images)[:, None], torch.from_numpy(targets), pick(val, cfg.seed + 1))
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: FaceConfig) -> float:
-    """Linear warm-up then cosine to zero, as a pure function of the step."""
+    """Linear warm-up then cosine to zero."""
     warm, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
     if step < warm:
         return cfg.lr * (step + 1) / warm
@@ -138,9 +96,10 @@ def make_optimizer(model: torch.nn.Module, cfg: FaceConfig) -> torch.optim.Optim
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross entropy against per-row probability targets (N,7); with ``class_weights`` (7,)
-    each class term is weighted and the sum normalised by the batch's total weight."""
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross entropy against probability targets (N,7); with ``class_weights`` (7,) normalised by
+    the batch's total weight. (F.cross_entropy differs in the last bits, and divides by N when weighted.)"""
     logp = F.log_softmax(logits.float(), dim=1)
     if class_weights is None:
         return -(targets * logp).sum(1).mean()
@@ -163,9 +122,8 @@ def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.T
 
 def step_loss(model: FaceCNN, images: torch.Tensor, target: torch.Tensor, cfg: FaceConfig,
               device: torch.device, class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """The loss of one batch of uint8 48 px images (N,1,48,48) against (N,7) targets: augmentation,
-    label smoothing (fer2013), mixup, bf16 autocast forward, soft cross entropy."""
-    x = augment_batch(images, cfg).to(device).to(memory_format=torch.channels_last)
+    """The loss of one batch of uint8 images (N,1,48,48) against (N,7) targets."""
+    x = random_view(images, cfg.model, cfg.augment).to(device, memory_format=torch.channels_last)
     target = target.to(device)
     if cfg.targets == "fer2013" and cfg.label_smoothing:
         target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / len(LABELS)
@@ -177,12 +135,12 @@ def step_loss(model: FaceCNN, images: torch.Tensor, target: torch.Tensor, cfg: F
     return soft_cross_entropy(logits, target, class_weights), {"train_accuracy": float(hits)}
 
 
-def evaluate(model: FaceCNN, data: FaceData, tta: str | None = None, batch_size: int = 512) -> tuple[dict, float]:
+def evaluate(model: FaceCNN, data: FaceData, tta: str | None = None) -> tuple[dict, float]:
     """(report over LABELS with ``ferplus`` added, mean cross entropy) on the validation faces."""
-    logits = predict_logits(model.eval(), data.val_images, tta, batch_size=batch_size)
-    result = report(data.val_labels, logits.argmax(1).numpy(), LABELS)
-    result["ferplus"] = ferplus_report(logits.numpy(), data.val_votes, data.val_labels)
-    return result, float(F.cross_entropy(logits, torch.from_numpy(data.val_labels)))
+    logits = predict_logits(model.eval(), torch.from_numpy(data.val.images)[:, None], tta, batch_size=512)
+    result = report(data.val.labels, logits.argmax(1).numpy(), LABELS)
+    result["ferplus"] = ferplus_report(logits.numpy(), data.val.votes, data.val.labels)
+    return result, float(F.cross_entropy(logits, torch.from_numpy(data.val.labels)))
 
 
 def selection(result: dict, cfg: FaceConfig) -> float:
@@ -190,7 +148,7 @@ def selection(result: dict, cfg: FaceConfig) -> float:
 
 
 def initial_weights(source: str) -> dict[str, torch.Tensor]:
-    """Fine-tuning (a face_cnn file or registry name) or a warm restart (SGDR: a run folder's best.pt)."""
+    """A face_cnn file or registry name (fine-tuning), or a run folder's best.pt (a warm restart)."""
     if Path(source).is_dir():
         return RunDir(source).checkpoint("best")["model"]
     from emotion_pipeline.models import registry
@@ -206,8 +164,7 @@ def run(cfg: FaceConfig, command: str = "") -> dict:
     data = read_data(cfg)
     model = FaceCNN(cfg.model).to(device).to(memory_format=torch.channels_last)
     if cfg.mode == "average":
-        bn = (center_view(data.images[i:i + 256], cfg.model).to(device).contiguous(memory_format=torch.channels_last)
-              for i in range(0, len(data.images), 256))  # no augmentation
+        bn = (center_view(b, cfg.model).to(device, memory_format=torch.channels_last) for b in data.images.split(256))
         loop.average(cfg, model, which="last", bn_batches=bn, command=command)
     elif cfg.mode == "export":
         RunDir(cfg.out_dir).load(model)
@@ -226,36 +183,32 @@ def train(cfg: FaceConfig, model: FaceCNN, data: FaceData, device: torch.device,
     optimizer = make_optimizer(model, cfg)
     ferplus = cfg.targets == "ferplus"
 
-    def batches(rng):
-        perm = torch.randperm(len(data.images))
-        return (perm[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps))
-
     def validate() -> Evaluation:
         r, loss = evaluate(model, data)
         fp, m = r["ferplus"], r["ferplus"]["majority"]
         return Evaluation({"loss": loss, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
-                           "ferplus_majority_accuracy": m["accuracy"], "ferplus_neutral_recall": m["per_class_recall"]["neutral"],
+                           "ferplus_majority_accuracy": m["accuracy"],
+                           "ferplus_neutral_recall": m["per_class_recall"]["neutral"],
                            "ferplus_macro_f1": m["macro_f1"], "ferplus_plurality_accuracy": fp["plurality"]["accuracy"],
                            "ferplus_cross_entropy": fp["cross_entropy"]}, (m if ferplus else r)["confusion_matrix"],
                           title=f"PublicTest ({'FER+ majority' if ferplus else 'FER2013 labels'})")
 
-    loop.fit(cfg, model, optimizer, batches=batches, evaluate=validate, command=command,
+    loop.fit(cfg, model, optimizer, evaluate=validate, command=command,
+             batches=lambda rng: torch.randperm(len(data.images)).split(cfg.batch_size)[:steps],
              step=lambda idx: step_loss(model, data.images[idx], data.targets[idx], cfg, device, weights),
              scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, steps, cfg) / cfg.lr),
              metric="val_ferplus_majority_accuracy" if ferplus else "val_accuracy")
 
 
 def finish(model: FaceCNN, cfg: FaceConfig, data: FaceData, command: str) -> dict:
-    """The best (or averaged) model on the validation split with each TTA mode and in float16
-    (exported as float16 when that keeps the selection metric within 0.1 point)."""
+    """The best (or averaged) model on the validation split with each TTA mode and in float16."""
     run = RunDir(cfg.out_dir)
-    results = {mode or "none": evaluate(model, data, tta=mode)[0] for mode in (None, "flip", "crops10")}
-    half = copy.deepcopy(model)
-    half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
-    half_metric = selection(evaluate(half, data)[0], cfg)
+    results = {mode or "none": evaluate(model, data, tta=mode)[0] for mode in TTA_MODES}
+    half_metric = selection(evaluate(copy.deepcopy(model).half().float(), data)[0], cfg)
     keys = ("n", "accuracy", "macro_f1", "uar", "per_class_recall")
     metrics = {"validation": {m: {k: r[k] for k in keys} for m, r in results.items()},
-               "validation_ferplus_majority": {m: {k: r["ferplus"]["majority"][k] for k in keys} for m, r in results.items()},
+               "validation_ferplus_majority": {m: {k: r["ferplus"]["majority"][k] for k in keys}
+                                               for m, r in results.items()},
                "float16_selection_metric": half_metric, "best_epoch": run.checkpoint("best")["epoch"]}
     ferplus = cfg.targets == "ferplus"
     return loop.finish(

@@ -1,40 +1,35 @@
-"""Encoder outputs computed once and cached on disk, for training the fusion head.
+"""The fusion head's data: encoder outputs scored once and cached, and the examples drawn from them.
 
-Each modality's pool of labelled examples is run through the configured encoder (the same
-``Predictor`` the pipeline uses) and stored as ``.npz`` shards (no pickle) with a ``meta.json``
-that records the encoders' identities (SHA-256), the sources and the counts. A cache whose
-encoders or sources differ from the config's is rebuilt, never reused.
-
-Pools (each example: probs (7,), embedding (D,), label index, group, split):
-- face: FER2013-format .npz images (the face model's validation split, PublicTest, so scores
-  are out-of-sample), split into fusion-train/val by a seeded hash of the index;
-- audio: RAVDESS / TESS clips, scored on 3 s windows and averaged, split by speaker;
-- text: MELD-format CSV utterances, split by dialogue;
-- clips: a manifest of real multimodal clips, each analysed by the full pipeline (see
-  ``pipeline.corpora.clips``), one example per clip with all three modalities (some missing).
+Pools, each from the encoder's own validation split so that its scores are out-of-sample: face
+(FER2013-format .npz, split by a seeded hash of 50-image blocks), audio (RAVDESS / TESS clips, the
+mean over windows, split by speaker), text (MELD-format CSV, split by a seeded hash of the dialogue).
+``manifest``: real multimodal clips (pipeline.corpora.clips) through the full pipeline, one example
+each with each modality's mean over its seconds. Cached as npz shards (pipeline.fileio.shard_cache) in
+a folder named by a digest of the sources and the encoders' SHA-256: a changed one makes a new cache.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from emotion_pipeline.corpora.faces import FER_LABELS, fer_split
 from emotion_pipeline.corpora.speech import speech_files, speech_items
 from emotion_pipeline.data import data_dir
-from emotion_pipeline.errors import ConfigError, InputError, bad_file
-from emotion_pipeline.fileio import atomic_write, atomic_write_text
-from emotion_pipeline.labels import LABEL_INDEX
+from emotion_pipeline.errors import ConfigError, InputError
+from emotion_pipeline.fileio import json_digest, shard_cache
+from emotion_pipeline.labels import LABEL_INDEX, NUM_LABELS
+from emotion_pipeline.models.fusion_head import MODALITIES
+from emotion_pipeline.train.loop import subset
 
 log = logging.getLogger(__name__)
-
-SHARD_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -61,10 +56,9 @@ class DataConfig:
     val_speakers: tuple[str, ...] = ()
     cache_dir: str = "runs/features"
     # Neutral-content speech: a folder of clips (relative to $EMOTION_DATA_DIR) whose words carry no
-    # emotion although the voice does (TESS: "Say the word ..." in seven emotions). They are
-    # transcribed by the packaged ASR and scored by the text encoder; with probability
-    # neutral_text_rate a triple's text is replaced by one of these real transcripts, label kept,
-    # so the head learns what words that say nothing look like (most spoken sentences).
+    # emotion although the voice does (TESS: "Say the word ..." in seven emotions), transcribed by
+    # the packaged ASR and scored by the text encoder. With probability neutral_text_rate a triple's
+    # text is replaced by one of them, label kept: the head learns what words that say nothing look like.
     neutral_speech: str | None = None
     neutral_text_rate: float = 0.0
 
@@ -76,30 +70,64 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ClipFeatures:
-    """One example per analysed clip: each modality's clip-level mean scores (masked when absent)."""
-    probs: np.ndarray              # (N, 3, 7)
-    mask: np.ndarray               # (N, 3)
-    embeddings: tuple[np.ndarray, ...]   # per modality (N, D_m)
-    labels: np.ndarray             # (N,)
-    is_val: np.ndarray             # (N,) bool
-
-
-@dataclass(frozen=True)
 class Pool:
-    """One modality's cached examples."""
+    """One modality's scored examples."""
     probs: np.ndarray       # (N, 7) float32
     embeddings: np.ndarray  # (N, D) float32
     labels: np.ndarray      # (N,) int64 over LABELS
-    groups: np.ndarray      # (N,) str: speaker / dialogue / index bucket
     is_val: np.ndarray      # (N,) bool
 
-    def subset(self, val: bool) -> "Pool":
+    def subset(self, val: bool) -> Pool:
         m = self.is_val == val
-        return Pool(self.probs[m], self.embeddings[m], self.labels[m], self.groups[m], self.is_val[m])
+        return Pool(self.probs[m], self.embeddings[m], self.labels[m], self.is_val[m])
 
-    def __len__(self) -> int:
-        return len(self.labels)
+
+@dataclass(frozen=True)
+class Batch:
+    """The head's examples: every modality's scores, the absent ones masked."""
+    probs: torch.Tensor              # (N, 3, 7)
+    mask: torch.Tensor               # (N, 3), 1 = present
+    embs: tuple[torch.Tensor, ...]   # per modality (N, D_m)
+    labels: torch.Tensor             # (N,) int64
+
+    def take(self, idx) -> Batch:
+        idx = torch.as_tensor(idx)
+        return Batch(self.probs[idx], self.mask[idx], tuple(e[idx] for e in self.embs), self.labels[idx])
+
+
+def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropout: float,
+                 neutral: Pool | None = None, neutral_rate: float = 0.0) -> Batch:
+    """``n`` (face, audio, text) triples with a shared label, balanced over labels, with modality
+    dropout; with ``neutral``, each triple's text is replaced with probability ``neutral_rate`` by
+    a neutral-content transcript (the label stays: the voice and face still show it)."""
+    by_label = {m: [np.flatnonzero(p.labels == k) for k in range(NUM_LABELS)] for m, p in pools.items()}
+    usable = [k for k in range(NUM_LABELS) if any(len(by_label[m][k]) for m in MODALITIES)]
+    labels = rng.choice(usable, size=n)
+    probs = np.zeros((n, len(MODALITIES), NUM_LABELS), np.float32)
+    mask = np.zeros((n, len(MODALITIES)), np.float32)
+    embs = [np.zeros((n, pools[m].embeddings.shape[1]), np.float32) for m in MODALITIES]
+    for j, m in enumerate(MODALITIES):
+        for k in usable:
+            if len(by_label[m][k]) and len(rows := np.flatnonzero(labels == k)):
+                pick = rng.choice(by_label[m][k], size=len(rows))
+                probs[rows, j], embs[j][rows], mask[rows, j] = pools[m].probs[pick], pools[m].embeddings[pick], 1
+    if neutral is not None and neutral_rate > 0:
+        t = MODALITIES.index("text")
+        swap = np.flatnonzero((rng.random(n) < neutral_rate) & (mask[:, t] > 0))
+        pick = rng.integers(0, len(neutral.probs), size=len(swap))
+        probs[swap, t], embs[t][swap] = neutral.probs[pick], neutral.embeddings[pick]
+    batch = Batch(*map(torch.from_numpy, (probs, mask)), tuple(map(torch.from_numpy, embs)),
+                  torch.from_numpy(labels.astype(np.int64)))
+    return apply_dropout(batch, rng, dropout) if dropout > 0 else batch
+
+
+def apply_dropout(b: Batch, rng: np.random.Generator, dropout: float) -> Batch:
+    """Hide each present modality with probability ``dropout``, never all of an example's."""
+    mask = b.mask.numpy().copy()
+    drop = (rng.random(mask.shape) < dropout) & (mask > 0)
+    drop[(mask * ~drop).sum(1) == 0] = False
+    mask[drop] = 0
+    return Batch(b.probs, torch.from_numpy(mask), b.embs, b.labels)
 
 
 def _resolve(path: str) -> Path:
@@ -113,156 +141,90 @@ def _hash_split(key: str, val_fraction: float, seed: int) -> bool:
 
 
 def face_examples(npz: str, val_fraction: float, seed: int, limit: int, label_source: str = "fer2013"):
-    """FER2013-format faces with their labels: the file's own ("fer2013") or the FER+ crowd
-    majority from the vote file beside it ("ferplus"; faces without a majority are left out).
-    Groups (buckets of 50 rows) are over the file's row numbers either way."""
-    from emotion_pipeline.corpora.faces import fer_faces, ferplus_votes, ferplus_votes_path
-    path = _resolve(npz)
-    faces = fer_faces(path)
-    if label_source not in ("fer2013", "ferplus"):
-        raise ConfigError(f"data.face_labels: must be fer2013 or ferplus, got {label_source!r}")
-    labels = faces.labels
-    if label_source == "ferplus":
-        if (vote_file := ferplus_votes_path(path)) is None:
-            raise bad_file(path, "face_labels=ferplus needs ferplus_votes_<split>.npz beside it")
-        labels = ferplus_votes(vote_file, filenames=faces.filenames, n_rows=len(faces.labels)).majority()
-    idx = np.flatnonzero(labels >= 0)
-    if limit:
+    """FER2013-format faces with a label (corpora.faces.fer_split: the file's own, or the FER+ crowd
+    majority). Groups (buckets of 50 rows) are over the file's row numbers either way."""
+    if label_source not in FER_LABELS:
+        raise ConfigError(f"data.face_labels: must be one of {', '.join(FER_LABELS)}, got {label_source!r}")
+    faces = fer_split(_resolve(npz), label_source).labelled()
+    idx = np.arange(len(faces.rows))
+    if limit:   # a seeded pick, in the permuted order (not loop.subset's sorted one)
         idx = np.random.default_rng(seed).permutation(idx)[:limit]
-    groups = np.array([f"img{i // 50}" for i in idx])  # buckets of 50 consecutive images
-    return faces.images[idx], labels[idx], groups, np.array([_hash_split(g, val_fraction, seed) for g in groups])
-
-
-def audio_examples(dirs: tuple[str, ...], val_groups: tuple[str, ...], seed: int, limit: int):
-    items = [it for d in dirs for it in speech_items(_resolve(d))]
-    if limit:
-        order = np.random.default_rng(seed).permutation(len(items))[:limit]
-        items = [items[i] for i in sorted(order)]
-    groups = np.array([it.speaker for it in items])
-    return ([it.path for it in items], np.array([LABEL_INDEX[it.label] for it in items], dtype=np.int64), groups,
-            np.array([any(v in g for v in val_groups) for g in groups]))
-
-
-def text_examples(path: str, val_fraction: float, seed: int, limit: int):
-    from emotion_pipeline.corpora.text import read_grouped
-    texts, labels, groups, _ = read_grouped(_resolve(path))
-    idx = np.arange(len(texts))
-    if limit:
-        idx = np.sort(np.random.default_rng(seed).permutation(idx)[:limit])
-    groups_a = np.array([groups[i] for i in idx])
-    return ([texts[i] for i in idx], np.array(labels, dtype=np.int64)[idx], groups_a,
-            np.array([_hash_split(g, val_fraction, seed) for g in groups_a]))
-
-
-def clip_audio_scores(predictor, wave: np.ndarray, window_s: float):
-    """Mean of window probabilities/embeddings over a clip at SAMPLE_RATE_HZ: windows of window_s
-    every 1 s (pipeline.audio_windows.predict_windows, as evaluation and the audio trainer score)."""
-    from emotion_pipeline.audio_windows import predict_windows
-    from emotion_pipeline.models import SAMPLE_RATE_HZ
-    _, probs, embs = predict_windows(predictor.predict, wave, int(window_s * SAMPLE_RATE_HZ), SAMPLE_RATE_HZ)
-    return probs.mean(0), embs.mean(0)
-
-
-def _save_shards(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
-    """``arrays`` (same length) as ``name-000.npz``, ``name-001.npz``, ... of SHARD_SIZE rows (no pickle)."""
-    n = len(next(iter(arrays.values())))
-    for k, start in enumerate(range(0, max(n, 1), SHARD_SIZE)):
-        def write(tmp, sl=slice(start, start + SHARD_SIZE)):
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{key: a[sl] for key, a in arrays.items()})
-        atomic_write(folder / f"{name}-{k:03d}.npz", write)
-
-
-def _load_shards(folder: Path, name: str) -> dict[str, np.ndarray] | None:
-    parts = [np.load(s, allow_pickle=False) for s in sorted(folder.glob(f"{name}-*.npz"))]
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0].files} if parts else None
-
-
-def cache_key(spec: dict[str, Any], encoders: dict[str, Any]) -> str:
-    blob = json.dumps({"spec": spec, "encoders": encoders}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    groups = np.array([f"img{r // 50}" for r in faces.rows[idx]])  # buckets of 50 consecutive images
+    return faces.images[idx], faces.labels[idx], groups, np.array([_hash_split(g, val_fraction, seed) for g in groups])
 
 
 def build_unimodal(data: DataConfig, seed: int, predictors: dict[str, Any], *,
                    progress: bool = True) -> tuple[dict[str, Pool], Path]:
     """Pools for face/audio/text from the unimodal corpora of ``data``, cached under data.cache_dir/<key>."""
-    spec, cache_root = data.spec(seed), data.cache_dir
-    encoders = {m: p.describe() for m, p in predictors.items()}
-    folder = Path(cache_root) / cache_key(spec, encoders)
-    meta_path = folder / "meta.json"
-    if meta_path.exists():
-        shards = {m: _load_shards(folder, m) for m in ("face", "audio", "text")}
-        if all(a is not None for a in shards.values()):
-            log.info("feature cache hit: %s", folder)
-            return {m: Pool(a["probs"].astype(np.float32), a["embeddings"].astype(np.float32), a["labels"], a["groups"],
-                            a["is_val"].astype(bool)) for m, a in shards.items()}, folder
-    folder.mkdir(parents=True, exist_ok=True)
-    limit = data.max_per_modality
-    pools: dict[str, Pool] = {}
+    spec, encoders = data.spec(seed), {m: p.describe() for m, p in predictors.items()}
+    folder = Path(data.cache_dir) / json_digest({"spec": spec, "encoders": encoders})
 
-    images, labels, groups, is_val = face_examples(data.face_npz, data.val_fraction, seed, limit, data.face_labels)
-    probs, embs = [], []
-    for i in tqdm(range(0, len(images), 256), desc="features: face", disable=not progress):
-        p, e = predictors["face"].predict(images[i:i + 256])
-        probs.append(p); embs.append(e)
-    pools["face"] = Pool(np.concatenate(probs), np.concatenate(embs), labels, groups, is_val)
+    def make() -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+        from emotion_pipeline.audio_windows import load_audio_file, predict_windows
+        from emotion_pipeline.corpora.text import read_grouped
+        from emotion_pipeline.encoders import audio_window_s
+        from emotion_pipeline.models import SAMPLE_RATE_HZ
+        limit, found = data.max_per_modality, {}
+        images, *face = face_examples(data.face_npz, data.val_fraction, seed, limit, data.face_labels)
+        probs, embs = zip(*(predictors["face"].predict(images[i:i + 256])
+                            for i in tqdm(range(0, len(images), 256), desc="features: face", disable=not progress)))
+        found["face"] = (np.concatenate(probs), np.concatenate(embs), *face)
 
-    from emotion_pipeline.audio_windows import load_audio_file
-    from emotion_pipeline.encoders import audio_window_s
-    paths, labels, groups, is_val = audio_examples(data.audio_dirs, data.audio_val_groups, seed, limit)
-    window_s = audio_window_s(predictors["audio"])
-    probs, embs = [], []
-    for path in tqdm(paths, desc="features: audio", disable=not progress):
-        p, e = clip_audio_scores(predictors["audio"], load_audio_file(path), window_s)
-        probs.append(p); embs.append(e)
-    pools["audio"] = Pool(np.stack(probs).astype(np.float32), np.stack(embs).astype(np.float32), labels, groups, is_val)
+        items = [it for d in data.audio_dirs for it in speech_items(_resolve(d))]
+        items = [items[i] for i in subset(len(items), limit, seed)]
+        window = int(audio_window_s(predictors["audio"]) * SAMPLE_RATE_HZ)
+        probs, embs = [], []
+        for it in tqdm(items, desc="features: audio", disable=not progress):   # windows every 1 s
+            _, p, e = predict_windows(predictors["audio"].predict, load_audio_file(it.path), window, SAMPLE_RATE_HZ)
+            probs.append(p.mean(0))
+            embs.append(e.mean(0))
+        speakers = np.array([it.speaker for it in items])
+        found["audio"] = (np.stack(probs), np.stack(embs), np.array([LABEL_INDEX[it.label] for it in items], np.int64),
+                          speakers, np.array([any(v in g for v in data.audio_val_groups) for g in speakers]))
 
-    texts, labels, groups, is_val = text_examples(data.text_csv, data.val_fraction, seed, limit)
-    p, e = predictors["text"].predict(texts)
-    pools["text"] = Pool(p.astype(np.float32), e.astype(np.float32), labels, groups, is_val)
+        texts, labels, dialogues, _ = read_grouped(_resolve(data.text_csv))
+        idx = subset(len(texts), limit, seed)
+        groups = np.array([dialogues[i] for i in idx])
+        found["text"] = (*predictors["text"].predict([texts[i] for i in idx]), np.array(labels, np.int64)[idx], groups,
+                         np.array([_hash_split(g, data.val_fraction, seed) for g in groups]))
+        shards = {m: {"probs": p.astype(np.float32), "embeddings": e.astype(np.float32), "labels": y,
+                      "groups": g.astype("U64"), "is_val": v} for m, (p, e, y, g, v) in found.items()}
+        return shards, {"encoders": encoders, "spec": spec, "counts": {
+            m: {"train": int((~a["is_val"]).sum()), "val": int(a["is_val"].sum())} for m, a in shards.items()}}
 
-    for name, pool in pools.items():
-        _save_shards(folder, name, {"probs": pool.probs, "embeddings": pool.embeddings, "labels": pool.labels,
-                                    "groups": pool.groups.astype("U64"), "is_val": pool.is_val})
-    atomic_write_text(meta_path, json.dumps({
-        "encoders": encoders, "spec": spec,
-        "counts": {m: {"train": int((~p.is_val).sum()), "val": int(p.is_val.sum())} for m, p in pools.items()}},
-        indent=2, default=str))
-    return pools, folder
+    return {m: Pool(a["probs"], a["embeddings"], a["labels"], a["is_val"])
+            for m, a in shard_cache(folder, MODALITIES, make).items()}, folder
 
 
 def neutral_text_pool(data: DataConfig, text_predictor, *, progress: bool = True) -> tuple[Pool, dict[str, Any]]:
-    """Text-encoder scores of the packaged ASR's transcripts of ``data.neutral_speech`` (every clip;
-    labels are the voices' emotions, unused), cached beside the unimodal pools. Returns the pool
-    and what made it (ASR name and SHA-256, clip count), for the head's card."""
+    """Text-encoder scores of the packaged ASR's transcripts of ``data.neutral_speech`` (every clip),
+    cached beside the unimodal pools. Returns the pool (labels unused) and what made it (ASR name
+    and SHA-256, clip count), for the head's card."""
     from emotion_pipeline.audio_windows import load_audio_file
     from emotion_pipeline.transcribe import DEFAULT_ASR, load_asr, transcribe_audio
 
     folder = _resolve(data.neutral_speech)
-    clips = speech_files(folder)
-    if not clips:
+    if not (clips := speech_files(folder)):
         raise ConfigError(f"data.neutral_speech: no audio clips under {folder}")
     asr = load_asr(DEFAULT_ASR, offline=True, progress=False)
-    made = {"neutral_speech": data.neutral_speech, "clips": len(clips), "asr": asr.info.name, "asr_sha256": asr.info.sha256}
-    names = [str(c.relative_to(folder)) for c in clips]     # the cache follows the files, not just their count
-    cache = Path(data.cache_dir) / cache_key({**made, "files": names}, {"text": text_predictor.describe()})
-    shards = _load_shards(cache, "neutral_text")
-    if shards is None:
-        texts = []
-        for clip in tqdm(clips, desc="features: neutral-content transcripts", disable=not progress):
-            transcript = transcribe_audio(asr, load_audio_file(clip), language="en")
-            texts.append(" ".join(seg.text.strip() for seg in transcript.segments).strip())
-        keep = [i for i, t in enumerate(texts) if t]
-        cache.mkdir(parents=True, exist_ok=True)
-        probs, embs = text_predictor.predict([texts[i] for i in keep])
-        shards = {"probs": probs.astype(np.float32), "embeddings": embs.astype(np.float32),
-                  "texts": np.array([texts[i] for i in keep], dtype="U200")}
-        _save_shards(cache, "neutral_text", shards)
-        atomic_write_text(cache / "meta.json", json.dumps({**made, "transcribed": len(keep)}, indent=2))
-    n = len(shards["probs"])
+    made = {"neutral_speech": data.neutral_speech, "clips": len(clips), "asr": asr.info.name,
+            "asr_sha256": asr.info.sha256}
+    key = {"spec": {**made, "files": [str(c.relative_to(folder)) for c in clips]},   # the files, not just their count
+           "encoders": {"text": text_predictor.describe()}}
+
+    def make() -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+        texts = [" ".join(seg.text.strip() for seg in transcribe_audio(asr, load_audio_file(c), language="en").segments)
+                 .strip() for c in tqdm(clips, desc="features: neutral-content transcripts", disable=not progress)]
+        texts = [t for t in texts if t]
+        probs, embs = text_predictor.predict(texts)
+        return {"neutral_text": {"probs": probs.astype(np.float32), "embeddings": embs.astype(np.float32),
+                                 "texts": np.array(texts, dtype="U200")}}, {**made, "transcribed": len(texts)}
+
+    cache = Path(data.cache_dir) / json_digest(key)
+    a = shard_cache(cache, ("neutral_text",), make)["neutral_text"]
+    n = len(a["probs"])
     log.info("neutral-content text: %d transcripts (%s)", n, cache)
-    return Pool(shards["probs"].astype(np.float32), shards["embeddings"].astype(np.float32), np.zeros(n, np.int64),
-                np.array(["neutral_speech"] * n), np.zeros(n, bool)), {**made, "transcribed": n}
+    return Pool(a["probs"], a["embeddings"], np.zeros(n, np.int64), np.zeros(n, bool)), {**made, "transcribed": n}
 
 
 def _clip_is_val(clip, val_speakers: tuple[str, ...], val_fraction: float, seed: int) -> bool:
@@ -273,47 +235,39 @@ def _clip_is_val(clip, val_speakers: tuple[str, ...], val_fraction: float, seed:
     return _hash_split(clip.speaker or str(clip.path), val_fraction, seed)
 
 
-def build_manifest(clips: list, analyzer, data: DataConfig, seed: int, *, progress: bool = True) -> ClipFeatures:
+def build_manifest(clips: list, analyzer, data: DataConfig, seed: int, *,
+                   progress: bool = True) -> tuple[Batch, np.ndarray]:
     """One example per labelled clip, analysed by the full pipeline: clip-level mean of each
-    modality's per-second scores (a modality missing in every second stays masked); cached."""
-    spec, cache_root = data.spec(seed), data.cache_dir
-    encoders = {m: analyzer.models[m] for m in ("face", "audio", "text")}
-    folder = Path(cache_root) / cache_key(spec, encoders)
-    if (folder / "meta.json").exists() and (a := _load_shards(folder, "clips")) is not None:
-        return ClipFeatures(a["probs"], a["mask"], tuple(a[f"emb{j}"] for j in range(3)), a["labels"], a["is_val"].astype(bool))
-    rows, failed = [], 0
-    for clip in tqdm(clips, desc="features: clips", disable=not progress):
-        try:
-            res = analyzer.run(clip.path)
-        except Exception as e:  # one unreadable clip must not stop feature extraction
-            failed += 1
-            log.warning("skipped %s: %s", clip.path, e)
-            continue
-        per_mod = []
-        for name in ("face", "audio", "text"):
-            entries = [getattr(e, name) for e in res.entries if getattr(e, name) is not None]
-            emb = [e.embedding for e in entries if e.embedding is not None]
-            per_mod.append((np.mean([e.probs for e in entries], 0), np.mean(emb, 0) if emb else None) if entries else None)
-        rows.append((per_mod, LABEL_INDEX[clip.label],
-                     _clip_is_val(clip, data.val_speakers, data.val_fraction, seed)))
-    if not rows:
-        raise InputError(f"no clip of the manifest could be analysed ({failed} failed)")
-    n = len(rows)
-    dims = [next((len(r[0][j][1]) for r in rows if r[0][j] is not None and r[0][j][1] is not None), 1) for j in range(3)]
-    probs = np.zeros((n, 3, len(LABEL_INDEX)), np.float32)
-    mask = np.zeros((n, 3), np.float32)
-    embs = [np.zeros((n, d), np.float32) for d in dims]
-    for i, (per_mod, _, _) in enumerate(rows):
-        for j, item in enumerate(per_mod):
-            if item is not None:
-                probs[i, j], mask[i, j] = item[0], 1
-                if item[1] is not None:
-                    embs[j][i] = item[1]
-    labels = np.array([r[1] for r in rows], np.int64)
-    is_val = np.array([r[2] for r in rows], bool)
-    folder.mkdir(parents=True, exist_ok=True)
-    _save_shards(folder, "clips", {"probs": probs, "mask": mask, **{f"emb{j}": e for j, e in enumerate(embs)},
-                                   "labels": labels, "is_val": is_val})
-    atomic_write_text(folder / "meta.json", json.dumps({"encoders": encoders, "spec": spec, "clips": n,
-                                                         "failed": failed, "val": int(is_val.sum())}, indent=2, default=str))
-    return ClipFeatures(probs, mask, tuple(embs), labels, is_val)
+    modality's per-second scores (a modality missing in every second stays masked); cached.
+    Returns the examples and which are held out for validation."""
+    spec, encoders = data.spec(seed), {m: analyzer.models[m] for m in MODALITIES}
+
+    def make() -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+        n, failed, labels, is_val, embs = len(clips), 0, [], [], {}
+        probs, mask = np.zeros((n, 3, NUM_LABELS), np.float32), np.zeros((n, 3), np.float32)
+        for clip in tqdm(clips, desc="features: clips", disable=not progress):
+            try:
+                res = analyzer.run(clip.path)
+            except Exception as e:  # one unreadable clip must not stop feature extraction
+                failed += 1
+                log.warning("skipped %s: %s", clip.path, e)
+                continue
+            i = len(labels)
+            for j, m in enumerate(MODALITIES):
+                if scores := [s for e in res.entries if (s := getattr(e, m)) is not None]:
+                    probs[i, j], mask[i, j] = np.mean([s.probs for s in scores], 0), 1
+                    if emb := [s.embedding for s in scores if s.embedding is not None]:   # sizes: the first clip's
+                        embs.setdefault(j, np.zeros((n, len(emb[0])), np.float32))[i] = np.mean(emb, 0)
+            labels.append(LABEL_INDEX[clip.label])
+            is_val.append(_clip_is_val(clip, data.val_speakers, data.val_fraction, seed))
+        if not (k := len(labels)):
+            raise InputError(f"no clip of the manifest could be analysed ({failed} failed)")
+        embs = {f"emb{j}": embs.get(j, np.zeros((n, 1), np.float32))[:k] for j in range(3)}
+        return {"clips": {"probs": probs[:k], "mask": mask[:k], **embs, "labels": np.array(labels, np.int64),
+                          "is_val": np.array(is_val, bool)}}, {
+            "encoders": encoders, "spec": spec, "clips": k, "failed": failed, "val": int(sum(is_val))}
+
+    a = shard_cache(Path(data.cache_dir) / json_digest({"spec": spec, "encoders": encoders}), ("clips",), make)["clips"]
+    embs = tuple(torch.from_numpy(a[f"emb{j}"]) for j in range(3))
+    clips = Batch(torch.from_numpy(a["probs"]), torch.from_numpy(a["mask"]), embs, torch.from_numpy(a["labels"]))
+    return clips, a["is_val"]

@@ -13,9 +13,9 @@ optimiser, scheduler, epoch, best metric, python / numpy / torch random states):
 the steps of one that never stopped. Checkpoints hold tensors and plain values only
 (``torch.load(weights_only=True)``). Trainers call ``seed_everything(cfg.seed)`` before building data and model.
 
-``finish`` writes results.json and the ``export``: safetensors (weights_io.save; checksum recorded
-in models/weights/) with a model card stub. ``average``: stochastic weight averaging (face) and model
-soups (text), the parameter mean of runs' checkpoints, BatchNorm statistics recomputed when batches are given.
+``finish`` writes results.json and the export (models.export: safetensors and a model card stub).
+``average``: stochastic weight averaging (face) and model soups (text), the parameter mean of runs'
+checkpoints, BatchNorm statistics recomputed when batches are given.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -38,6 +38,7 @@ from emotion_pipeline.errors import TrainingError
 from emotion_pipeline.fileio import atomic_write, atomic_write_text
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.metrics import plot_confusion, plot_curves
+from emotion_pipeline.models.export import Card, export
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class RunConfig:
     task: str = ""                  # face | audio | text | fusion (``train CONFIG`` reads it from here)
     name: str = ""
     out_dir: str = "runs/run"       # the run folder: config.json, metrics.jsonl, last.pt, best.pt, figures
-    mode: str = "train"             # train; export (best.pt of out_dir, no training); average (face, text); baseline (audio)
+    mode: str = "train"             # train; export (best.pt of out_dir, no training); average (face, text)
     seed: int = 0
     device: str = "auto"            # auto: CUDA when present
     threads: int = 0                # torch CPU threads; 0: torch's default
@@ -86,17 +87,6 @@ class Fitted:
     best_metric: float
     best_epoch: int
     history: list[dict]
-
-
-@dataclass(frozen=True)
-class Card:
-    """What an exported file says about itself (metadata and the .md stub beside it)."""
-    title: str
-    data: Any
-    split: Any
-    metrics: dict
-    command: str
-    extra: dict = field(default_factory=dict)   # more metadata (train_config, encoders, ...)
 
 
 def subset(n: int, limit: int, seed: int) -> np.ndarray:
@@ -307,48 +297,3 @@ def finish(cfg: RunConfig, metrics: dict, weights: torch.nn.Module | dict, *, ar
         card = Card(title, data, split, metrics, trained.get("command") or command, {**extra, "train_config": trained})
         export(cfg.export, weights, arch=arch, config=config, card=card, version=cfg.version, dtype=dtype)
     return metrics
-
-
-def export(path: str | Path, weights: torch.nn.Module | dict, *, arch: str, config: Any, card: Card,
-           version: str = "", dtype: torch.dtype | None = None) -> str:
-    """The run's one export: safetensors via weights_io.save (checksum recorded when ``path`` is in
-    models/weights/) and a card stub ``<stem>.md`` beside it (``<stem>.stub.md`` when a hand-written
-    card is there). Returns the SHA-256."""
-    from emotion_pipeline.models import registry, weights_io
-
-    path = Path(path)
-    meta = {"version": version, "data": card.data, "split": card.split, "metrics": card.metrics,
-            "command": card.command, **card.extra}
-    digest = weights_io.save(path, weights, arch=arch, config=config, extra=meta, dtype=dtype)
-    if path.resolve().parent == registry.WEIGHTS_DIR.resolve():
-        registry.record_checksum(path)
-    stub = path.with_suffix(".md")
-    if stub.exists() and not stub.read_text().startswith(STUB_MARK):
-        stub = path.with_suffix(".stub.md")
-        log.info("%s is hand-written: the card stub goes to %s", path.with_suffix(".md").name, stub.name)
-    atomic_write_text(stub, _card_text(path, card, version, digest, dtype))
-    log.info("exported %s (sha256 %s), card %s", path, digest[:12], stub)
-    return digest
-
-
-STUB_MARK = "<!-- model card stub written by `python -m emotion_pipeline train` -->"
-
-
-def _card_text(path: Path, card: Card, version: str, digest: str, dtype: torch.dtype | None) -> str:
-    def flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-        if not isinstance(d, dict):
-            return [(prefix, d)]
-        return [kv for k, v in d.items() if k not in ("confusion_matrix", "labels", "support", "per_class_recall", "per_class_f1")
-                for kv in flat(v, f"{prefix}.{k}" if prefix else str(k))]
-
-    rows = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-            for k, v in flat(card.metrics) if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return "\n".join([
-        STUB_MARK, f"# {path.name}: {card.title}", "",
-        f"Version {version or '-'}, {'float16' if dtype == torch.float16 else 'float32'} tensors, "
-        f"SHA-256 `{digest}`. Written by the training run; replace this stub with a full card "
-        "(intended use, limits, licences of the data) before shipping.", "",
-        "## Data", "", "```", json.dumps(card.data, indent=2), "```", "",
-        "## Split", "", "```", json.dumps(card.split, indent=2), "```", "",
-        "## Metrics", "", "| metric | value |", "|---|---|", *rows, "",
-        "## Command", "", "```", card.command, "```", ""])
