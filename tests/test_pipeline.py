@@ -109,11 +109,16 @@ def test_evaluate_clips_reports_each_modality_alone(tmp_path):
     from emotion_pipeline.data import data_path
     from emotion_pipeline.labels import ravdess_fields
     files = sorted(data_path("speech", "ravdess", "Actor_17").glob("*.flac"))[::20][:3]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
     csv = tmp_path / "clips.csv"
-    csv.write_text("path,label\n" + "".join(f"{f},{ravdess_fields(f.stem)['label']}\n" for f in files))
+    csv.write_text("path,label\n" + "".join(f"{f},{ravdess_fields(f.stem)['label']}\n" for f in files)
+                   + f"{broken},happy\n")
     r = _cli("evaluate", "clips", "--data", str(csv), "--adapter", "csv", "--whisper", "none")
     assert r.returncode == 0, r.stderr[-1000:]
     out = json.loads(r.stdout)
+    # the unreadable clip is listed with its reason, and the other three are still evaluated
+    assert [s["clip"] for s in out["skipped"]] == [str(broken)] and "broken.mp4" in r.stderr
     assert out["n_clips"] == 3 and out["modality_alone"]["audio"]["clips"] == 3
     assert out["modality_alone"]["text"]["clips"] == 0 and out["modality_alone"]["face"]["clips"] == 0
     assert all(row["alone"]["audio"] for row in out["clips"])
