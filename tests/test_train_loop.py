@@ -129,3 +129,16 @@ def test_audio_trainer_smoke(tmp_path):
 def test_text_trainer_smoke(tmp_path):
     results = _smoke(tmp_path, "configs/text_tiny.yaml", "text_minilm")
     assert results["text/meld/dev_sent_emo.csv"]["n"] == 32
+
+
+def test_the_readme_trainer_skeleton_runs(tmp_path):
+    """The README's "a new trainer needs no more than" example is real code that trains through fit."""
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("A new one needs no more than:\n\n```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    summary = namespace["run"](namespace["Config"](out_dir=str(tmp_path), epochs=3, progress=False))
+    history = RunDir(tmp_path).history()
+    assert [h["epoch"] for h in history] == [1, 2, 3] and (tmp_path / "best.pt").exists()
+    assert summary["best_accuracy"] == max(h["val_accuracy"] for h in history) > 0.2
