@@ -46,6 +46,8 @@ class AudioCNNConfig:
                                   # the spectral tilt emotion shows in; val UAR after 6 epochs here
                                   # 0.37 global vs 0.33 band). Both then divide by the std.
     num_labels: int = NUM_LABELS
+    pool: str = "max"             # max: 2x2 max-pools (audio-cnn 1.0.0); blur: anti-aliased (_BlurMaxPool),
+                                  # less sensitive to where a window falls (bench/audio_shift.py)
 
     def __post_init__(self):
         # JSON metadata gives a list back; keep the frozen dataclass hashable-ish and comparable.
@@ -100,13 +102,28 @@ def spec_augment(feats: torch.Tensor, aug: AudioAugment) -> torch.Tensor:
     return feats
 
 
+class _BlurMaxPool(nn.Module):
+    """Anti-aliased 2x2 max-pool (Zhang, "Making convolutional networks shift-invariant again",
+    ICML 2019): the max over 2x2 at stride 1, then a 3x3 binomial low-pass at stride 2. No weights."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).expand(channels, 1, 3, 3).contiguous(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel, stride=2, groups=x.shape[1])
+
+
 class _ConvBlock(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, pool: str = "max"):
         super().__init__(
             nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(c_out),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, ceil_mode=True),
+            nn.MaxPool2d(2, ceil_mode=True) if pool == "max" else _BlurMaxPool(c_out),
         )
 
 
@@ -150,7 +167,7 @@ class AudioCNN(nn.Module):
         self.register_buffer("stft_window", torch.hann_window(config.n_fft), persistent=False)
         blocks, c_in = [], 1
         for c_out in config.channels:
-            blocks.append(_ConvBlock(c_in, c_out))
+            blocks.append(_ConvBlock(c_in, c_out, config.pool))
             c_in = c_out
         self.cnn = nn.Sequential(*blocks)
         self.embed = nn.Sequential(nn.Linear(2 * c_in, config.embedding_dim), nn.ReLU(inplace=True))

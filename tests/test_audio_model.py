@@ -238,3 +238,23 @@ def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax):
     from emotion_pipeline.models.audio_cnn import mel_filterbank
     np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels, fmin, fmax),
                                librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax), atol=1e-7)
+
+
+def test_blur_pool_keeps_shapes_and_weight_keys_and_follows_a_one_frame_shift():
+    """pool=blur (anti-aliased max-pool): the same output sizes as the 2x2 ceil-mode max-pool and the
+    same weight keys (a file's config says which pooling it was trained with); on a smooth input, the
+    output for a one-frame shift lies much closer to the mean of its unshifted neighbours than the
+    plain max-pool's does (what aliasing breaks)."""
+    import torch.nn.functional as F
+    from emotion_pipeline.models.audio_cnn import AudioCNN, AudioCNNConfig, _BlurMaxPool
+    for h, w in ((64, 301), (63, 300), (5, 17)):
+        x = torch.randn(2, 3, h, w)
+        assert _BlurMaxPool(3)(x).shape == F.max_pool2d(x, 2, ceil_mode=True).shape
+    plain, blur = AudioCNN(AudioCNNConfig()), AudioCNN(AudioCNNConfig(pool="blur"))
+    assert plain.state_dict().keys() == blur.state_dict().keys()
+    x = torch.randn(1, 1, 16, 400, generator=torch.Generator().manual_seed(0)).cumsum(-1) * 0.2
+    error = {}
+    for name, pool in (("max", lambda v: F.max_pool2d(v, 2, ceil_mode=True)), ("blur", _BlurMaxPool(1))):
+        y0, y1 = pool(x[..., :300]), pool(x[..., 1:301])
+        error[name] = float((y1[..., :-1] - (y0[..., :-1] + y0[..., 1:]) / 2).abs().mean() / y0.abs().mean())
+    assert error["blur"] < 0.5 * error["max"], error
