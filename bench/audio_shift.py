@@ -32,8 +32,9 @@ def validation_clips() -> list[tuple[str, int]]:
     from emotion_pipeline.corpora.speech import speech_items
     from emotion_pipeline.data import data_path
     from emotion_pipeline.labels import LABEL_INDEX
-    return [(it.path, LABEL_INDEX[it.label]) for it in speech_items(data_path("speech", "ravdess"))
-            if it.emotion8 is not None and int(it.speaker[-2:]) in (17, 18, 19, 20)]
+    from emotion_pipeline.train.audio import AudioConfig
+    cfg = AudioConfig()
+    return [(it.path, LABEL_INDEX[it.label]) for it in speech_items(data_path(cfg.ravdess)) if it.actor in cfg.val_actors]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from emotion_pipeline.models import registry
 
     torch.set_num_threads(args.threads)
-    loaded = registry.load(args.model)
+    loaded = registry.load(args.model, kind="audio")
     model, sr = loaded.module.eval(), loaded.module.config.sample_rate_hz
     items = labelled_audio(args.data)[0] if args.data else validation_clips()
     shifts = list(range(0, args.max_shift_ms + 1, args.step_ms))
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     uars = [r["uar"] for r in rows]
     summary = {"model": loaded.name, "sha256": loaded.sha256, "data": args.data or "RAVDESS actors 17-20",
                "clips": len(items), "seconds": round(time.perf_counter() - t0, 1),
-               "uar_unshifted": uars[0], "uar_mean": statistics.mean(uars), "uar_sd": statistics.stdev(uars),
+               "uar_unshifted": uars[0], "uar_mean": statistics.mean(uars), "uar_sd": statistics.stdev(uars) if len(uars) > 1 else 0.0,
                "uar_min": min(uars), "uar_max": max(uars), "rows": rows}
     print("| shift (ms) | UAR | accuracy | clip label changed | first window's label changed |")
     print("|---|---|---|---|---|")

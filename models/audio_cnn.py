@@ -52,6 +52,8 @@ class AudioCNNConfig:
     def __post_init__(self):
         # JSON metadata gives a list back; keep the frozen dataclass hashable-ish and comparable.
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.pool not in ("max", "blur"):
+            raise ValueError(f"pool must be max or blur, got {self.pool!r}")
 
 
 @dataclass(frozen=True)

@@ -130,33 +130,24 @@ class Analyzer:
         self.settings_key = preflight.settings_key(cfg)   # once: only a transcript file changes it per video
 
     @staticmethod
-    def _detector_file(spec: str, offline: bool) -> Path | None:
-        """The verified .onnx of the ``face_detector`` setting (None: Haar): the packaged YuNet for
-        auto / yunet, else the file named. A tampered file is a ChecksumError; a missing one is a
-        ModelUnavailableError, except for auto, which then warns and takes Haar."""
+    def _face_detector(spec: str, offline: bool) -> tuple[FaceDetector, Path | None]:
+        """(detector, its verified .onnx) of the ``face_detector`` setting: the packaged YuNet for
+        auto / yunet, else the file named; Haar when configured. A tampered file is a ChecksumError;
+        a missing one, or one OpenCV cannot create YuNet from, is a ModelUnavailableError, except for
+        auto, which then warns and takes Haar (the detector's name goes into the output either way)."""
         if spec == "haar":
-            return None
-        try:
-            return registry.load("yunet" if spec in ("auto", "yunet") else spec, kind="detector", offline=offline).path
-        except registry.ModelUnavailableError as e:
-            if spec != "auto":
-                raise
-            log.warning("YuNet unavailable (%s); using the Haar cascade", e)
-            return None
-
-    @classmethod
-    def _face_detector(cls, spec: str, offline: bool) -> tuple[FaceDetector, Path | None]:
-        """(detector, its file): Haar only when configured, or with a warning when OpenCV cannot
-        create YuNet from the file (the detector's name goes into the output either way)."""
-        path = cls._detector_file(spec, offline)
-        if path is None:
             return FaceDetector(None), None
+        path = None
         try:
+            path = registry.load("yunet" if spec in ("auto", "yunet") else spec, kind="detector", offline=offline).path
             return FaceDetector(path), path
-        except cv2.error as e:
+        except (registry.ModelUnavailableError, cv2.error) as e:
             if spec != "auto":
-                raise registry.ModelUnavailableError(f"{path}: OpenCV cannot create a YuNet detector from it ({e})") from e
-            log.warning("%s: OpenCV cannot create YuNet (%s); using the Haar cascade", path, " ".join(str(e).split()))
+                if isinstance(e, cv2.error):
+                    raise registry.ModelUnavailableError(
+                        f"{path}: OpenCV cannot create a YuNet detector from it ({e})") from e
+                raise
+            log.warning("YuNet unavailable (%s); using the Haar cascade", " ".join(str(e).split()))
             return FaceDetector(None), None
 
     def _fusion(self):

@@ -52,16 +52,14 @@ def _output_size(w: int, h: int) -> tuple[int, int]:
 
 
 def detector_for(doc: dict[str, Any]):
-    """The face detector named in the document (YuNet found offline, else Haar)."""
+    """The face detector the document's run used: Haar when it ran on Haar, else what its
+    ``face_detector`` setting gives now (Analyzer._face_detector, with the same fallback)."""
     from emotion_pipeline.analyze import Analyzer
     from emotion_pipeline.faces import FaceDetector
 
-    name = (doc.get("models", {}).get("face_detector") or {}).get("name", "")
-    spec = doc.get("config", {}).get("face_detector", "auto")
-    path = None if name.startswith("haar") else Analyzer._detector_file("auto" if spec in ("haar",) else spec, True)
-    if name.startswith("yunet") and path is None:
-        log.warning("YuNet not found; face boxes in the annotated video come from the Haar cascade")
-    return FaceDetector(path)
+    if ((doc.get("models", {}).get("face_detector") or {}).get("name", "")).startswith("haar"):
+        return FaceDetector(None)
+    return Analyzer._face_detector(doc.get("config", {}).get("face_detector", "auto"), True)[0]
 
 
 def face_tracks(doc: dict[str, Any], video: str | Path, detector) -> tuple[list[float], list[list[tuple[int, tuple]]]]:

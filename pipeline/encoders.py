@@ -55,8 +55,7 @@ class ShippedFace(_Shipped):
     tta: str | None = face_cnn.DEFAULT_TTA
 
     def __post_init__(self):
-        if self.tta not in face_cnn.TTA_MODES:
-            raise ValueError(f"unknown face TTA {self.tta!r}; choose from {face_cnn.TTA_MODES}")
+        self.tta = face_cnn.tta_mode(self.tta)
 
     def describe(self) -> dict[str, Any]:
         return {**self.loaded.describe(), "tta": self.tta}

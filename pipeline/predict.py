@@ -47,7 +47,7 @@ def face_rows(data: Path, *, model: str, device: str, tta: str | None, batch_siz
 
     tta = tta_mode(tta)
     faces = fer_faces(data)
-    loaded = load(model, device=device)
+    loaded = load(model, device=device, kind="face")
     probs = _softmax(predict_logits(loaded.module, faces.images, tta, batch_size=batch_size).numpy().astype(np.float64))
     ids = faces.filenames if faces.filenames is not None else np.arange(len(probs))
     tag = _model_tag(loaded, tta=tta)
@@ -61,7 +61,7 @@ def audio_rows(data: Path, *, model: str, device: str):
     from emotion_pipeline.corpora.speech import labelled_audio
 
     items, _ = labelled_audio(data)
-    loaded = registry.load(model, device=device)
+    loaded = registry.load(model, device=device, kind="audio")
     if loaded.arch != "audio_cnn":
         raise ValueError(f"{model}: architecture {loaded.arch!r} is not an audio model")
     rate = loaded.module.config.sample_rate_hz
@@ -85,7 +85,7 @@ def text_rows(data: Path, *, model: str, device: str, batch_size: int = 64):
     from emotion_pipeline.corpora.text import read_rows
 
     texts, names, _, _ = read_rows(data)
-    loaded = registry.load(model, device=device)
+    loaded = registry.load(model, device=device, kind="text")
     probs, _ = loaded.module.predict(list(texts), batch_size=batch_size) if texts else (np.zeros((0, 7)), None)
     tag = _model_tag(loaded)
     for i, (name, p) in enumerate(zip(names, probs)):

@@ -6,6 +6,7 @@ finished batch, a typo in a setting or an unwritable output folder is answered i
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 from emotion_pipeline.config import AnalyzeConfig, to_dict
 from emotion_pipeline.errors import ConfigError, InputError, PipelineError
+from emotion_pipeline.fileio import json_digest
 from emotion_pipeline.records import Transcript
 
 # Settings that change how a run looks or reaches the network, never what it finds: left out of
@@ -23,7 +25,6 @@ from emotion_pipeline.records import Transcript
 # the same labels; float differences in the fourth decimal are not worth a re-run.)
 NOT_RESULT_SETTINGS = frozenset({"progress", "offline", "device"})
 NAME_MAX_BYTES = 255          # longest file name on ext4, XFS, APFS, NTFS (in UTF-16 units there)
-CHECKSUMS_FILE = Path(__file__).resolve().parent.parent / "models" / "weights" / "checksums.json"
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,16 @@ def settings_key(cfg: AnalyzeConfig, transcript_file: str | Path | None = None) 
     from emotion_pipeline import __version__
 
     settings = {k: v for k, v in to_dict(cfg).items() if k not in NOT_RESULT_SETTINGS}
+    # the package's own file (importlib.resources: the same in a checkout and an installed wheel;
+    # emotion_pipeline.models imports no torch)
+    checksums_file = importlib.resources.files("emotion_pipeline.models").joinpath("weights", "checksums.json")
     try:
-        checksums = json.loads(CHECKSUMS_FILE.read_text())
+        checksums = json.loads(checksums_file.read_text())
     except (OSError, ValueError):
         checksums = None
     material = {"settings": settings, "pipeline": __version__, "weights": checksums,
                 "transcript": video_identity(transcript_file) if transcript_file else None}
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(material)
 
 
 def skip_key(video: str | Path, settings: str) -> str:

@@ -213,8 +213,7 @@ def test_evaluate_reads_votes_beside_the_file(tmp_path):
 @needs_votes
 def test_fusion_face_pool_can_use_crowd_labels():
     """The fusion head's face pool (data.face_labels=ferplus) takes the FER+ majority labels."""
-    from emotion_pipeline.errors import ConfigError
-    from emotion_pipeline.train.features import face_examples
+    from emotion_pipeline.train.features import DataConfig, face_examples
     faces = fer_faces(PUBLICTEST)
     majority = ferplus_votes(PUBLICTEST_VOTES, filenames=faces.filenames).majority()
     images, labels, groups, is_val = face_examples(str(PUBLICTEST), 0.5, 0, 0, "ferplus")
@@ -223,5 +222,8 @@ def test_fusion_face_pool_can_use_crowd_labels():
     np.testing.assert_array_equal(images[0], faces.images[np.flatnonzero(majority >= 0)[0]])
     _, own, _, _ = face_examples(str(PUBLICTEST), 0.5, 0, 0)
     np.testing.assert_array_equal(own, faces.labels)
-    with pytest.raises(ConfigError, match="face_labels"):
-        face_examples(str(PUBLICTEST), 0.5, 0, 0, "crowd")
+    # the config refuses an unknown label source before any encoder is loaded
+    with pytest.raises(ValueError, match="face_labels"):
+        DataConfig(face_labels="crowd")
+    with pytest.raises(ValueError, match="manifest"):
+        DataConfig(kind="manifest")

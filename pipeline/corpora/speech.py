@@ -22,6 +22,7 @@ class SpeechItem:
     label: str                 # one of LABELS
     speaker: str               # "ravdess_actor07", "tess_OAF"
     emotion8: str | None = None  # RAVDESS's own eight-class name (calm kept), None for TESS
+    actor: int | None = None     # RAVDESS actor number (1-24), None for TESS
 
 
 def speech_files(root: Path) -> list[Path]:
@@ -34,7 +35,8 @@ def speech_items(root: str | Path) -> list[SpeechItem]:
     for path in speech_files(Path(root)):
         fields = ravdess_fields(path.stem)
         if fields is not None:
-            items.append(SpeechItem(path, fields["label"], f"ravdess_actor{fields['actor']}", fields["emotion8"]))
+            items.append(SpeechItem(path, fields["label"], f"ravdess_actor{fields['actor']}", fields["emotion8"],
+                                    int(fields["actor"])))
             continue
         folder = path.parent.name
         if "_" in folder:

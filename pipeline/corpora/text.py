@@ -21,7 +21,6 @@ from emotion_pipeline.labels import LABEL_INDEX, canonical
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("meld", "goemotions", "dair")
 
 
 def detect_format(path: str | Path) -> str:
@@ -57,7 +56,7 @@ def _meld(path: Path) -> tuple[list[str], list[str], list[str]]:
     return texts, names, dialogues
 
 
-def _goemotions(path: Path) -> tuple[list[str], list[str]]:
+def _goemotions(path: Path) -> tuple[list[str], list[str], list[str]]:
     id_names = [l.strip() for l in (path.parent / "labels.txt").read_text().splitlines() if l.strip()]
     texts, names, skipped = [], [], 0
     with open(path, encoding="utf-8", errors="replace") as fh:
@@ -80,7 +79,7 @@ def _goemotions(path: Path) -> tuple[list[str], list[str]]:
     return texts, names, [f"row{i}" for i in range(len(texts))]
 
 
-def _dair(path: Path) -> tuple[list[str], list[str]]:
+def _dair(path: Path) -> tuple[list[str], list[str], list[str]]:
     texts, names = [], []
     with open(path, encoding="utf-8", errors="replace") as fh:
         next(fh)  # header

@@ -24,6 +24,7 @@ import jiwer
 import numpy as np
 
 from emotion_pipeline.corpora.speech import transcribed_speech
+from emotion_pipeline.errors import bad_file
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def normalize(text: str) -> list[str]:
 
 def edit_ops(ref: list[str], hyp: list[str]) -> tuple[int, int, int]:
     """(substitutions, deletions, insertions) of a minimum word-level alignment (jiwer)."""
-    if not ref and not hyp:
-        return 0, 0, 0
+    if not ref:   # nothing to align to (older jiwer refuses an empty reference): every word inserted
+        return 0, 0, len(hyp)
     out = jiwer.process_words(" ".join(ref), " ".join(hyp))
     return out.substitutions, out.deletions, out.insertions
 

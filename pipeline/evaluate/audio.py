@@ -34,7 +34,7 @@ def run(data: Path, *, model: str = "audio-cnn", device: str = "cpu") -> dict:
 
     data = Path(data)
     items, fmt = labelled_audio(data)
-    loaded = registry.load(model, device=device)
+    loaded = registry.load(model, device=device, kind="audio")
     if loaded.arch != "audio_cnn":
         raise ValueError(f"{model}: architecture {loaded.arch!r} is not an audio model")
     rate = loaded.module.config.sample_rate_hz

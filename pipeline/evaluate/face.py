@@ -58,7 +58,7 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", batch_size:
              if vote_file is not None else None)
     if not (faces.labels >= 0).any():
         raise bad_file(data, "no rows with a label among " + ", ".join(LABELS))
-    loaded = load(model, device=device)
+    loaded = load(model, device=device, kind="face")
     t0 = time.time()
     images = faces.images
     logits = predict_logits(loaded.module, images, tta, batch_size=batch_size).numpy()

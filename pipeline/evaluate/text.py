@@ -24,7 +24,7 @@ def run(data: Path, *, model: str = "text-minilm", device: str = "cpu", batch_si
 
     data = Path(data)
     texts, y_true, fmt = read_examples(data)
-    loaded = registry.load(model, device=device)
+    loaded = registry.load(model, device=device, kind="text")
     probs, _ = loaded.module.predict(texts, batch_size=batch_size)
     result = report(y_true, probs.argmax(1).tolist(), list(LABELS))
     result.update(model=loaded.name, sha256=loaded.sha256, data=str(data), format=fmt, n=len(texts))

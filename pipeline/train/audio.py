@@ -71,10 +71,9 @@ def read_data(cfg: AudioConfig) -> tuple[Clips, Clips, Clips]:
         return Clips(tuple(load_audio_file(it.path, cfg.model.sample_rate_hz) for it in items),
                      np.array([RAVDESS_8.index(it.emotion8) if eight else LABELS.index(it.label) for it in items]))
 
-    ravdess = [it for it in speech_items(data_path(cfg.ravdess)) if it.emotion8 is not None]
-    actor = lambda it: int(it.speaker[-2:])  # noqa: E731  ("ravdess_actor07")
-    train = take([it for it in ravdess if actor(it) in cfg.train_actors], 0)
-    val = take([it for it in ravdess if actor(it) in cfg.val_actors], 1)
+    ravdess = speech_items(data_path(cfg.ravdess))
+    train = take([it for it in ravdess if it.actor in cfg.train_actors], 0)
+    val = take([it for it in ravdess if it.actor in cfg.val_actors], 1)
     if not (train.waves and val.waves):
         raise TrainingError(f"no RAVDESS clips of the configured actors under {data_path(cfg.ravdess)}")
     return train, val, take([it for it in speech_items(data_path(cfg.tess)) if it.emotion8 is None], 2, eight=False)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from emotion_pipeline.config import check
-from emotion_pipeline.corpora.faces import FerSplit, fer_split
+from emotion_pipeline.corpora.faces import FER_LABELS, FerSplit, fer_split
 from emotion_pipeline.data import data_path
 from emotion_pipeline.errors import TrainingError
 from emotion_pipeline.labels import LABELS
@@ -56,7 +56,7 @@ class FaceConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check(self, ("targets", self.targets in ("fer2013", "ferplus"), "must be fer2013 or ferplus"))
+        check(self, ("targets", self.targets in FER_LABELS, f"must be one of {', '.join(FER_LABELS)}"))
 
 
 Config = FaceConfig

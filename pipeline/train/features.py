@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from emotion_pipeline.config import check
 from emotion_pipeline.corpora.faces import FER_LABELS, fer_split
 from emotion_pipeline.corpora.speech import speech_files, speech_items
 from emotion_pipeline.data import data_dir
@@ -61,6 +62,13 @@ class DataConfig:
     # text is replaced by one of them, label kept: the head learns what words that say nothing look like.
     neutral_speech: str | None = None
     neutral_text_rate: float = 0.0
+
+    def __post_init__(self):
+        check(self, ("kind", self.kind in ("paired_unimodal", "manifest"), "must be paired_unimodal or manifest"),
+              ("face_labels", self.face_labels in FER_LABELS, f"must be one of {', '.join(FER_LABELS)}"),
+              ("manifest", self.kind != "manifest" or bool(self.manifest),
+               "a manifest CSV or clip folder is needed for kind: manifest"),
+              ("neutral_text_rate", 0.0 <= self.neutral_text_rate <= 1.0, "must be between 0 and 1"))
 
     def spec(self, seed: int) -> dict[str, Any]:
         """What the cached unimodal pools depend on (their cache key), with the run's seed."""
@@ -143,8 +151,6 @@ def _hash_split(key: str, val_fraction: float, seed: int) -> bool:
 def face_examples(npz: str, val_fraction: float, seed: int, limit: int, label_source: str = "fer2013"):
     """FER2013-format faces with a label (corpora.faces.fer_split: the file's own, or the FER+ crowd
     majority). Groups (buckets of 50 rows) are over the file's row numbers either way."""
-    if label_source not in FER_LABELS:
-        raise ConfigError(f"data.face_labels: must be one of {', '.join(FER_LABELS)}, got {label_source!r}")
     faces = fer_split(_resolve(npz), label_source).labelled()
     idx = np.arange(len(faces.rows))
     if limit:   # a seeded pick, in the permuted order (not loop.subset's sorted one)
@@ -160,7 +166,7 @@ def build_unimodal(data: DataConfig, seed: int, predictors: dict[str, Any], *,
     folder = Path(data.cache_dir) / json_digest({"spec": spec, "encoders": encoders})
 
     def make() -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-        from emotion_pipeline.audio_windows import load_audio_file, predict_windows
+        from emotion_pipeline.audio_windows import DEFAULT_HOP_S, load_audio_file, predict_windows
         from emotion_pipeline.corpora.text import read_grouped
         from emotion_pipeline.encoders import audio_window_s
         from emotion_pipeline.models import SAMPLE_RATE_HZ
@@ -175,7 +181,8 @@ def build_unimodal(data: DataConfig, seed: int, predictors: dict[str, Any], *,
         window = int(audio_window_s(predictors["audio"]) * SAMPLE_RATE_HZ)
         probs, embs = [], []
         for it in tqdm(items, desc="features: audio", disable=not progress):   # windows every 1 s
-            _, p, e = predict_windows(predictors["audio"].predict, load_audio_file(it.path), window, SAMPLE_RATE_HZ)
+            _, p, e = predict_windows(predictors["audio"].predict, load_audio_file(it.path), window,
+                                      int(DEFAULT_HOP_S * SAMPLE_RATE_HZ))
             probs.append(p.mean(0))
             embs.append(e.mean(0))
         speakers = np.array([it.speaker for it in items])

@@ -61,6 +61,7 @@ class FusionConfig(loop.RunConfig):
     out_dir: str = "runs/fusion"
     epochs: int = 30
     patience: int = 6
+    version: str = "1"              # recorded in the exported head
     modality_dropout: float = 0.3   # chance each present modality is hidden in a training example
     data: DataConfig = field(default_factory=DataConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
@@ -100,23 +101,20 @@ def compose_examples(cfg: FusionConfig, device: torch.device) -> FusionExamples:
             draw_triples(val, d.val_examples, np.random.default_rng(cfg.seed + 2), dropout, neutral, rate),
             lambda g: draw_triples(train, d.train_examples, g, dropout, neutral, rate),
             encoder_record({m: p.describe() for m, p in predictors.items()}), made)
-    if d.kind == "manifest":
-        from emotion_pipeline.analyze import Analyzer
-        from emotion_pipeline.config import AnalyzeConfig
-        from emotion_pipeline.corpora.clips import read_clips
-        if not d.manifest:
-            raise ConfigError("data.manifest: a manifest CSV or clip folder is needed for kind=manifest")
-        analyzer = Analyzer(AnalyzeConfig(**dataclasses.asdict(cfg.encoders), fusion="average", smoothing_window_s=1,
-                                          progress=False, device=str(device)))
-        clips, is_val = build_manifest(read_clips(d.manifest, d.adapter), analyzer, d, cfg.seed, progress=cfg.progress)
-        if is_val.all() or not is_val.any():
-            raise ConfigError(f"{d.manifest}: the split left no training or no validation clips "
-                              f"(set a split column, data.val_speakers or data.val_fraction)")
-        val, train = clips.take(np.flatnonzero(is_val)), clips.take(np.flatnonzero(~is_val))
-        return FusionExamples(val, apply_dropout(val, np.random.default_rng(cfg.seed + 2), dropout),
-                              lambda g: apply_dropout(train, g, dropout),
-                              encoder_record({m: analyzer.models[m] for m in MODALITIES}))
-    raise ConfigError(f"data.kind must be paired_unimodal or manifest, not {d.kind!r}")
+    # kind: manifest (DataConfig checks the kind and that a manifest is named)
+    from emotion_pipeline.analyze import Analyzer
+    from emotion_pipeline.config import AnalyzeConfig
+    from emotion_pipeline.corpora.clips import read_clips
+    analyzer = Analyzer(AnalyzeConfig(**dataclasses.asdict(cfg.encoders), fusion="average", smoothing_window_s=1,
+                                      progress=False, device=str(device)))
+    clips, is_val = build_manifest(read_clips(d.manifest, d.adapter), analyzer, d, cfg.seed, progress=cfg.progress)
+    if is_val.all() or not is_val.any():
+        raise ConfigError(f"{d.manifest}: the split left no training or no validation clips "
+                          f"(set a split column, data.val_speakers or data.val_fraction)")
+    val, train = clips.take(np.flatnonzero(is_val)), clips.take(np.flatnonzero(~is_val))
+    return FusionExamples(val, apply_dropout(val, np.random.default_rng(cfg.seed + 2), dropout),
+                          lambda g: apply_dropout(train, g, dropout),
+                          encoder_record({m: analyzer.models[m] for m in MODALITIES}))
 
 
 def _logits(head: FusionHead, b: Batch, device: torch.device) -> torch.Tensor:
@@ -196,8 +194,7 @@ def run(cfg: FusionConfig, command: str = "") -> dict:
     log.info("comparison on the validation triples:\n%s", format_table(table))
     training = {"data_kind": cfg.data.kind, "data": to_dict(cfg.data), "seed": cfg.seed,
                 **({"neutral_text": ex.neutral_text} if ex.neutral_text else {})}
-    loop.finish(dataclasses.replace(cfg, version=cfg.version or "1"),   # exports without a version say "1"
-                {"table": table, "best_val_macro_f1": best["best_metric"]}, head.cpu(), arch="fusion_head",
+    loop.finish(cfg, {"table": table, "best_val_macro_f1": best["best_metric"]}, head.cpu(), arch="fusion_head",
                 config=head.config, title="late-fusion head", data=to_dict(cfg.data), command=command,
                 split="fusion-train / fusion-val of each pool (speaker, dialogue or image block)", **ex.record,
                 training=training)
