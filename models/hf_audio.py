@@ -19,7 +19,8 @@ import torch
 
 from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
 from emotion_pipeline.models.sources import ModelUnavailableError
-from emotion_pipeline.labels import NUM_LABELS
+from emotion_pipeline.labels import LABELS, NUM_LABELS
+from emotion_pipeline.models.contract import InputContract
 from emotion_pipeline.models import SAMPLE_RATE_HZ   # every Wav2Vec2 checkpoint is trained on 16 kHz audio
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ class HFAudioClassifier:
     labels: LabelMap
     path: str
     device: torch.device
-    source: str = ""              # where it came from (set by models.registry.load)
-    sha256: str | None = None     # of its safetensors weights
+    def contract(self) -> InputContract:
+        """16 kHz mono waves of any length (load_dir refuses another rate); classes mapped onto LABELS."""
+        return InputContract(LABELS, sample_rate_hz=int(getattr(self.feature_extractor, "sampling_rate",
+                                                                   SAMPLE_RATE_HZ)))
 
     @property
     def embedding_dim(self) -> int:

@@ -13,19 +13,30 @@ import cv2
 import numpy as np
 import torch
 
+from emotion_pipeline.labels import LABELS
+from emotion_pipeline.models.contract import InputContract
 from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
 
 
 class HFFaceClassifier:
     """predict(crops) -> (probs (N, 7) over LABELS, embeddings (N, hidden)); crops are BGR or grey uint8."""
-    source: str = ""              # where it came from (set by models.registry.load)
-    sha256: str | None = None     # of its safetensors weights
 
     def __init__(self, model, processor, path: Path, device: str | torch.device = "cpu"):
         self.model = model.to(device).eval()
         self.processor = processor
         self.device = torch.device(device)
         self.labels = LabelMap.from_config(model.config, path)
+
+    def contract(self) -> InputContract:
+        """The checkpoint's image processor's size and normalisation; classes mapped onto LABELS."""
+        size = getattr(self.processor, "size", None)      # a dict, a transformers SizeDict, or an int
+        side = size if isinstance(size, int) or size is None else next(
+            (v for k in ("height", "shortest_edge") if isinstance(v := getattr(size, k, None) if not hasattr(size, "get")
+                                                                 else size.get(k), int)), None)
+        mean, std = getattr(self.processor, "image_mean", None), getattr(self.processor, "image_std", None)
+        return InputContract(LABELS, crop_px=int(side) if side else None, grey=False,
+                             mean=tuple(map(float, mean)) if mean is not None else None,
+                             std=tuple(map(float, std)) if std is not None else None)
 
     @staticmethod
     def _rgb(crops: np.ndarray) -> list[np.ndarray]:

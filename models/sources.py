@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotion_pipeline.errors import PipelineError
+from emotion_pipeline.errors import ChecksumError, ModelUnavailableError  # noqa: F401 (re-exported)
 from emotion_pipeline.fileio import atomic_write, locked, sha256_file
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,6 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "EMOTION_CACHE_DIR"
 OFFLINE_ENVS = ("EMOTION_OFFLINE", "HF_HUB_OFFLINE")
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ModelUnavailableError(PipelineError):
-    """A model file is missing or cannot be fetched (offline, no network); the message says how to get it."""
-
-
-class ChecksumError(PipelineError):
-    """A model file's SHA-256 differs from the recorded (or first pinned) one."""
 
 
 def cache_dir() -> Path:
@@ -223,14 +215,33 @@ def wheel_folder(label: str, distributions: tuple[tuple[str, str], ...], files: 
         for item in files:
             _check(located[item.name][0], item.sha256)
         return folders.pop()
-    folder = cache_dir() / "asr" / f"{label}-{weights[:12]}"
+    name = f"{label}-{weights[:12]}"
+    folder = cache_dir() / "asr" / name
+    try:
+        _assemble(folder, label, files, located, req)
+        return folder
+    except OSError as e:    # a read-only cache or HOME, a cache path that is a file, a full disk
+        fallback = Path(tempfile.gettempdir()) / f"emotion-pipeline-{os.getuid() if hasattr(os, 'getuid') else 0}" / "asr" / name
+        log.info("%s: cannot join '%s' in the cache (%s); using %s", folder, label, e.strerror or e, fallback)
+        try:
+            _assemble(fallback, label, files, located, req)
+        except OSError as e2:
+            raise ModelUnavailableError(
+                f"{folder}: '{label}' comes split over {req} and must be joined once into a writable folder, "
+                f"but neither the cache nor {fallback.parent} can be written ({e.strerror or e}; "
+                f"{e2.strerror or e2}); set {CACHE_ENV} to a writable folder") from e2
+        return fallback
+
+
+def _assemble(folder: Path, label: str, files: tuple[WheelFile, ...], located: dict[str, list[Path]], req: str) -> None:
+    """``folder`` holding every file whole and verified: what is there and right is kept (a read-only
+    folder that already holds them needs no writing), the rest joined or copied from the wheels."""
     for item in files:
         dest = folder / item.name
-        if dest.exists():
+        if dest.is_file():
             try:
                 _check(dest, item.sha256)
                 continue
             except ChecksumError:
                 log.warning("%s: damaged in the cache; rebuilding it from %s", dest, req)
         _join_into_cache(label, item, located[item.name], dest, req)
-    return folder

@@ -9,19 +9,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
+from emotion_pipeline.errors import ModelUnavailableError
 from emotion_pipeline.fileio import atomic_write, sha256_file  # noqa: F401 (re-exported)
 from emotion_pipeline.labels import LABELS
 
-def save(path: str | os.PathLike, state: dict[str, torch.Tensor] | torch.nn.Module, *, arch: str,
-         config: Any, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> str:
+if TYPE_CHECKING:   # torch is imported when weights are read or written, not with this module
+    import torch
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024   # safetensors' own limit on the JSON header (safetensors/src/lib.rs)
+
+
+def save(path: str | os.PathLike, state: "dict[str, torch.Tensor] | torch.nn.Module", *, arch: str,
+         config: Any, extra: dict[str, Any] | None = None, dtype: "torch.dtype | None" = None) -> str:
     """Write a safetensors file atomically; returns its SHA-256."""
+    import torch
+    from safetensors.torch import save_file
+
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()
     tensors = {}
@@ -39,14 +46,40 @@ def save(path: str | os.PathLike, state: dict[str, torch.Tensor] | torch.nn.Modu
     return sha256_file(path)
 
 
-def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors (as float32 where floating) and parsed metadata of a file written by ``save``."""
+def _check_header(path: Path) -> None:
+    """Refuse, naming the file, what safetensors would refuse with a message naming none."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = path.stat().st_size
+    except OSError as e:
+        raise ModelUnavailableError(f"{path}: cannot read the weight file ({e.strerror or e})") from e
+    if len(head) < 8:
+        raise ModelUnavailableError(f"{path}: not a safetensors file ({size} bytes, no header)")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES or n > size - 8:
+        raise ModelUnavailableError(f"{path}: not a safetensors file (its header claims {n} bytes, "
+                                    f"the file holds {size}; damaged or another format)")
+
+
+def read(path: str | os.PathLike) -> "tuple[dict[str, torch.Tensor], dict[str, Any]]":
+    """Tensors (as float32 where floating) and parsed metadata of a file written by ``save``.
+    A file that is not one (damaged, truncated, a huge header, another format) is a
+    ModelUnavailableError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _check_header(path)
     tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as fh:
-        raw_meta = fh.metadata() or {}
-        for key in fh.keys():
-            tensor = fh.get_tensor(key)
-            tensors[key] = tensor.float() if tensor.is_floating_point() else tensor
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw_meta = fh.metadata() or {}
+            for key in fh.keys():
+                tensor = fh.get_tensor(key)
+                tensors[key] = tensor.float() if tensor.is_floating_point() else tensor
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ModelUnavailableError(f"{path}: not a readable safetensors file ({why})") from e
     meta: dict[str, Any] = {}
     for key, value in raw_meta.items():
         try:

@@ -20,13 +20,12 @@ import torch
 
 from emotion_pipeline.audio_windows import second_windows
 from emotion_pipeline.models import SAMPLE_RATE_HZ, face_cnn, registry
-from emotion_pipeline.faces import FaceDetector, FaceTracker, aligned_crop
+from emotion_pipeline.models.contract import InputContract
+from emotion_pipeline.faces import FACE_CROP_PX, FaceDetector, FaceTracker, aligned_crop
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
 
 log = logging.getLogger(__name__)
-
-FACE_CROP_PX = 96          # crops handed to face models; each model's prepare() resizes (ours: 48)
 
 
 class Predictor(Protocol):
@@ -40,9 +39,13 @@ def _softmax(logits: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class _Shipped:
-    """A model of ours loaded through models.registry."""
+    """A model loaded through models.registry, with the input contract it carries."""
     loaded: registry.LoadedModel
     device: torch.device
+
+    @property
+    def contract(self) -> InputContract:
+        return self.loaded.contract
 
     def describe(self) -> dict[str, Any]:
         return self.loaded.describe()
@@ -70,14 +73,15 @@ DEFAULT_AUDIO_WINDOW_S = 3.0  # speech emotion needs a few seconds of context (a
 
 def audio_window_s(predictor: Predictor, configured: float | None = None) -> float:
     """Seconds of audio per scored window: the configured value, else the model's own input
-    contract (our audio CNN carries one), else DEFAULT_AUDIO_WINDOW_S (hub models)."""
-    return configured or getattr(predictor, "window_s", DEFAULT_AUDIO_WINDOW_S)
+    contract (our audio CNN states one), else DEFAULT_AUDIO_WINDOW_S (hub models state none)."""
+    contract = getattr(predictor, "contract", None)
+    return configured or getattr(contract, "window_s", None) or DEFAULT_AUDIO_WINDOW_S
 
 
 class ShippedAudio(_Shipped):
     @property
     def window_s(self) -> float:
-        return float(self.loaded.module.config.window_s)
+        return float(self.contract.window_s or DEFAULT_AUDIO_WINDOW_S)
 
     def predict(self, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
@@ -91,25 +95,27 @@ class ShippedText(_Shipped):
         return self.loaded.module.predict(list(texts))
 
 
-@dataclass
-class _HubAdapter:
-    """A Hugging Face classifier from models.hf_* whose ``predict`` already maps labels to ours."""
-    model: Any
+class HubClassifier(_Shipped):
+    """A Hugging Face classifier of models.hf_* (arch ``hf_face``, ``hf_audio``, ``hf_text``): its
+    ``predict`` already reads its checkpoint's processor config and maps its classes onto LABELS."""
 
     def predict(self, batch):
-        return self.model.predict(batch)
+        return self.loaded.module.predict(batch)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.model.source, "arch": type(self.model).__name__, "sha256": self.model.sha256}
+
+# LoadedModel.arch -> its predictor: what the model is is data in the record, not a type to test
+PREDICTORS: dict[str, type[_Shipped]] = {"face_cnn": ShippedFace, "audio_cnn": ShippedAudio, "text_minilm": ShippedText,
+                                         **{arch: HubClassifier for arch in registry.HUB_ARCH.values()}}
 
 
 def load_predictor(modality: str, name: str, *, device: torch.device, offline: bool) -> Predictor:
     """The ``modality`` model ``name`` (a registry name, a .safetensors file, a Hugging Face repo id
-    or folder) through ``models.registry.load``, behind the Predictor interface."""
+    or folder) through ``models.registry.load`` (which checks its contract), behind the Predictor
+    interface."""
+    if modality not in registry.HUB_ARCH:
+        raise ValueError(f"modality {modality!r}: choose from {', '.join(registry.HUB_ARCH)}")
     loaded = registry.load(name, kind=modality, device=device, offline=offline)
-    if isinstance(loaded, registry.LoadedModel):
-        return {"face": ShippedFace, "audio": ShippedAudio, "text": ShippedText}[modality](loaded, device)
-    return _HubAdapter(loaded)
+    return PREDICTORS[loaded.arch](loaded, device)
 
 
 def _entry(probs: np.ndarray, emb: np.ndarray | None, **details) -> ModalityScores:

@@ -24,6 +24,7 @@ from emotion_pipeline.records import Transcript
 # the key that decides whether an existing result is up to date. (``device``: CPU and GPU give
 # the same labels; float differences in the fourth decimal are not worth a re-run.)
 NOT_RESULT_SETTINGS = frozenset({"progress", "offline", "device"})
+WORD_OUTSIDE_SEGMENT_S = 1.0  # a word may overrun its segment by this much (recognisers' timings drift); no further
 NAME_MAX_BYTES = 255          # longest file name on ext4, XFS, APFS, NTFS (in UTF-16 units there)
 
 
@@ -171,18 +172,21 @@ def check_transcript(tr: Transcript, path: str | Path) -> Transcript:
             if not (_finite_time(w.start_s) and _finite_time(w.end_s) and w.end_s >= w.start_s):
                 raise InputError(f"{path}: segment {i} has a word with bad times start_s={w.start_s!r}, "
                                  f"end_s={w.end_s!r}")
+            if w.start_s < seg.start_s - WORD_OUTSIDE_SEGMENT_S or w.end_s > seg.end_s + WORD_OUTSIDE_SEGMENT_S:
+                raise InputError(f"{path}: segment {i} ({seg.start_s:g}-{seg.end_s:g} s) has a word outside it "
+                                 f"({w.text!r} at {w.start_s:g}-{w.end_s:g} s)")
     return tr
 
 
 def load_transcript(path: str | Path) -> Transcript:
     """Parse and validate a transcript file up front; every failure is one InputError line."""
-    from emotion_pipeline import transcribe
+    from emotion_pipeline.transcribe.subtitles import parse_subtitles
 
     try:
-        tr = transcribe.parse_subtitles(path)
+        tr = parse_subtitles(path)
     except PipelineError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError) as e:
         raise InputError(f"{path}: unreadable transcript ({type(e).__name__}: {e})") from e
     return check_transcript(tr, path)
 

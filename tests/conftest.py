@@ -1,6 +1,7 @@
 """Shared fixtures: the shared data folder, real media the tests make themselves, the shipped models."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,37 @@ MEAD = VIDEO / "mead"
 EDGE = VIDEO / "edge_cases"
 YUNET = DATA / "faces" / "detectors" / "face_detection_yunet_2026may.onnx"
 
-needs_data = pytest.mark.skipif(not (VIDEO.exists()), reason=f"shared data not found at {DATA} (set EMOTION_DATA_DIR)")
+# A clone without the shared data is skipped through, green while testing little; CI (.ci/run)
+# sets EMOTION_REQUIRE_DATA=1 so that every test needing it fails instead.
+REQUIRE_DATA_ENV = "EMOTION_REQUIRE_DATA"
+REQUIRE_DATA = os.environ.get(REQUIRE_DATA_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+# ``@needs_data`` (or ``pytestmark = needs_data``): the shared video folder; ``@needs_data(path, ...)``:
+# those files or folders of the shared data. Checked before the test runs (pytest_runtest_setup).
+needs_data = pytest.mark.needs_data
+
+
+def require_data(*paths: Path | str) -> None:
+    """Skip the calling test when a path of the shared data is missing; fail it instead under
+    EMOTION_REQUIRE_DATA=1. For tests and fixtures that find out what they need as they go."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if not missing:
+        return
+    reason = f"shared data not found: {', '.join(missing)} (set EMOTION_DATA_DIR)"
+    if REQUIRE_DATA:
+        pytest.fail(f"{reason}; {REQUIRE_DATA_ENV}=1 makes a missing data set a failure", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_data(*paths): needs the shared data (default: its video folder); "
+                                       f"skipped without it, failed under {REQUIRE_DATA_ENV}=1")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_data"):
+        require_data(*(mark.args or (VIDEO,)))
+
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg CLI not installed (.ci/run installs it)")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (.ci/run installs it)")
 
@@ -45,8 +76,7 @@ def speech_video(tmp_path_factory) -> tuple[Path, Path, list[tuple[float, float,
     Returns (video, srt, [(start_s, end_s, expected_label)])."""
     if shutil.which("ffmpeg") is None or shutil.which("espeak-ng") is None:
         pytest.skip("needs ffmpeg and espeak-ng")
-    if not MEAD.exists():
-        pytest.skip("shared MEAD clips not found")
+    require_data(MEAD)
     folder = tmp_path_factory.mktemp("speech")
     cues, parts, t = [], [], 0.5
     silence = folder / "gap.wav"

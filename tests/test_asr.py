@@ -122,6 +122,47 @@ def test_unknown_names_and_uncached_hub_models(tmp_path, monkeypatch):
         registry.load(str(tmp_path / "empty"), kind="asr")
 
 
+def _read_only(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o555)
+
+
+@pytest.mark.parametrize("cache", ["a-file", "read-only"])
+def test_the_packaged_whisper_loads_with_an_unwritable_cache(cache, tmp_path, monkeypatch):
+    """A read-only cache (or HOME) or a cache path that is a file: tiny.en is read from its wheel,
+    base (split over two wheels) is joined once in a temporary folder instead; never an OSError."""
+    import tempfile
+
+    where = tmp_path / "cache"
+    if cache == "a-file":
+        where.write_text("not a folder")
+    else:
+        _read_only(where)
+        if os.access(where, os.W_OK):
+            pytest.skip("running as root: a mode-555 folder stays writable")
+    monkeypatch.setenv("EMOTION_CACHE_DIR", str(where))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tiny = registry.load("tiny.en", kind="asr", offline=True)
+    assert not str(tiny.path).startswith(str(tmp_path))          # read in place, in the wheel
+    base = registry.load("base", kind="asr", offline=True)
+    assert str(base.path).startswith(str(tmp_path / "tmp")) and (base.path / "model.bin").is_file()
+    asr, language_id = transcribe.load_for_analysis("auto", device="cpu", offline=True)
+    assert asr.info.name == "tiny.en" and language_id is not None and language_id.multilingual
+
+
+def test_an_unwritable_cache_and_temp_folder_is_one_line(tmp_path, monkeypatch):
+    import tempfile
+
+    (tmp_path / "cache").write_text("a file")
+    (tmp_path / "tmp").write_text("a file too")
+    monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    with pytest.raises(ModelUnavailableError, match="set EMOTION_CACHE_DIR to a writable folder") as caught:
+        registry.load("base", kind="asr", offline=True)
+    assert "\n" not in str(caught.value) and str(tmp_path / "cache") in str(caught.value)
+
+
 # ------------------------------------------------------------------ speech
 
 def test_default_is_english_only_tiny_with_a_multilingual_language_identifier(asr):
@@ -223,7 +264,7 @@ def test_references_from_ravdess_tess_and_csv_names(tmp_path):
         read_references(tmp_path / "bad.csv")
 
 
-@pytest.mark.skipif(not RAVDESS.exists(), reason="shared RAVDESS not found")
+@pytest.mark.needs_data(RAVDESS)
 def test_evaluate_asr_on_ravdess_clips():
     from emotion_pipeline.evaluate.asr import run
     result = run(RAVDESS / "Actor_17", limit=4)

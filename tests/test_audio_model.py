@@ -12,6 +12,7 @@ from emotion_pipeline.models.audio_cnn import AudioCNN, AudioCNNConfig
 from emotion_pipeline.audio_windows import resample, score_clip, score_windows, window_starts
 from emotion_pipeline.data import data_path
 from emotion_pipeline.labels import LABELS
+from tests.conftest import require_data
 
 SR = 16000
 RAVDESS = data_path("speech", "ravdess")
@@ -119,8 +120,7 @@ def ravdess_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("ravdess")
     for rel in CLIPS:
         src = RAVDESS / rel
-        if not src.exists():
-            pytest.skip(f"shared data not found: {src}")
+        require_data(src)
         wave, sr = sf.read(str(src), dtype="float32")
         wave = resample(wave, sr, 44100)
         out = root / "set" / src.parent.name / (src.stem + ".wav")

@@ -201,3 +201,120 @@ def test_models_import_only_the_bottom_floor_of_the_pipeline_and_no_circle():
 
     for module in graph:
         visit(module, [])
+
+
+# ------------------------------------------------------------------ one type per kind, the contract checked at load
+
+def test_load_returns_one_type_per_kind_with_its_contract():
+    for name in SHIPPED:
+        loaded = registry.load(name, offline=True)
+        spec = registry.SPECS[name]
+        if spec.kind == "detector":
+            assert type(loaded) is ModelFiles
+            continue
+        assert type(loaded) is registry.LoadedModel and loaded.kind == spec.kind and loaded.source == spec.source
+        assert loaded.contract.labels == registry.LABELS and not loaded.contract.differences(spec.contract)
+    assert type(registry.load("tiny.en", kind="asr", offline=True)) is ModelFiles
+    assert registry.load("audio-cnn").contract.window_s == 3.0 and registry.load("audio-cnn").contract.sample_rate_hz == 16000
+    face = registry.load("face-cnn").contract
+    assert (face.crop_px, face.input_px, face.grey) == (48, 40, True)
+
+
+def _rewritten(tmp_path: Path, name: str, *, metadata=None, tensors=None) -> Path:
+    """A copy of a shipped weight file with its metadata or tensors changed (made with safetensors)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src = registry.shipped_path(name)
+    with safe_open(str(src), framework="pt") as fh:
+        meta = dict(fh.metadata())
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
+    state = tensors(state) if tensors else state
+    out = tmp_path / f"changed_{src.name}"
+    save_file(state, str(out), metadata=meta)
+    return out
+
+
+def _one_line_naming(excinfo, path: Path) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and str(path) in message, message
+    return message
+
+
+def test_a_face_file_with_permuted_labels_is_refused_in_one_line(tmp_path):
+    permuted = list(registry.LABELS[1:]) + [registry.LABELS[0]]
+    path = _rewritten(tmp_path, "face-cnn", metadata={"labels": permuted})
+    with pytest.raises(ModelUnavailableError) as excinfo:
+        registry.load(str(path), kind="face")
+    assert "not the project's 7 in order" in _one_line_naming(excinfo, path)
+    from emotion_pipeline.encoders import load_predictor        # the pipeline's way in refuses it alike
+    with pytest.raises(ModelUnavailableError, match="labels"):
+        load_predictor("face", str(path), device="cpu", offline=True)
+
+
+def test_a_consistent_five_class_face_model_is_refused_at_load(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(registry.shipped_path("face-cnn")), framework="pt") as fh:
+        config = json.loads(fh.metadata()["config"])
+    five = list(registry.LABELS[:5])
+
+    def cut(state):   # the classifier's last layer keeps 5 rows
+        last = [k for k in state if state[k].ndim >= 1 and state[k].shape[0] == 7]
+        return {k: (v[:5].clone() if k in last else v) for k, v in state.items()}
+
+    path = _rewritten(tmp_path, "face-cnn", metadata={"labels": five, "config": {**config, "num_classes": 5}},
+                      tensors=cut)
+    with pytest.raises(ModelUnavailableError) as excinfo:
+        registry.load(str(path))
+    assert "labels" in _one_line_naming(excinfo, path)
+    seven = _rewritten(tmp_path, "face-cnn", metadata={"config": {**config, "num_classes": 5}}, tensors=cut)
+    with pytest.raises(ModelUnavailableError) as excinfo:       # labels right, 5 outputs: refused too
+        registry.load(str(seven))
+    assert "5 outputs" in _one_line_naming(excinfo, seven)
+
+
+def test_weights_of_the_wrong_shape_name_the_file(tmp_path):
+    import torch
+
+    def shrink(state):
+        key = next(k for k, v in state.items() if v.ndim == 4)
+        return {**state, key: torch.zeros(1, *state[key].shape[1:])}
+
+    path = _rewritten(tmp_path, "audio-cnn", tensors=shrink)
+    with pytest.raises(ModelUnavailableError) as excinfo:
+        registry.load(str(path))
+    assert "do not fit the audio_cnn" in _one_line_naming(excinfo, path)
+
+
+@pytest.mark.parametrize("content", [b"\xff" * 8 + b"{}", (2**40).to_bytes(8, "little") + b"{}", b"abc", b""],
+                         ids=["huge-header", "header-past-the-end", "short", "empty"])
+def test_a_damaged_or_huge_header_names_the_file(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ModelUnavailableError) as excinfo:
+        registry.load(str(path))
+    assert "not a safetensors file" in _one_line_naming(excinfo, path)
+
+
+def test_a_mistyped_setting_pays_no_torch_import(tmp_path):
+    """`analyze x.mp4 --set nosuchkey=1` is answered before torch is imported (1.4 s of the 1.6 s it
+    took); the error classes come from emotion_pipeline.errors, importable without torch."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys\n"
+            "sys.argv = ['emotion_pipeline', 'analyze', 'x.mp4', '--set', 'nosuchkey=1']\n"
+            "try:\n    runpy.run_module('emotion_pipeline', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.stdout.split() == ["exit", "2", "False"], done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "nosuchkey" in done.stderr
+    code = ("import sys; from emotion_pipeline.errors import ChecksumError, ModelUnavailableError; "
+            "import emotion_pipeline.models.registry, emotion_pipeline.transcribe; print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -225,8 +225,8 @@ def test_soup_is_the_parameter_average(tmp_path, model):
     from emotion_pipeline.data import data_path
     from emotion_pipeline.train import text
     from emotion_pipeline.train.loop import RunDir
-    if not data_path(text.TextConfig.val).exists():
-        pytest.skip("MELD dev not found in the shared data")
+    from tests.conftest import require_data
+    require_data(data_path(text.TextConfig.val))
     a, ma = _fake_run(tmp_path, "a", model, 0.5)
     b, mb = _fake_run(tmp_path, "b", model, -0.25)
     metrics = text.run(_soup_config(tmp_path, a, b), command="soup a b")

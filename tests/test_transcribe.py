@@ -92,3 +92,21 @@ def test_openai_checkpoint_through_load_asr(tiny_whisper):
     # silence: the Silero gate leaves nothing for the (random) model to decode
     tr = transcribe_audio(asr, np.zeros(16000 * 3, np.float32), language="en")
     assert tr.segments == () and tr.language == "en"
+
+
+def test_transcribe_is_split_by_job_and_the_backends_share_one_protocol():
+    """Subtitles, backends, the choice of model and the streaming session are modules of their own;
+    the package still offers what callers import from it."""
+    import importlib
+
+    from emotion_pipeline import transcribe as facade
+    from emotion_pipeline.transcribe import backends, choice, session, subtitles
+
+    assert facade.parse_subtitles is subtitles.parse_subtitles and facade.load_asr is choice.load_asr
+    assert facade.TranscriptionSession is session.TranscriptionSession and facade.ASR is backends.ASR
+    for name in ("subtitles", "backends", "choice", "session"):     # each stands alone
+        assert importlib.import_module(f"emotion_pipeline.transcribe.{name}")
+    asr = choice.load_asr("tiny.en", offline=True)                 # found and verified, built on first use
+    assert isinstance(asr, backends.ASR) and not asr.multilingual and asr.info.compute_type == "int8"
+    for cls in (backends.FasterWhisperASR, backends.OpenAIWhisperASR, backends.DeferredASR):
+        assert all(callable(getattr(cls, m, None)) for m in ("transcribe", "identify")), cls
