@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from emotion_pipeline.models import registry, sources
-from emotion_pipeline import demux, fuse, preflight, transcribe, writers
+from emotion_pipeline import demux, fuse, preflight, seconds, transcribe
 from emotion_pipeline.config import AnalyzeConfig, to_dict
 from emotion_pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_predictor
-from emotion_pipeline.faces import FaceDetector
+from emotion_pipeline.faces import FACE_CROP_PX, FaceDetector
+from emotion_pipeline.models import SAMPLE_RATE_HZ
 from emotion_pipeline.records import AudioChunk, SecondEntry, StreamCoverage, Transcript, VideoInfo
+from emotion_pipeline.seconds import PARTIAL_TOLERANCE_S, Status  # noqa: F401  (importable from here, as before)
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +51,6 @@ def software_versions() -> dict[str, str]:
     import torch
     out["torch"] = torch.__version__   # with the build tag (+cpu, +cu128)
     return out
-
-
-# A stream missing more than this many seconds makes the result partial (a warning, exit code 3,
-# a failure with --strict). Below it: rounding of stream lengths, a lost AAC packet or two.
-PARTIAL_TOLERANCE_S = 0.5
-
-
-@dataclass(frozen=True)
-class Status:
-    ok: bool
-    reason: str | None = None
-    coverage: float | None = None     # share of the stream behind this modality that decoded
-
-    def json(self) -> dict[str, Any]:
-        return {"status": "ok" if self.ok else "missing", "reason": self.reason, "coverage": self.coverage}
 
 
 @dataclass(frozen=True)
@@ -124,6 +112,7 @@ class Analyzer:
             self.whisper_problem = "Whisper disabled (whisper_model=none) and no transcript given"
 
         self.head, self.fusion_method, self.fusion_reason = self._fusion()
+        self.fuser = seconds.Fuser(self.fusion_method, tuple(cfg.modality_weights), self.head)
         self.models["fusion"] = {"method": self.fusion_method, "reason": self.fusion_reason,
                                  **(self.head.loaded.describe() if self.head else {})}
         self.software = software_versions()
@@ -157,8 +146,8 @@ class Analyzer:
             head = registry.load(self.cfg.fusion_head, kind="fusion", device="cpu")
         except (registry.ModelUnavailableError, registry.ChecksumError) as e:
             reason = f"no trained fusion head ({e}); using the confidence-weighted average"
-            if self.cfg.fusion == "head":
-                raise
+            if self.cfg.fusion == "head" or self.cfg.fusion_head != AnalyzeConfig.fusion_head:
+                raise   # a head asked for by name never falls back in silence
             log.info(reason)
             return None, "average", reason
         mismatch = fuse.head_mismatch(head, {m: self.models[m] for m in ("face", "audio", "text")})
@@ -167,6 +156,37 @@ class Analyzer:
             return None, "average", mismatch
         return fuse.HeadFuser(head), "head", "trained head matches the configured encoders"
 
+    # ------------------------------------------------------------------ what the file and the live paths share
+    @property
+    def text_unavailable(self) -> str | None:
+        """Why there is no Whisper (None when there is one)."""
+        return self.whisper_problem
+
+    def record(self, **config_extra: Any) -> seconds.RunRecord:
+        return seconds.RunRecord(self.models, self.software, to_dict(self.cfg) | config_extra)
+
+    def timeline(self, *, causal: bool, keep_s: int | None = None, on_final=None) -> seconds.Timeline:
+        return seconds.Timeline(self.fuser, self.cfg.smoothing_window_s, causal=causal, keep_s=keep_s,
+                                on_final=on_final)
+
+    def voice(self) -> seconds.VoiceSeconds:
+        return seconds.VoiceSeconds(self.audio)
+
+    def transcription(self, **stream_options: Any) -> transcribe.TranscriptionSession | None:
+        """A streaming Whisper session (None without Whisper); ``stream_options``: the live mode's
+        shorter blocks (block_s, lid_speech_s, max_buffer_s)."""
+        if self.whisper is None:
+            return None
+        return transcribe.TranscriptionSession(self.whisper, language_id=self.language_id, language=self.cfg.language,
+                                               **stream_options)
+
+    def warm_up(self) -> None:
+        """One pass of the face and voice models on blank input: first calls allocate and pick
+        kernels (half a second or more), which a stream would otherwise pay on its first lines."""
+        self.face.detector.detect(np.zeros((240, 320, 3), np.uint8))
+        self.face.predictor.predict(np.zeros((1, FACE_CROP_PX, FACE_CROP_PX, 3), np.uint8))
+        self.audio.predictor.predict(np.zeros((1, int(self.audio.window_s * SAMPLE_RATE_HZ)), np.float32))
+
     # ------------------------------------------------------------------ one video
     def run(self, path: str | Path, *, transcript_file: str | Path | None = None) -> "VideoResult":
         """Stream one video through every stage; per-second entries, not yet JSON."""
@@ -174,90 +194,74 @@ class Analyzer:
         timings: dict[str, float] = {}
         info = demux.probe(path)
         n = info.n_seconds
+        timeline = self.timeline(causal=False)
 
         t0 = time.perf_counter()
-        face_rows: list = [None] * n
-        face_status = Status(False, "no video stream")
         video_cov = demux.Coverage("video", demux.VIDEO_GAP_S, info.video_start_s)
         audio_cov = demux.Coverage("audio", demux.AUDIO_GAP_S, info.audio_start_s)
+        n_frames = 0
         if info.has_video:
             frames = demux.iter_frames(info.path, sample_fps=cfg.frames_per_second, max_side_px=cfg.max_frame_side_px,
                                        coverage=video_cov)
             frames = tqdm(frames, total=int(math.ceil(info.duration_s * cfg.frames_per_second)), unit="frame",
                           desc=f"faces {Path(info.path).name}", disable=not cfg.progress, leave=False)
             observations, tracker, n_frames = self.face.observe(frames)
-            face_rows = self.face.per_second(observations, tracker, n)
-            face_status = Status(True) if observations else Status(False, f"no face found in {n_frames} sampled frames")
+            for s, face in enumerate(self.face.per_second(observations, tracker, n)):
+                timeline.add(s, face=face)
         timings["faces"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         # Whisper is fed the same stream and transcribes each finished stretch of speech (bounded memory)
-        session = (transcribe.TranscriptionSession(self.whisper, language_id=self.language_id, language=cfg.language)
-                   if transcript_file is None and self.whisper is not None else None)
-        audio_rows: list = [None] * n
-        audio_status = Status(False, "no audio track")
+        session = self.transcription() if transcript_file is None else None
         if info.has_audio:
-            audio_rows = self.audio.per_second(self._tee(demux.iter_audio(info.path, coverage=audio_cov), session), n)
-            audio_status = Status(True) if any(audio_rows) else Status(False, "no speech detected (silence, music or noise)")
+            rows = seconds.stream_voice(self.voice(), self._tee(demux.iter_audio(info.path, coverage=audio_cov), session), n)
+            for s, voice in enumerate(rows):
+                timeline.add(s, audio=voice)
         streamed_asr_s = session.compute_s if session else 0.0
         timings["audio"] = time.perf_counter() - t0 - streamed_asr_s
-
-        coverage: dict[str, StreamCoverage] = {}
-        # A stream without its own length in the header (Matroska, WebM) is expected to run to the
-        # container's end only as far as the other stream does: one ending early is no loss, both
-        # ending early is a cut file.
-        reached = max(video_cov.cursor if info.has_video else 0.0, audio_cov.cursor if info.has_audio else 0.0)
-        cut = reached < info.duration_s - PARTIAL_TOLERANCE_S
-
-        def end_of(span: float | None, cov: demux.Coverage) -> float:
-            return span if span is not None else (info.duration_s if cut else cov.cursor)
-
-        if info.has_video:
-            coverage["video"] = video_cov.result(end_of(info.video_span_s, video_cov))
-            face_status = Status(face_status.ok, face_status.reason, round(coverage["video"].fraction, 4))
-        if info.has_audio:
-            coverage["audio"] = audio_cov.result(end_of(info.audio_span_s, audio_cov))
-            audio_status = Status(audio_status.ok, audio_status.reason, round(coverage["audio"].fraction, 4))
-        warnings = tuple(_coverage_warning(c) for c in coverage.values() if c.lost_total_s > PARTIAL_TOLERANCE_S)
+        coverage, warnings = seconds.coverage_report(info, video_cov, audio_cov)
+        if self.whisper_problem and transcript_file is None and cfg.whisper_model.lower() not in ("auto", "none"):
+            warnings = (*warnings, self.whisper_problem)   # a Whisper asked for by name that did not load: said in the JSON
         for w in warnings:
             log.debug("%s: %s", info.path, w)   # the caller reports it (the CLI prints one warning line)
 
         t0 = time.perf_counter()
-        transcript, text_status = self._transcript(info, transcript_file, session)
+        transcript, guess = None, None
+        if transcript_file is not None:
+            transcript = preflight.load_transcript(transcript_file)
+        elif info.has_audio and session is not None:
+            transcript, guess = session.finish(), session.guess
         timings["transcribe"] = time.perf_counter() - t0 + streamed_asr_s
         t0 = time.perf_counter()
-        text_rows: list = [None] * n
-        if transcript is not None and text_status.ok:
-            text_rows = self.text.per_second(transcript, n)
-            if not any(text_rows):
-                text_status = Status(False, "no words in the transcript")
+        text = seconds.text_status(
+            transcript=transcript, english_only=self.text.english_only, words_seen=True,
+            unavailable=self.whisper_problem if info.has_audio else "no audio track and no transcript given",
+            language_probability=guess.probability if guess else None)
+        if text.ok:
+            for s, words in enumerate(self.text.per_second(transcript, n)):
+                timeline.add(s, text=words)
+            text = seconds.text_status(transcript=transcript, english_only=self.text.english_only,
+                                       words_seen=timeline.seen["text"])
         timings["text"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        rows = list(zip(face_rows, audio_rows, text_rows))
-        raw = fuse.fuse_all(rows, method=self.fusion_method, weights=cfg.modality_weights, head=self.head)
-        smoothed = fuse.smooth(raw, cfg.smoothing_window_s)
-        entries = [SecondEntry(float(i), float(info.duration_s) if i == n - 1 else float(i + 1),
-                               f, a, t, s, r)
-                   for i, (f, a, t, s, r) in enumerate(zip(face_rows, audio_rows, text_rows, smoothed, raw))]
+        timeline.add(n - 1)   # a video with no stream delivering anything still has its seconds
+        entries = timeline.entries(float(info.duration_s))
         timings["fusion"] = time.perf_counter() - t0
-        return VideoResult(info, entries, transcript, {"face": face_status, "audio": audio_status, "text": text_status},
-                           timings, str(transcript_file) if transcript_file else None, coverage, warnings)
+        status = seconds.statuses(timeline, has_video=info.has_video, has_audio=info.has_audio,
+                                  frames_sampled=n_frames, coverage=coverage, text=text)
+        return VideoResult(info, entries, transcript, status, timings,
+                           str(transcript_file) if transcript_file else None, coverage, warnings)
 
     def analyze(self, path: str | Path, *, transcript_file: str | Path | None = None) -> dict[str, Any]:
         """The timeline document of one video (see pipeline/schema/timeline.schema.json)."""
         res = self.run(path, transcript_file=transcript_file)
-        doc = writers.timeline_document(
-            info=res.info, entries=res.entries, transcript=res.transcript, models=self.models, software=self.software,
-            config=to_dict(self.cfg) | {"transcript_file": res.transcript_file},
-            modalities={k: v.json() for k, v in res.status.items()},
-            coverage={k: c.json() for k, c in res.coverage.items()}, warnings=list(res.warnings))
         settings = preflight.settings_key(self.cfg, transcript_file) if transcript_file else self.settings_key
-        doc["input"] = preflight.video_identity(path)
-        doc["settings_key"] = settings
-        doc["skip_key"] = preflight.skip_key(path, settings)
-        doc["timings_s"] = {k: round(v, 3) for k, v in res.timings.items()}
-        return doc
+        return seconds.document(
+            self.record(transcript_file=res.transcript_file), info=res.info, entries=res.entries,
+            transcript=res.transcript, status=res.status, coverage=res.coverage, warnings=res.warnings,
+            input=preflight.video_identity(path), settings_key=settings, skip_key=preflight.skip_key(path, settings),
+            timings_s={k: round(v, 3) for k, v in res.timings.items()})
 
     @staticmethod
     def _tee(chunks: Iterator[AudioChunk], session) -> Iterator[AudioChunk]:
@@ -265,26 +269,3 @@ class Analyzer:
             if session is not None:
                 session.feed(chunk.samples, chunk.start_s)
             yield chunk
-
-    def _transcript(self, info: VideoInfo, transcript_file, session) -> tuple[Transcript | None, Status]:
-        guess = None
-        if transcript_file is not None:
-            tr = preflight.load_transcript(transcript_file)
-        elif not info.has_audio:
-            return None, Status(False, "no audio track and no transcript given")
-        elif self.whisper is None:
-            return None, Status(False, self.whisper_problem)
-        else:
-            tr, guess = session.finish(), session.guess
-        if tr.language and tr.language != transcribe.ENGLISH and self.text.english_only:
-            how = f" (language ID p={guess.probability:.2f})" if guess else ""
-            return tr, Status(False, f"speech is in '{tr.language}'{how} and the text model is English-only; not scored")
-        return tr, Status(True)
-
-
-def _coverage_warning(c: StreamCoverage) -> str:
-    spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in c.lost_s[:4]) + (" ..." if len(c.lost_s) > 4 else "")
-    why = f"; {c.decode_errors} damaged packets skipped" if c.decode_errors else ""
-    why += f"; demuxer stopped: {c.stopped}" if c.stopped else ""
-    return (f"partial result: {c.kind} decoded for {c.expected_s - c.lost_total_s:.1f} of {c.expected_s:.1f} s "
-            f"(lost {spans}){why}")

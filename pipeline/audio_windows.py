@@ -12,6 +12,7 @@ Emotion in speech needs a few seconds of context, so audio is scored on windows 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -124,40 +125,98 @@ def score_clip(model, wave: np.ndarray, sr: int, hop_s: float = DEFAULT_HOP_S) -
     return probs.mean(axis=0)
 
 
+@dataclass(frozen=True)
+class VoiceWindow:
+    """The audio behind one second of the timeline."""
+    second: int
+    window: np.ndarray               # (n,) float32: ``window_s`` centred on the second (cut at 0, shifted back at the end)
+    start_sample: int                # where the window starts in the stream
+    own_samples: int                 # samples of the second itself that arrived
+    speech_fraction: float | None    # share of the second that is speech (``vad.speech_fraction_in``); None without VAD
+
+
+class SecondCutter:
+    """16 kHz samples as they come (any chunking: a 30 s chunk or a 64 ms AAC frame give the same
+    result) -> one ``VoiceWindow`` per second once the audio up to its window's end has arrived.
+
+    With ``vad_context_s`` the second's speech fraction is judged by the VAD over the
+    ``vad_context_s`` of audio ending where the second's window ends, the same slice whether a
+    file or a stream feeds it. Memory: that context (or twice the window) plus one chunk."""
+
+    def __init__(self, window_s: float, sample_rate_hz: int = SAMPLE_RATE_HZ, *, vad_context_s: float | None = None):
+        self.window_s, self.sr, self.vad_context_s = window_s, sample_rate_hz, vad_context_s
+        self.buf = np.zeros(0, dtype=np.float32)
+        self.buf_start = 0          # sample index of buf[0]
+        self.next_second = 0        # the next second to cut
+
+    @property
+    def end(self) -> int:
+        """Samples received so far."""
+        return self.buf_start + len(self.buf)
+
+    def _hi(self, sec: int) -> int:
+        return int(round((sec + 0.5 + self.window_s / 2) * self.sr))
+
+    def _cut(self, sec: int, end_of_stream_at: int | None) -> VoiceWindow:
+        sr = self.sr
+        lo = max(0, int(round((sec + 0.5 - self.window_s / 2) * sr)))
+        hi = self._hi(sec)
+        if end_of_stream_at is not None:
+            hi = min(hi, end_of_stream_at)
+            lo = max(0, min(lo, hi - int(self.window_s * sr)))  # keep a full window at the end of the clip
+        b = self.buf_start
+        assert lo >= b, (sec, lo, b)
+        own = max(0, min((sec + 1) * sr, self.end) - max(sec * sr, b))
+        fraction = None
+        if self.vad_context_s is not None:
+            from emotion_pipeline.vad import speech_fraction_in
+            ctx_lo = max(0, hi - int(round(self.vad_context_s * sr)))
+            assert ctx_lo >= b, (sec, ctx_lo, b)
+            fraction = speech_fraction_in(self.buf[ctx_lo - b: hi - b], sr, sec - ctx_lo / sr, sec + 1 - ctx_lo / sr)
+        return VoiceWindow(sec, self.buf[lo - b: hi - b].copy(), lo, int(own), fraction)
+
+    def _keep_from(self, sec: int) -> int:
+        keep = int(round((sec + 0.5 - self.window_s / 2) * self.sr)) - int(self.window_s * self.sr)
+        if self.vad_context_s is not None:   # at the end a window ends early, never before the last cut one's end
+            keep = min(keep, self._hi(sec - 1) - int(round(self.vad_context_s * self.sr)))
+        return max(0, keep)
+
+    def push(self, samples: np.ndarray) -> list[VoiceWindow]:
+        self.buf = np.concatenate([self.buf, np.asarray(samples, dtype=np.float32).reshape(-1)])
+        out = []
+        while self.end >= self._hi(self.next_second):
+            out.append(self._cut(self.next_second, None))
+            self.next_second += 1
+            keep_from = self._keep_from(self.next_second)
+            if keep_from > self.buf_start:
+                self.buf, self.buf_start = self.buf[keep_from - self.buf_start:], keep_from
+        return out
+
+    def finish(self) -> list[VoiceWindow]:
+        """The seconds still open at the end of the stream (their windows shifted back)."""
+        out = []
+        end = self.end
+        while self.next_second * self.sr < end:
+            out.append(self._cut(self.next_second, end))
+            self.next_second += 1
+        return out
+
+
 def second_windows(chunks: Iterable[AudioChunk], n_seconds: int,
                    window_s: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(second, the window of ``window_s`` centred on it, the second's own samples) for each second
-    of a stream of chunks, with a bounded buffer. Near the start the window is cut at sample 0; at
-    the end of the stream it is shifted back so that it stays ``window_s`` long where it can."""
-    buf = np.zeros(0, dtype=np.float32)
-    buf_start = 0            # sample index of buf[0]
-    sr = None
-    second = 0
-    half = window_s / 2
-
-    def cut(sec: int, end_of_stream_at: int | None):
-        lo = max(0, int(round((sec + 0.5 - half) * sr)))
-        hi = int(round((sec + 0.5 + half) * sr))
-        if end_of_stream_at is not None:
-            hi = min(hi, end_of_stream_at)
-            lo = max(0, min(lo, hi - int(window_s * sr)))  # keep a full window at the end of the clip
-        own = buf[max(0, sec * sr - buf_start): max(0, (sec + 1) * sr - buf_start)]
-        return buf[lo - buf_start: hi - buf_start], own
-
+    of a stream of chunks (``SecondCutter`` without VAD), the first ``n_seconds`` only."""
+    cutter = None
     for chunk in chunks:
-        sr = chunk.sample_rate_hz
-        buf = np.concatenate([buf, chunk.samples])
-        while second < n_seconds and buf_start + len(buf) >= int(round((second + 0.5 + half) * sr)):
-            window, own = cut(second, None)
-            yield second, window, own
-            second += 1
-            keep_from = max(0, int(round((second + 0.5 - half) * sr)) - int(window_s * sr))
-            if keep_from > buf_start:
-                buf, buf_start = buf[keep_from - buf_start:], keep_from
-    if sr is None:
-        return
-    end = buf_start + len(buf)
-    while second < n_seconds and second * sr < end:
-        window, own = cut(second, end)
-        yield second, window, own
-        second += 1
+        cutter = cutter or SecondCutter(window_s, chunk.sample_rate_hz)
+        for w in cutter.push(chunk.samples):
+            if w.second < n_seconds:
+                yield w.second, w.window, _own(w, cutter.sr)
+    if cutter is not None:
+        for w in cutter.finish():
+            if w.second < n_seconds:
+                yield w.second, w.window, _own(w, cutter.sr)
+
+
+def _own(w: VoiceWindow, sr: int) -> np.ndarray:
+    return w.window[max(0, w.second * sr - w.start_sample): max(0, (w.second + 1) * sr - w.start_sample)]

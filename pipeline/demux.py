@@ -60,22 +60,37 @@ def _open(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: not a readable media file ({e})") from e
 
 
-def _decoded(container, stream, coverage: "Coverage | None" = None) -> Iterator[av.frame.Frame]:
-    """Every frame of ``stream`` the decoder can make: a rejected packet is skipped (and counted),
-    not the end of decoding."""
+def decoded(container, streams, coverage: "dict[int, Coverage] | None" = None
+            ) -> Iterator[tuple[av.stream.Stream, av.frame.Frame]]:
+    """(stream, frame) for every frame of ``streams`` (demuxed together, in stream order) the decoder
+    can make: a rejected packet is skipped and counted in its stream's ``coverage`` (keyed by
+    stream index), not the end of decoding. The file analysis and the live reader both decode here."""
+    coverage = coverage or {}
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux(*streams):
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
-                if coverage is not None:
-                    coverage.errors += 1
+                if packet.stream.index in coverage:
+                    coverage[packet.stream.index].errors += 1
                 continue
-            yield from frames
+            for frame in frames:
+                yield packet.stream, frame
     except av.error.FFmpegError as e:  # the demuxer itself gave up (truncated or garbled container)
-        if coverage is not None:
-            coverage.errors += 1
-            coverage.stopped = f"{type(e).__name__}: {e.strerror or e}"
+        for cov in coverage.values():
+            cov.errors += 1
+            cov.stopped = f"{type(e).__name__}: {e.strerror or e}"
+        if not coverage:
+            raise
+
+
+def _decoded(container, stream, coverage: "Coverage | None" = None) -> Iterator[av.frame.Frame]:
+    """Every frame of ``stream`` the decoder can make (``decoded`` for one stream)."""
+    try:
+        for _, frame in decoded(container, (stream,), {stream.index: coverage} if coverage is not None else None):
+            yield frame
+    except av.error.FFmpegError:
+        return
 
 
 def _stream_start(stream) -> float | None:
@@ -323,27 +338,41 @@ def frame_seconds(frame, default_s: float) -> float:
     return default_s
 
 
+class FramePlacer:
+    """Decoded video frames -> the sampled ``Frame``s on the timeline (seconds from ``origin``),
+    every decoded frame recorded in ``coverage``."""
+
+    def __init__(self, origin: float, sampler: FrameSampler, coverage: Coverage | None = None, *,
+                 still: bool = False, default_dur_s: float | None = None):
+        self.origin, self.sampler, self.coverage, self.still = origin, sampler, coverage, still
+        self.default_dur_s = default_dur_s or sampler.period
+
+    def push(self, frame) -> Frame | None:
+        t = (frame.time - self.origin) if frame.time is not None else self.sampler.next_t
+        if self.coverage is not None:
+            start = max(t, 0.0)
+            self.coverage.add(start, start + (STILL_IMAGE_DURATION_S if self.still
+                                              else frame_seconds(frame, self.default_dur_s)))
+        return Frame(t_s=max(t, 0.0), image=self.sampler.image(frame)) if self.sampler.keep(t) else None
+
+
 def iter_frames(path: str | Path, *, sample_fps: float, max_side_px: int = 640,
                 coverage: Coverage | None = None) -> Iterator[Frame]:
     """Yield frames sampled at ``sample_fps`` by presentation time (seconds from the timeline's
     origin), BGR, rotated for display. ``coverage`` (optional) records every decoded frame."""
     path = Path(path)
-    sampler = FrameSampler(sample_fps, max_side_px)
     with _open(path) as container:
         if not container.streams.video:
             return
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        origin = origin_of(container)
-        still = _is_still(container, stream)
-        default_dur = 1.0 / float(stream.average_rate) if stream.average_rate else sampler.period
+        placer = FramePlacer(origin_of(container), FrameSampler(sample_fps, max_side_px), coverage,
+                             still=_is_still(container, stream),
+                             default_dur_s=1.0 / float(stream.average_rate) if stream.average_rate else None)
         for frame in _decoded(container, stream, coverage):
-            t = (frame.time - origin) if frame.time is not None else sampler.next_t
-            if coverage is not None:
-                start = max(t, 0.0)
-                coverage.add(start, start + (STILL_IMAGE_DURATION_S if still else frame_seconds(frame, default_dur)))
-            if sampler.keep(t):
-                yield Frame(t_s=max(t, 0.0), image=sampler.image(frame))
+            kept = placer.push(frame)
+            if kept is not None:
+                yield kept
 
 
 def iter_audio(path: str | Path, *, chunk_s: float = 30.0, coverage: Coverage | None = None) -> Iterator[AudioChunk]:

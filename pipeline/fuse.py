@@ -142,6 +142,17 @@ def fuse_all(rows: list[Row], *, method: str, weights: Sequence[float], head: He
     return [average(row, weights) for row in rows]
 
 
+def smooth_one(entry: ModalityScores, neighbours: Sequence[ModalityScores | None], window_s: int, *,
+               causal: bool = False) -> ModalityScores:
+    """One second's smoothed entry: the mean of its ``neighbours`` that have a fused entry (the
+    second itself among them), renormalised; the window and its kind go into the details."""
+    p = np.mean([f.probs for f in neighbours if f is not None], axis=0).astype(np.float32)
+    details = {**entry.details, "smoothing_window_s": window_s}
+    if causal:
+        details["smoothing"] = "causal"
+    return ModalityScores(probs=p / p.sum(), details=details)
+
+
 def smooth(fused: list[ModalityScores | None], window_s: int, *, causal: bool = False) -> list[ModalityScores | None]:
     """Moving average over neighbouring seconds that have a fused entry (gaps stay gaps): centred,
     or ``causal`` (this second and the ``window_s - 1`` before it: a stream cannot look ahead)."""
@@ -150,14 +161,6 @@ def smooth(fused: list[ModalityScores | None], window_s: int, *, causal: bool = 
     half = window_s // 2
     out: list[ModalityScores | None] = []
     for i, entry in enumerate(fused):
-        if entry is None:
-            out.append(None)
-            continue
         lo, hi = (i - window_s + 1, i + 1) if causal else (i - half, i + half + 1)
-        neigh = [f.probs for f in fused[max(0, lo): hi] if f is not None]
-        p = np.mean(neigh, axis=0).astype(np.float32)
-        details = {**entry.details, "smoothing_window_s": window_s}
-        if causal:
-            details["smoothing"] = "causal"
-        out.append(ModalityScores(probs=p / p.sum(), details=details))
+        out.append(None if entry is None else smooth_one(entry, fused[max(0, lo): hi], window_s, causal=causal))
     return out

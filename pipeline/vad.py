@@ -81,13 +81,16 @@ def speech_mask(wave: np.ndarray, sample_rate_hz: int, frame_s: float = 0.03) ->
     voiced = active & (f["flatness"] < MAX_FLATNESS) & (f["zcr"] < MAX_ZCR)
 
     # energy dynamics of the active frames around each frame
+    # (running sums over the window: the standard deviation of each neighbourhood at once)
     half = max(1, int(round(DYNAMICS_WINDOW_S / frame_s / 2)))
-    dynamic = np.zeros_like(voiced)
-    for i in np.flatnonzero(voiced):
-        lo, hi = max(0, i - half), min(len(e), i + half + 1)
-        local = e[lo:hi][active[lo:hi]]
-        dynamic[i] = local.size >= 3 and float(np.std(local)) >= MIN_DYNAMICS_DB
-    mask = voiced & dynamic
+    idx = np.arange(len(e))
+    lo, hi = np.maximum(0, idx - half), np.minimum(len(e), idx + half + 1)
+    ea = np.where(active, e, 0.0).astype(np.float64)
+    sums = [np.concatenate([[0.0], np.cumsum(x)]) for x in (active.astype(np.float64), ea, ea * ea)]
+    count, s1, s2 = (c[hi] - c[lo] for c in sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(np.maximum(s2 / count - (s1 / count) ** 2, 0.0))
+    mask = voiced & (count >= 3) & (std >= MIN_DYNAMICS_DB)
 
     # hangover: close short gaps, but only over frames that are themselves active
     gap = int(round(HANGOVER_S / frame_s))
@@ -144,3 +147,19 @@ def silero_regions(wave: np.ndarray, sample_rate_hz: int, *, min_silence_s: floa
     opts = VadOptions(threshold=SILERO_THRESHOLD, min_silence_duration_ms=int(min_silence_s * 1000),
                       speech_pad_ms=int(pad_s * 1000))
     return [(int(r["start"]), int(r["end"])) for r in get_speech_timestamps(wave, opts, sampling_rate=sample_rate_hz)]
+
+
+def speech_fraction_in(wave: np.ndarray, sample_rate_hz: int, lo_s: float, hi_s: float,
+                       frame_s: float = 0.03) -> float:
+    """Fraction of the span [lo_s, hi_s) (seconds from ``wave``'s first sample) covered by speech,
+    the mask judged over the whole of ``wave`` (its context: noise floor, peaks). The denominator is
+    the span's full length, so audio missing from it counts as no speech."""
+    if hi_s <= lo_s:
+        return 0.0
+    mask = speech_mask(wave, sample_rate_hz, frame_s)
+    if mask.size == 0:
+        return 0.0
+    frame = max(16, int(round(frame_s * sample_rate_hz)))
+    centres_s = (np.arange(mask.size) * frame + frame / 2) / sample_rate_hz
+    inside = (centres_s >= lo_s) & (centres_s < hi_s)
+    return float(np.clip(mask[inside].sum() * frame / sample_rate_hz / (hi_s - lo_s), 0, 1))

@@ -16,6 +16,8 @@ from emotion_pipeline.records import ModalityScores, SecondEntry, Transcript, Vi
 SCHEMA_VERSION = "1.1"   # 1.1: input, settings_key, skip_key, coverage, warnings, complete, per-second lost
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "timeline.schema.json"
 SCORE_DECIMALS = 4
+# top-level parts besides the ones every document has: the file's identity, run timings, a live run's record
+SECTIONS = ("input", "settings_key", "skip_key", "timings_s", "live")
 
 
 def _scores(probs: np.ndarray) -> dict[str, float]:
@@ -52,7 +54,11 @@ def timeline_entry(e: SecondEntry) -> dict[str, Any]:
 def timeline_document(*, info: VideoInfo, entries: list[SecondEntry], transcript: Transcript | None,
                       models: dict[str, Any], software: dict[str, Any], config: dict[str, Any],
                       modalities: dict[str, dict[str, Any]], coverage: dict[str, dict[str, Any]] | None = None,
-                      warnings: list[str] | None = None) -> dict[str, Any]:
+                      warnings: list[str] | None = None, **sections: Any) -> dict[str, Any]:
+    """``sections``: the schema's other top-level parts (SECTIONS), given by the caller that has them."""
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise TypeError(f"timeline_document: {unknown} are not top-level parts of the schema ({', '.join(SECTIONS)})")
     coverage = coverage or {}
     timeline = [timeline_entry(e) for e in entries]
     for row in timeline:   # streams that lost more than half of this second
@@ -86,6 +92,7 @@ def timeline_document(*, info: VideoInfo, entries: list[SecondEntry], transcript
         "timeline": timeline,
         "summary": {"dominant_label": counts.most_common(1)[0][0] if counts else None,
                     "label_seconds": {label: counts.get(label, 0) for label in LABELS}},
+        **{k: v for k, v in sections.items() if v is not None},
     }
 
 

@@ -51,13 +51,13 @@ def test_every_package_folder_is_installed():
 # never above, and the imports (also those inside functions) form no circle. The README's
 # "How it works" draws the same table.
 FLOORS = [
-    ("base", ["labels", "errors", "fileio", "records", "data"]),
+    ("base", ["labels", "languages", "errors", "fileio", "records", "data"]),
     ("models", ["models"]),
-    ("inputs", ["config", "corpora", "vad", "faces", "demux", "audio_windows", "plots", "writers", "metrics"]),
+    ("inputs", ["config", "corpora", "vad", "faces", "landmarks", "demux", "audio_windows", "plots", "writers", "metrics"]),
     ("encoders", ["transcribe", "encoders", "fuse", "preflight"]),
-    ("analysis", ["analyze"]),
-    ("outputs", ["annotate", "exports"]),
-    ("jobs", ["batch", "evaluate", "predict", "train"]),
+    ("analysis", ["seconds", "analyze"]),
+    ("outputs", ["annotate", "exports", "viewer"]),
+    ("jobs", ["batch", "jobs", "evaluate", "predict", "train"]),
     ("front", ["live", "api"]),
     ("cli", ["cli", "__main__"]),
 ]

@@ -6,6 +6,7 @@ import pytest
 
 from emotion_pipeline.data import data_path
 from emotion_pipeline.vad import speech_fraction_per_second, speech_mask
+from tests.conftest import require_data
 
 SR = 16000
 FRAME_S = 0.03
@@ -55,8 +56,7 @@ def test_empty_and_short_inputs():
 def _load(rel: str) -> np.ndarray:
     sf = pytest.importorskip("soundfile")
     path = RAVDESS / rel
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
+    require_data(path)
     wave, sr = sf.read(str(path), dtype="float32")
     assert sr == SR
     return wave
