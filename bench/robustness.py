@@ -1,6 +1,6 @@
 """Bad and unusual inputs, run through the command line as a new user would: one table row each.
 
-    python -m bench.robustness [--repo PATH] [--work DIR]
+    python -m bench.robustness [--repo PATH] [--work DIR] [--only round2|round3]
 
 Makes every input from the shared clips with ffmpeg (ffmpeg must be installed), runs
 ``python -m emotion_pipeline analyze`` on it from ``--repo`` (default: this checkout, so an older
@@ -9,6 +9,12 @@ to stderr that are not log lines, whether a traceback was printed, the output fi
 a timeline was written, how many seconds carry a face and a voice and how many voice rows agree
 with the same clip's unshifted analysis. Nothing here is a test: ``tests/test_reliability.py``
 asserts the behaviour; this prints the before/after table for the closing note and the README.
+
+Round 3 (issue 22, ``tests/test_reliability3.py``): outputs over inputs, CSV formula injection, a
+JSON that names the file to embed, alias bombs and oversized transcripts, language codes, ``$``
+in words, settings trusted too far, unclear messages. Its inputs need no ffmpeg (copies of the
+shared clips and small generated files); each row prints the behaviour the issue recorded before
+the fix beside what ``--repo`` does now.
 """
 from __future__ import annotations
 
@@ -111,11 +117,291 @@ def run(repo: Path, args: list[str], out: Path, cwd: Path | None = None) -> tupl
     return r.returncode, lines, "Traceback" in r.stderr, counts[0] if counts else ""
 
 
+# ------------------------------------------------------------------ round 3
+def _cli(repo: Path, args: list, cwd: Path | None = None, timeout: float = 120) -> tuple[str, list[str], float]:
+    """(exit code or 'killed after N s', the lines the user is told, seconds)."""
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run([sys.executable, "-m", "emotion_pipeline", *map(str, args)], capture_output=True, text=True,
+                           cwd=cwd or repo, env={**os.environ, "PYTHONPATH": str(repo)}, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"killed after {timeout:.0f} s", [], time.perf_counter() - t0
+    told = [ln for ln in r.stderr.splitlines() if not ln.startswith(("INFO ", "DEBUG ", "[ WARN:"))]
+    if "Traceback" in r.stderr:
+        told = ["TRACEBACK " + (told[-1] if told else "")]
+    return f"exit {r.returncode}", told, time.perf_counter() - t0
+
+
+def _py(repo: Path, code: str, timeout: float = 120) -> str:
+    """The last line a Python snippet prints (or its exception's last line), run against ``repo``."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=timeout,
+                       env={**os.environ, "PYTHONPATH": str(repo)})
+    lines = (r.stdout.strip() or r.stderr.strip()).splitlines()
+    return lines[-1][:110] if lines else f"exit {r.returncode}"
+
+
+def _srt(cues: list[tuple[float, float, str]]) -> str:
+    def stamp(t: float) -> str:
+        ms = int(round(t * 1000))
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+    return "".join(f"{i}\n{stamp(a)} --> {stamp(b)}\n{t}\n\n" for i, (a, b, t) in enumerate(cues, 1))
+
+
+ROUND3_BEFORE = {   # what issue 22 recorded before the fix
+    "mp4 output over the input video": "exit 0, talk.mp4 replaced by the annotated video",
+    "png output over a png input": "exit 0, face.png replaced by the plot",
+    "srt output over --transcript": "exit 0, subtitles replaced; re-runs read [neutral 51%] as words",
+    "predict --out = --data": "the dataset overwritten",
+    "results folder inside the input": "re-analyses results/a.mp4 each run (results/results/...)",
+    "word =HYPERLINK(...) in the CSV": "cell starts with = (a spreadsheet runs it)",
+    "file =evil.mp4 in batch_summary": "cell starts with =",
+    "crafted JSON names /etc/passwd": "the report embeds /etc/passwd (base64)",
+    "YAML alias bomb config": "hangs, ~100 MB/s while building the message",
+    "3 MB transcript for a 3.8 s clip": "10 MB: 103 s and 4.8 GB",
+    "transcript language EN/en-US/eng/English": "words off: 'text model is English-only'",
+    "$ in words and file name": "exit 1 (mathtext error), JSON left; 20.10off,downfrom30.",
+    "--set fusion_head=/missing": "exit 0, silent fallback to the average",
+    "glob with .. after the wildcard": "ValueError ... not in the subpath (batch aborted)",
+    "--manifest alone": "argparse: the following arguments are required: videos",
+    "train missing.yaml": "no task: key",
+    "live --max-seconds nan": "runs, then fails writing the JSON",
+    "Result.load of a tampered JSON": "jsonschema.ValidationError",
+    "Result.load start_s 50 > end_s 1": "accepted",
+    "a/../b/x.mp4 and its absolute path": "analysed twice into one output",
+    ".opus .m3u8 .h264 .y4m in a folder": "skipped without a word",
+    "name with a newline fails": "the error line is broken in two",
+    "--set whisper_model=small (not cached)": "a log warning, warnings: [] in the JSON, exit 0",
+    "JSON transcript whose text is an object": "accepted: its repr is scored",
+    "--jobs 2, one worker SIGKILLed": "every video not yet started fails with BrokenProcessPool",
+    "--jobs 2, SIGTERM to the command": "workers orphaned, still writing into --out",
+}
+
+
+def _signal_case(repo: Path, w: Path, sig: str) -> str:
+    """``analyze --jobs 2`` on four copies of the talking clip; once the first result is written,
+    SIGKILL one worker (as the OOM killer does) or SIGTERM the command. What was left, 5 s later."""
+    import signal
+    import time
+
+    for i in range(4):
+        (w / "in").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(TALKING, w / "in" / f"t{i}.mp4")
+    out = w / "out"
+    p = subprocess.Popen([sys.executable, "-m", "emotion_pipeline", "analyze", str(w / "in"), "--out", str(out),
+                          "--jobs", "2", "--offline", "--no-progress", "--set", "whisper_model=none"],
+                         stderr=subprocess.PIPE, text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    t0 = time.time()
+    while time.time() - t0 < 300 and not list(out.glob("*.json")) and p.poll() is None:
+        time.sleep(0.2)
+    ps = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(p.pid)], capture_output=True, text=True).stdout
+    workers = [int(ln.split()[0]) for ln in ps.splitlines() if "spawn_main" in ln]
+    if sig == "KILL" and workers:
+        os.kill(workers[0], signal.SIGKILL)
+    else:
+        p.send_signal(signal.SIGTERM)
+    try:
+        err = p.communicate(timeout=600)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        err = "(did not end)"
+    time.sleep(5)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+    for pid in alive:   # (an older checkout left them running)
+        os.kill(pid, signal.SIGKILL)
+    broken = err.count("BrokenProcessPool")
+    return (f"exit {p.returncode} | {len(list(out.glob('t*.json')))}/4 results, {broken} BrokenProcessPool, "
+            f"{len(alive)} worker(s) left running, {len(list(out.rglob('*.part')))} .part files")
+
+
+def round3(repo: Path, w: Path) -> list[tuple[str, str, str]]:
+    """(case, before, now) for every round-3 case."""
+    import hashlib
+
+    w.mkdir(parents=True, exist_ok=True)
+    clip = MEAD / "M030_front_happy_level3_001.mp4"
+    rows: list[tuple[str, str, str]] = []
+    sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()   # noqa: E731
+    fast = ["--offline", "--no-progress", "--set", "whisper_model=none"]
+
+    def row(name: str, now: str) -> None:
+        rows.append((name, ROUND3_BEFORE[name], now))
+        print(f"{name:<42} | {ROUND3_BEFORE[name]:<60} | {now}", flush=True)
+
+    def said(rc: str, told: list[str], extra: str = "") -> str:
+        msg = (told[0][:100] + (f" (+{len(told) - 1} lines)" if len(told) > 1 else "")) if told else "(nothing)"
+        return f"{rc} | {msg}" + (f" | {extra}" if extra else "")
+
+    d = w / "dir"
+    d.mkdir(exist_ok=True)
+    talk = d / "talk.mp4"
+    shutil.copyfile(clip, talk)
+    before = sha(talk)
+    rc, told, _ = _cli(repo, ["analyze", talk, "--out", d, "--formats", "json,mp4", *fast])
+    row("mp4 output over the input video", said(rc, told, f"input {'kept' if sha(talk) == before else 'REPLACED'}"))
+    shutil.copyfile(clip, talk)   # (an older checkout replaced it)
+
+    import av
+    import cv2
+    with av.open(str(clip)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    face = w / "png" / "face.png"
+    face.parent.mkdir(exist_ok=True)
+    cv2.imwrite(str(face), frame)
+    before = sha(face)
+    rc, told, _ = _cli(repo, ["analyze", face, "--out", face.parent, "--formats", "png", *fast])
+    row("png output over a png input", said(rc, told, f"input {'kept' if sha(face) == before else 'REPLACED'}"))
+
+    subs = d / "talk.srt"
+    subs.write_text(_srt([(0.2, 1.5, "hello there")]))
+    before = sha(subs)
+    rc, told, _ = _cli(repo, ["analyze", talk, "--transcript", subs, "--out", d, "--formats", "srt", *fast])
+    row("srt output over --transcript", said(rc, told, f"transcript {'kept' if sha(subs) == before else 'REPLACED'}"))
+
+    dev = w / "dev.csv"
+    dev.write_text("Utterance,Emotion\nhello,joy\n")
+    before = sha(dev)
+    rc, told, _ = _cli(repo, ["predict", "text", "--data", dev, "--out", dev])
+    row("predict --out = --data", said(rc, told, f"data {'kept' if sha(dev) == before else 'REPLACED'}"))
+
+    nest = w / "nest"
+    nest.mkdir(exist_ok=True)
+    shutil.copyfile(clip, nest / "a.mp4")
+    for _ in range(2):
+        _cli(repo, ["analyze", nest, "--out", nest / "results", "--formats", "json,mp4", *fast], timeout=600)
+    made = sorted(str(p.relative_to(nest)) for p in (nest / "results").rglob("*.json"))
+    row("results folder inside the input", f"after two runs: {made}")
+
+    inj = w / "inj"
+    inj.mkdir(exist_ok=True)
+    shutil.copyfile(clip, inj / "budget $$ Q1.mp4")
+    words = inj / "words.srt"
+    words.write_text(_srt([(0.1, 1.4, '=HYPERLINK("http://evil/","x")'), (1.5, 3.0, "we raised $20 from 10% of $30")]))
+    rc, told, _ = _cli(repo, ["analyze", inj / "budget $$ Q1.mp4", "--transcript", words, "--out", inj / "o",
+                              "--formats", "json,csv,png,html", *fast], timeout=600)
+    csv_path = inj / "o" / "budget $$ Q1.csv"
+    cell = ""
+    if csv_path.exists():
+        import csv as _csv
+        cells = [r["words"] for r in _csv.DictReader(csv_path.open()) if r.get("words")]
+        cell = cells[0][:24] if cells else ""
+    row("word =HYPERLINK(...) in the CSV", f"{rc} | words cell: {cell!r}")
+    row("$ in words and file name", said(rc, told, f"png {'made' if (inj / 'o' / 'budget $$ Q1.png').exists() else 'missing'}"))
+
+    ev = w / "evil"
+    ev.mkdir(exist_ok=True)
+    (ev / "=evil.mp4").write_bytes(b"")
+    (ev / "@sum.mp4").write_bytes(b"")
+    _cli(repo, ["analyze", "=evil.mp4", "@sum.mp4", "--out", "o", *fast], cwd=ev)
+    summary = ev / "o" / "batch_summary.csv"
+    first = summary.read_text().splitlines()[1][:16] if summary.exists() else "(no summary)"
+    row("file =evil.mp4 in batch_summary", f"row starts {first!r}")
+
+    timeline = inj / "o" / "budget $$ Q1.json"
+    if timeline.exists():
+        crafted = w / "crafted.json"
+        doc = json.loads(timeline.read_text())
+        doc["input"] = {"path": "/etc/passwd", "size_bytes": 1, "mtime_ns": 0}
+        crafted.write_text(json.dumps(doc))
+        code = ("import base64; from emotion_pipeline.api import Result; r = Result.load(%r); "
+                "h = r.save(%r, formats='html')['html'].read_text(); "
+                "print('embeds /etc/passwd' if base64.b64encode(open('/etc/passwd','rb').read()).decode()[:40] in h "
+                "else 'not embedded (video=%%s)' %% r.video)") % (str(crafted), str(w / "crafted_out"))
+        row("crafted JSON names /etc/passwd", _py(repo, code))
+
+    bomb = w / "bomb.yaml"
+    bomb.write_text("\n".join(['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+                              + [f"{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefg", "bcdefgh")]
+                              + [f"language: [{','.join(['*h'] * 9)}]"]) + "\n")
+    rc, told, t = _cli(repo, ["analyze", talk, "--config", bomb, "--out", w / "o_bomb"], timeout=30)
+    row("YAML alias bomb config", said(rc, told, f"{t:.1f} s"))
+
+    big = w / "big.srt"
+    big.write_text("1\n00:00:00,000 --> 00:00:01,000\n" + "word " * 600_000 + "\n")
+    rc, told, t = _cli(repo, ["analyze", talk, "--transcript", big, "--out", w / "o_big", *fast], timeout=120)
+    row("3 MB transcript for a 3.8 s clip", said(rc, told, f"{t:.1f} s"))
+
+    states = []
+    for lang in ("EN", "en-US", "eng", "English"):
+        tj = w / f"lang_{lang}.json"
+        tj.write_text(json.dumps({"language": lang, "segments": [{"start_s": 0.2, "end_s": 2.0, "text": "I love this"}]}))
+        out = w / f"o_lang_{lang}"
+        _cli(repo, ["analyze", talk, "--transcript", tj, "--out", out, *fast], timeout=600)
+        got = out / "talk.json"
+        states.append(f"{lang}: {json.loads(got.read_text())['modalities']['text']['status']}" if got.exists() else f"{lang}: -")
+    row("transcript language EN/en-US/eng/English", ", ".join(states))
+
+    rc, told, _ = _cli(repo, ["analyze", talk, "--out", w / "o_head", "--offline", "--set", "fusion_head=/missing.safetensors",
+                              "--set", "whisper_model=none"], timeout=600)
+    row("--set fusion_head=/missing", said(rc, told))
+    rc, told, _ = _cli(repo, ["analyze", str(w / "*" / ".." / "dir" / "talk.mp4"), "--out", w / "o_glob", *fast], timeout=600)
+    row("glob with .. after the wildcard", said(rc, told))
+    listing = w / "list.txt"
+    listing.write_text("missing.mp4\n")
+    rc, told, _ = _cli(repo, ["analyze", "--manifest", listing, "--out", w / "o_man", *fast])
+    row("--manifest alone", said(rc, told))
+    rc, told, _ = _cli(repo, ["train", "face", w / "missing.yaml"])
+    row("train missing.yaml", said(rc, told))
+    rc, told, _ = _cli(repo, ["live", "--source", talk, "--max-seconds", "nan", "--out", w / "o_live", "--offline",
+                              "--set", "whisper_model=none"], timeout=300)
+    row("live --max-seconds nan", said(rc, told))
+    tampered = w / "tampered.json"
+    tampered.write_text(json.dumps({"schema_version": "1.1", "timeline": "nope"}))
+    row("Result.load of a tampered JSON",
+        _py(repo, f"from emotion_pipeline.api import Result\ntry:\n Result.load({str(tampered)!r})\n"
+                  f"except Exception as e:\n print(type(e).__name__ + ': ' + str(e).splitlines()[0][:80])"))
+    if timeline.exists():
+        doc = json.loads(timeline.read_text())
+        doc["timeline"][0]["start_s"], doc["timeline"][0]["end_s"] = 50, 1
+        backwards = w / "backwards.json"
+        backwards.write_text(json.dumps(doc))
+        row("Result.load start_s 50 > end_s 1",
+            _py(repo, f"from emotion_pipeline.api import Result\ntry:\n Result.load({str(backwards)!r}); print('accepted')\n"
+                      f"except Exception as e:\n print(type(e).__name__ + ': ' + str(e)[:90])"))
+    (w / "a").mkdir(exist_ok=True)
+    rc, told, _ = _cli(repo, ["analyze", w / "a" / ".." / "dir" / "talk.mp4", talk.resolve(), "--out", w / "o_twice", *fast],
+                       timeout=600)
+    summary = w / "o_twice" / "batch_summary.csv"
+    n = len(summary.read_text().splitlines()) - 1 if summary.exists() else 1
+    row("a/../b/x.mp4 and its absolute path", f"{rc} | analysed {n} time(s)")
+    odd = w / "odd"
+    odd.mkdir(exist_ok=True)
+    for name in ("talk.m3u8", "cam.h264"):
+        (odd / name).write_bytes(b"x")
+    rc, told, _ = _cli(repo, ["analyze", odd, "--out", w / "o_odd", *fast])
+    warned = [ln for ln in told if "m3u8" in ln or "h264" in ln]
+    row(".opus .m3u8 .h264 .y4m in a folder", said(rc, warned or told))
+    rc, told, _ = _cli(repo, ["analyze", talk, "--out", w / "o_small", "--offline", "--no-progress", "--set",
+                              "whisper_model=small"], timeout=600)
+    got = w / "o_small" / "talk.json"
+    warned = len(json.loads(got.read_text())["warnings"]) if got.exists() else "-"
+    row("--set whisper_model=small (not cached)", said(rc, [t[:60] for t in told], f"JSON warnings: {warned}"))
+    obj = w / "obj.json"
+    obj.write_text(json.dumps({"segments": [{"start_s": 0, "end_s": 1, "text": {"evil": 1}}]}))
+    rc, told, _ = _cli(repo, ["analyze", talk, "--transcript", obj, "--out", w / "o_obj", *fast], timeout=600)
+    row("JSON transcript whose text is an object", said(rc, told))
+    for name, sig in (("--jobs 2, one worker SIGKILLed", "KILL"), ("--jobs 2, SIGTERM to the command", "TERM")):
+        row(name, _signal_case(repo, w / f"sig_{sig}", sig))
+    nl = w / "bad\nname.mp4"
+    nl.write_bytes(b"")
+    rc, told, _ = _cli(repo, ["analyze", nl, "--out", w / "o_nl", *fast])
+    row("name with a newline fails", said(rc, told, f"{len(told)} line(s)"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose `python -m emotion_pipeline` is run")
     ap.add_argument("--work", type=Path, default=Path("/tmp/robustness"), help="scratch folder")
+    ap.add_argument("--only", choices=["round2", "round3"], help="one round's cases (default: both)")
     a = ap.parse_args(argv)
+    if a.only != "round2":
+        print(f"{'round 3 case':<42} | {'before (issue 22)':<60} | now")
+        round3(a.repo.resolve(), a.work / "round3")
+        if a.only == "round3":
+            return 0
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg is needed to make the inputs")
     w = a.work

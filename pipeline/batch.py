@@ -27,8 +27,9 @@ from typing import Any, Iterable, Iterator
 
 from emotion_pipeline.config import AnalyzeConfig
 from emotion_pipeline.corpora.manifest import manifest_rows
-from emotion_pipeline.errors import InputError, PipelineError
-from emotion_pipeline.fileio import atomic_write_text
+from emotion_pipeline.errors import (InputError, PipelineError, Terminated, expected_errors,  # noqa: F401 (re-exported)
+                                     one_line, terminate_on_sigterm)
+from emotion_pipeline.fileio import atomic_write_text, csv_cell
 from emotion_pipeline.preflight import Job
 
 log = logging.getLogger(__name__)
@@ -65,21 +66,6 @@ class Outcome:
         return self.status == "failed"
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The failures users cause (bad input, missing models, bad settings): their message is enough."""
-    from emotion_pipeline.models.registry import ChecksumError, ModelUnavailableError
-    return (PipelineError, ModelUnavailableError, ChecksumError)
-
-
-def one_line(video: Path | str, e: BaseException) -> str:
-    """``<file>: <problem>`` on one line, whatever the exception."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    if not isinstance(e, expected_errors()):
-        first = (getattr(e, "message", None) or str(e)).strip().splitlines()   # jsonschema: .message is the short form
-        text = f"{type(e).__name__}: {first[0][:300] if first else ''}"
-    return text if str(video) in text else f"{video}: {text}"
-
-
 def _dominant(doc: dict[str, Any], modality: str) -> str | None:
     labels = Counter(row[modality]["label"] for row in doc["timeline"] if row.get(modality))
     return labels.most_common(1)[0][0] if labels else None
@@ -105,27 +91,38 @@ def failed(job: Job, message: str) -> Outcome:
 
 
 def analyze_one(analyzer, job: Job, options: Options) -> Outcome:
-    """Analyse one video and write its JSON atomically. Never raises (but KeyboardInterrupt):
-    a failure of any kind is returned as a failed Outcome carrying one line."""
+    """Analyse one video and write its JSON (and formats) atomically. Never raises (but
+    KeyboardInterrupt): a failure of any kind is returned as a failed Outcome carrying one line."""
+    return analyze_doc(analyzer, job, options)[0]
+
+
+def analyze_doc(analyzer, job: Job, options: Options) -> tuple[Outcome, dict[str, Any] | None]:
+    """``analyze_one`` that also returns the timeline document (None when it failed). A failure
+    after some files were written (a full disk while making the MP4) removes what this call
+    wrote, so a failed video has no output, as its summary row says."""
     from emotion_pipeline import writers
 
     t0 = time.perf_counter()
+    written: list[Path] = []
     try:
         doc = analyzer.analyze(job.video, transcript_file=options.transcript)
         if options.strict and not doc["complete"]:
             raise InputError(f"{job.video}: {'; '.join(doc['warnings'])} (--strict)")
         writers.validate(doc)
-        writers.write_json_atomic(job.out, doc)
         formats = tuple(options.formats) + (("png",) if options.plot else ())
+        from emotion_pipeline.exports import check_not_source, write_formats
+        check_not_source(job.video, job.out, formats)
+        written.append(writers.write_json_atomic(job.out, doc))
         if set(formats) - {"json"}:
-            from emotion_pipeline.exports import write_formats
-            write_formats(doc, job.video, job.out, formats, detector=analyzer.face.detector)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # one bad video never stops the batch: it becomes its error line
+            write_formats(doc, job.video, job.out, formats, detector=analyzer.face.detector)   # all or none
+    except BaseException as e:  # one bad video never stops the batch: it becomes its error line
+        for path in written:    # (also when stopped: no output of a video that did not finish)
+            Path(path).unlink(missing_ok=True)
+        if not isinstance(e, Exception):
+            raise
         log.debug("%s failed", job.video, exc_info=True)
-        return failed(job, one_line(job.video, e))
-    return outcome_of(job, doc, "ok" if doc["complete"] else "partial", time.perf_counter() - t0)
+        return failed(job, one_line(job.video, e)), None
+    return outcome_of(job, doc, "ok" if doc["complete"] else "partial", time.perf_counter() - t0), doc
 
 
 def limit_threads(threads: int) -> None:
@@ -158,41 +155,121 @@ _WORKER: dict[str, Any] = {}   # worker processes only: the Analyzer loaded by _
 
 
 def _init_worker(cfg: AnalyzeConfig, threads: int, log_level: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _worker_sigterm)        # stopped by the main process: unwind, clean up
+    signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C reaches the whole group: the main process decides
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     limit_threads(threads)
     from emotion_pipeline.analyze import Analyzer
     _WORKER["analyzer"] = Analyzer(cfg)
 
 
+def _worker_sigterm(signum: int, frame) -> None:
+    """In a worker: while a video is being analysed, unwind (its half-written files are removed);
+    idle, just leave."""
+    if _WORKER.get("busy"):
+        terminate_on_sigterm(signum, frame)
+    os._exit(128 + signum)
+
+
 def _work(job: Job, options: Options) -> Outcome:
-    return analyze_one(_WORKER["analyzer"], job, options)
+    _WORKER["busy"] = True
+    try:
+        return analyze_one(_WORKER["analyzer"], job, options)
+    except Terminated:   # told to stop: the files of this video are cleaned up; leave now, start nothing else
+        os._exit(143)
+    finally:
+        _WORKER["busy"] = False
 
 
 def run_processes(cfg: AnalyzeConfig, jobs: list[Job], options: Options, workers: int, *,
                   progress: bool = True) -> Iterator[Outcome]:
     """``workers`` processes (spawned: no fork of a process holding torch threads), each loading
-    the models once with ``cpu_count // workers`` threads; outcomes come back in job order."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    the models once with ``cpu_count // workers`` threads; outcomes come back in job order.
 
+    A worker that dies (the OOM killer's SIGKILL, a crash in a decoder) breaks the pool: the
+    videos it had not finished are run again in a new pool; after a second break they run one at
+    a time, so the video that kills its worker is found and fails alone ("worker died"), and the
+    others are still analysed. Stopping (Ctrl-C, SIGTERM, the caller closing this iterator)
+    cancels what has not started and stops the workers, which remove their half-written files:
+    nothing is written into the output folder after the command has ended."""
     from tqdm import tqdm
 
     if not jobs:
         return
     threads = threads_per_worker(workers)
     cfg = dataclasses.replace(cfg, progress=False)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker,
-                             initargs=(cfg, threads, logging.getLogger().getEffectiveLevel())) as pool:
-        futures = [pool.submit(_work, job, options) for job in jobs]
-        for job, fut in tqdm(zip(jobs, futures), total=len(jobs), unit="video", desc=f"analyze x{workers}",
-                             disable=not progress):
+    bar = tqdm(total=len(jobs), unit="video", desc=f"analyze x{workers}", disable=not progress)
+    pending, size, breaks = list(range(len(jobs))), workers, 0
+    try:
+        while pending:
+            done, pending, died = yield from _pool_round(cfg, jobs, pending, options, size, threads, bar)
+            if died is not None:   # one worker alone broke the pool: that video killed it
+                yield failed(jobs[died], f"{jobs[died].video}: the worker analysing it died (killed by the "
+                                         f"system, e.g. out of memory, or a crash in a decoder)")
+                bar.update(1)
+            elif pending:
+                breaks += 1
+                log.warning("a worker process died; %d video(s) run again%s", len(pending),
+                            " one at a time" if breaks > 1 else "")
+                size = workers if breaks == 1 else 1
+    finally:
+        bar.close()
+
+
+def _pool_round(cfg: AnalyzeConfig, jobs: list[Job], pending: list[int], options: Options, size: int, threads: int,
+                bar) -> Iterator[Outcome]:
+    """Run ``pending`` (job indexes) in one pool of ``size`` workers, yielding outcomes in order
+    until the pool breaks. Returns (yielded, still pending, the index that broke a one-worker pool)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(max_workers=min(size, len(pending)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker,
+                               initargs=(cfg, threads, logging.getLogger().getEffectiveLevel()))
+    futures = {i: pool.submit(_work, jobs[i], options) for i in pending}
+    processes = list((pool._processes or {}).values())   # (started by submit) to stop them when told to
+    finished: list[int] = []
+    try:
+        for pos, i in enumerate(pending):
             try:
-                yield fut.result()
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:   # the worker itself died (out of memory, a crash in a decoder)
-                yield failed(job, one_line(job.video, e))
+                outcome = futures[i].result()
+            except BrokenProcessPool:
+                rest = pending[pos:]
+                if size == 1:
+                    return finished, rest[1:], i
+                return finished, rest, None
+            except Exception as e:   # an exception the worker could not send back
+                outcome = failed(jobs[i], one_line(jobs[i].video, e))
+            finished.append(i)
+            bar.update(1)
+            yield outcome
+        return finished, [], None
+    except BaseException:   # Ctrl-C, SIGTERM, the iterator closed: nothing more is started or written
+        if not all(f.done() for f in futures.values()):
+            processes = processes or list((pool._processes or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_workers(processes)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+WORKER_STOP_S = 10.0    # a stopped worker removes its temporary files and exits within this, else it is killed
+
+
+def _stop_workers(processes: list) -> None:
+    """SIGTERM each worker (its handler unwinds: half-written files removed), then SIGKILL stragglers."""
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(WORKER_STOP_S)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
 
 
 class _RayAnalyzer:
@@ -262,12 +339,14 @@ def summary_path(out_dir: str | Path, shard: tuple[int, int] | None = None) -> P
 
 
 def write_summary(path: str | Path, outcomes: Iterable[Outcome]) -> Path:
+    """The summary table, atomically; a file name that starts like a formula (``=x.mp4``) is
+    prefixed with ``'`` so no spreadsheet runs it."""
     buf = io.StringIO()
     names = [f.name for f in dataclasses.fields(Outcome)]
     writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     for o in outcomes:
-        writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(o).items()})
+        writer.writerow({k: ("" if v is None else csv_cell(v)) for k, v in dataclasses.asdict(o).items()})
     return atomic_write_text(path, buf.getvalue())
 
 

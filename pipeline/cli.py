@@ -9,126 +9,74 @@ or truncated input; its JSON says what was lost; ``--strict`` makes that a failu
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import os
+import math
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from emotion_pipeline.batch import expected_errors
-from emotion_pipeline.errors import InputError, PipelineError
+from emotion_pipeline.errors import (ConfigError, PipelineError, Terminated, expected_errors, printable,
+                                     terminate_on_sigterm)
 
 log = logging.getLogger("emotion_pipeline")
 
-MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
-                  ".wav", ".mp3", ".m4a", ".flac", ".ogg", ".aac", ".jpg", ".jpeg", ".png",
-                  ".ts", ".mts", ".m2ts", ".mxf", ".ogv"}
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "analyze.yaml"
+EXIT_FAILED = 1        # at least one video could not be analysed (each has its `error:` line)
+EXIT_USAGE = 2         # bad command line or settings: nothing was analysed
+EXIT_PARTIAL = 3       # every video has a result, but at least one is partial (damaged or cut short)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_TERMINATED = 143   # SIGTERM (128 + 15)
+DEFAULTS_NOTE = "the built-in defaults, listed in configs/analyze.yaml"
 
 
 def _analysis_config(args: argparse.Namespace, *, progress: bool):
-    """The analysis settings of ``analyze`` and ``live``: the config file (or the default one),
-    ``--set`` overrides, ``--offline``; checked, device included, before anything loads."""
-    from emotion_pipeline import config, preflight
+    """The analysis settings of ``analyze`` and ``live`` (``jobs.analysis_config``, as the API):
+    the config file or the built-in defaults, ``--set`` overrides, ``--offline``; checked, device
+    included, before anything loads."""
+    from emotion_pipeline import jobs, preflight
 
     overrides = list(args.set or [])
     if args.offline:
         overrides.append("offline=true")
     if not progress:
         overrides.append("progress=false")
-    cfg_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    cfg = config.load(config.AnalyzeConfig, cfg_path, overrides)
+    cfg = jobs.analysis_config(args.config, overrides)
     preflight.check_device(cfg.device)
     return cfg
 
 
-def collect_videos(paths: list[str], manifests: list[str] = ()) -> list[tuple[Path, Path]]:
-    """(video, the folder its output path is relative to). Files as given (their own folder);
-    folders expanded to the media files inside them, recursively, sorted (the folder given);
-    glob patterns (``'talks/**/*.mp4'``, quoted so the shell leaves them) expanded (the folder
-    before the first wildcard); manifests read (one path per line, or a CSV ``path`` column)."""
-    import glob
-
-    from emotion_pipeline.batch import read_manifest
-
-    out: list[tuple[Path, Path]] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES)
-            if not found:
-                log.warning("%s: folder holds no media files", p)
-            out.extend((f, p) for f in found)
-        elif not p.exists() and glob.has_magic(str(p)):
-            found = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
-            if not found:
-                log.warning("%s: no file matches", p)
-            base = Path(*[part for part in p.parts[:next(i for i, x in enumerate(p.parts) if glob.has_magic(x))]] or ["."])
-            out.extend((f, base) for f in found)
-        else:
-            out.append((p, p.parent))  # a missing file is reported by the run, with the others
-    for m in manifests:   # structure kept relative to the manifest's folder
-        out.extend((v, Path(m).parent if Path(os.path.abspath(v)).is_relative_to(os.path.abspath(Path(m).parent))
-                    else v.parent) for v in read_manifest(m))
-    return out
+def collect_videos(paths: list[str], manifests: list[str] = (), out_dir: str | None = None):
+    """(video, base folder) for the inputs: ``pipeline.jobs.collect``."""
+    from emotion_pipeline import jobs
+    return jobs.collect(paths, manifests, out_dir)
 
 
-EXIT_FAILED = 1        # at least one video could not be analysed (each has its `error:` line)
-EXIT_USAGE = 2         # bad command line or settings: nothing was analysed
-EXIT_PARTIAL = 3       # every video has a result, but at least one is partial (damaged or cut short)
+def _error(message: str) -> None:
+    print(f"error: {printable(message)}", file=sys.stderr)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from emotion_pipeline import batch, exports, preflight
+    from emotion_pipeline import batch, exports, jobs
 
     # no bars in logs, pipes or with --quiet
     cfg = _analysis_config(args, progress=not (args.no_progress or args.quiet or not sys.stderr.isatty()))
     formats = exports.parse_formats(args.formats) + (("png",) if args.plot else ())
     if args.jobs < 1:
         raise PipelineError(f"--jobs {args.jobs}: must be at least 1")
+    if not args.videos and not args.manifest:
+        raise PipelineError("nothing to analyse: give video files, folders, glob patterns or --manifest FILE")
     shard = batch.parse_shard(args.shard) if args.shard else None
-    found = collect_videos(args.videos, args.manifest or [])
-    videos = list({str(Path(v).absolute()): (v, base) for v, base in reversed(found)}.values())[::-1]
-    if not videos:
-        raise PipelineError("no videos to analyse")
-    if args.transcript and len(videos) > 1:
-        raise PipelineError("--transcript applies to one video; give one video with it")
-    if args.transcript:
-        preflight.load_transcript(args.transcript)   # a bad transcript fails now, not after the analysis
-        cfg = dataclasses.replace(cfg, whisper_model="none")   # the words are given: no ASR model to load
-    settings = preflight.settings_key(cfg, args.transcript)
-    options = batch.Options(transcript=args.transcript, strict=args.strict, formats=tuple(dict.fromkeys(formats)))
-
+    request = jobs.Request(Path(args.out), tuple(dict.fromkeys(formats)), args.transcript, force=args.force,
+                           strict=args.strict, shard=shard)
     # Before any model loads: where each result goes, whether it can be written, whether it is up to date.
-    jobs = batch.shard_of(preflight.plan(videos, args.out), shard)
-    early: dict[int, batch.Outcome] = {}
-    todo: list[tuple[int, preflight.Job]] = []
-    writable: set[Path] = set()
-    for k, job in enumerate(jobs):
-        existing = preflight.existing_result(job)
-        try:
-            preflight.check_output(job, writable)
-            if not job.video.exists():
-                raise InputError(f"{job.video}: no such file")
-            preflight.check_owner(job, existing, force=args.force)
-        except PipelineError as e:
-            early[k] = batch.failed(job, batch.one_line(job.video, e))
-            print(f"error: {early[k].message}", file=sys.stderr)
-            continue
-        if not args.force and preflight.up_to_date(job, existing, settings):
-            log.info("%s: up to date (same file, settings and models), skipped", job.out)
-            early[k] = batch.skipped(job, existing)
-            try:   # formats asked for now but not made then: from the JSON, without analysing again
-                for fmt, path in exports.complete_existing(job.video, job.out, formats).items():
-                    log.info("%s: made %s from the up-to-date timeline", job.out, path)
-            except Exception as e:
-                early[k] = batch.failed(job, batch.one_line(job.video, e))
-                print(f"error: {early[k].message}", file=sys.stderr)
-            continue
-        todo.append((k, job))
-
-    run_jobs = [job for _, job in todo]
+    prepared = jobs.prepare(jobs.collect(args.videos, args.manifest or [], args.out), cfg, request)
+    for k in sorted(prepared.early):
+        if prepared.early[k].failed:
+            _error(prepared.early[k].message)
+    cfg, options = prepared.cfg, prepared.options
+    run_jobs = [job for _, job in prepared.todo]
     if args.engine == "ray":
         stream = batch.run_ray(cfg, run_jobs, options, args.jobs, address=args.ray_address,
                                gpus_per_worker=args.gpus_per_worker)
@@ -136,18 +84,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         stream = batch.run_processes(cfg, run_jobs, options, min(args.jobs, len(run_jobs)), progress=cfg.progress)
     else:
         stream = batch.run_serial(cfg, run_jobs, options, progress=cfg.progress)
-    outcomes = dict(early)
-    for (k, job), outcome in zip(todo, stream):
+    outcomes = dict(prepared.early)
+    for (k, job), outcome in zip(prepared.todo, stream, strict=True):   # (strict: the engine runs to its end)
         outcomes[k] = outcome
         if outcome.status == "failed":
-            print(f"error: {outcome.message}", file=sys.stderr)
+            _error(outcome.message)
         elif outcome.status == "partial":
-            print(f"warning: {job.video}: {outcome.message}", file=sys.stderr)
+            print(f"warning: {printable(str(job.video))}: {outcome.message}", file=sys.stderr)
         if outcome.status in ("ok", "partial"):
             log.info("%s -> %s (%.0f s, fused: %s)", job.video, job.out, outcome.duration_s or 0, outcome.fused)
     rows = [outcomes[k] for k in sorted(outcomes)]
-    counts = {s: sum(o.status == s for o in rows) for s in ("ok", "partial", "skipped", "failed")}
-    if len(jobs) > 1 or shard:
+    counts = jobs.counts(rows)
+    if len(prepared.jobs) > 1 or shard:
         path = batch.write_summary(batch.summary_path(args.out, shard), rows)
         log.info("analysed %d (%d partial), skipped %d up to date, failed %d; summary: %s",
                  counts["ok"] + counts["partial"], counts["partial"], counts["skipped"], counts["failed"], path)
@@ -160,6 +108,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     from emotion_pipeline import live, preflight
 
     cfg = _analysis_config(args, progress=False)
+    if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        raise PipelineError(f"--max-seconds {args.max_seconds}: must be a number of seconds above 0")
     if not 0.5 <= args.max_delay_s <= 60:
         raise PipelineError(f"--max-delay-s {args.max_delay_s}: must be 0.5..60 seconds")
     stem = Path(args.source).stem if Path(args.source).exists() else "live"
@@ -195,9 +145,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         kwargs["adapter"] = args.adapter
         kwargs["whisper"] = args.whisper
     if args.tta:
-        if args.modality != "face":
+        if args.modality not in ("face", "faces"):
             raise PipelineError("--tta applies to the face model only")
         kwargs["tta"] = args.tta
+    if args.modality == "faces":
+        kwargs.update(folds=args.folds, fold=args.fold, angles=args.angles)
+    elif args.folds or args.angles:
+        raise PipelineError("--folds / --fold / --angles apply to evaluate faces only")
     if getattr(args, "votes", None):
         if args.modality != "face":
             raise PipelineError("--votes applies to the face model only")
@@ -225,9 +179,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     from emotion_pipeline import train
 
     task, path = (args.task, args.config) if args.config else (None, args.task)
+    _check_yaml(path)
     train.main(task, path, args.set or [], resume=args.resume,
                command=shlex.join(["python", "-m", "emotion_pipeline", *args.argv]))
     return 0
+
+
+def _check_yaml(path: str) -> None:
+    """ConfigError, one line, for a training config that is not there or is not YAML (before
+    the trainer reads it and asks for a ``task:`` key it could not have found)."""
+    import yaml
+
+    from emotion_pipeline.config import MAX_CONFIG_BYTES, safe_yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found" + ("" if p.suffix else
+                          " (give the task and a YAML file: train face configs/face_tiny.yaml)"))
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {p.stat().st_size:,} bytes is not a config (at most {MAX_CONFIG_BYTES:,})")
+    try:
+        data = safe_yaml(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of settings")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -241,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="per-second emotion timeline of videos (files or folders)")
-    a.add_argument("videos", nargs="+", help="video files or folders of videos")
+    a.add_argument("videos", nargs="*", help="video files, folders of videos or quoted glob patterns "
+                                             "(none needed with --manifest)")
     a.add_argument("--out", default="out", help="output folder: OUT/<input folders>/<video stem>.json (default: out)")
-    a.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG.name})")
+    a.add_argument("--config", help=f"YAML config (default: {DEFAULTS_NOTE})")
     a.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     a.add_argument("--transcript", help="subtitle/transcript file (.srt, .vtt, .json) used instead of Whisper")
     a.add_argument("--offline", action="store_true", help="never touch the network")
@@ -278,14 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a window with the picture, face boxes, labels and the fused strip (where a display exists)")
     lv.add_argument("--lines", help="write the JSON lines to this file (default: stdout)")
     lv.add_argument("--out", default="out", help="folder for the full timeline at the end: OUT/<name>.live.json")
-    lv.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG.name})")
+    lv.add_argument("--config", help=f"YAML config (default: {DEFAULTS_NOTE})")
     lv.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     lv.add_argument("--offline", action="store_true", help="never touch the network")
     lv.set_defaults(func=cmd_live)
 
     e = sub.add_parser("evaluate", help="accuracy of one modality's model on a labelled set; prints JSON")
-    e.add_argument("modality", choices=["face", "audio", "text", "clips", "asr"])
-    e.add_argument("--data", required=True, help="face: FER2013-format .npz; audio: RAVDESS-named folder or "
+    e.add_argument("modality", choices=["face", "faces", "audio", "text", "clips", "asr"])
+    e.add_argument("--data", required=True, help="face: FER2013-format .npz; faces: labelled photos (a folder "
+                                                 "with labels.csv or <emotion>/ sub-folders, or a CSV); audio: RAVDESS-named folder or "
                                                  "path,label CSV; text: MELD CSV, GoEmotions TSV or dair-ai file; "
                                                  "clips: labelled video clips (see --adapter)")
     e.add_argument("--adapter", default="mead", choices=["mead", "ravdess", "meld", "csv"],
@@ -293,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--whisper", default="auto", help="clips only: whisper_model setting (none: no words)")
     e.add_argument("--model", help="registry name or weights file (default: the shipped model)")
     e.add_argument("--device", default="cpu")
-    e.add_argument("--tta", choices=["flip", "crops10"], help="face only: test-time augmentation")
+    e.add_argument("--tta", choices=["none", "flip", "crops10"], help="face, faces: test-time augmentation "
+                                                                      "(faces: the pipeline's default when not given)")
+    e.add_argument("--folds", type=int, default=0, help="faces only: split the people into this many folds ...")
+    e.add_argument("--fold", type=int, default=0, help="faces only: ... and keep the people of this fold")
+    e.add_argument("--angles", help="faces only: head angles to keep, e.g. frontal,half_left,half_right")
     e.add_argument("--votes", help="face only: FER+ votes .npz row-aligned to --data (default: "
                                    "ferplus_votes_<split>.npz beside it when present; 'none': skip)")
     e.set_defaults(func=cmd_evaluate)
@@ -333,16 +315,23 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("numba", "matplotlib", "urllib3", "httpx", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # SIGTERM unwinds like Ctrl-C: workers stopped, half-written files removed, a live timeline written
+    in_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.signal(signal.SIGTERM, terminate_on_sigterm) if in_main else None
     try:
         return args.func(args)
     except expected_errors() as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        _error(" ".join(str(e).split()))
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        _error("terminated" if terminated else "interrupted")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as e:  # a bug or an environment problem: still one line; -v shows the traceback
         log.debug("unexpected error", exc_info=True)
         first = (getattr(e, "message", None) or str(e)).strip().splitlines()
-        print(f"error: {type(e).__name__}: {first[0][:300] if first else ''} (run with -v for details)", file=sys.stderr)
+        _error(f"{type(e).__name__}: {first[0][:300] if first else ''} (run with -v for details)")
         return EXIT_FAILED
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)

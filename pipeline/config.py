@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -16,8 +17,55 @@ from typing import Any, TypeVar
 import yaml
 
 from emotion_pipeline.errors import ConfigError
+from emotion_pipeline.languages import normalise_language
 
 T = TypeVar("T")
+
+MAX_CONFIG_BYTES = 1 << 20      # 1 MB; the largest config shipped is under 3 KB
+MAX_YAML_NODES = 100_000        # nodes once aliases are expanded: a 10-line alias bomb is billions
+_SHOW = reprlib.Repr()   # (keyword arguments only from Python 3.12)
+_SHOW.maxstring, _SHOW.maxother, _SHOW.maxlevel = 80, 80, 3
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 6
+
+
+def _show(value: Any) -> str:
+    """A value as an error message quotes it: bounded in length and depth whatever it is."""
+    return _SHOW.repr(value)
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
+    """How many nodes ``node`` is once every alias is copied out (memoised: aliases share nodes)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_:
+        raise yaml.YAMLError("an alias refers to the node that holds it (a recursive structure)")
+    open_.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_expanded_nodes(c, memo, open_) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n = 1 + sum(_expanded_nodes(k, memo, open_) + _expanded_nodes(v, memo, open_) for k, v in node.value)
+    else:
+        n = 1
+    open_.discard(key)
+    memo[key] = n
+    if n > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"more than {MAX_YAML_NODES:,} values once its aliases are expanded (an alias bomb?)")
+    return n
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` (no tags that build objects) that refuses, before building anything, a
+    document whose aliases expand past MAX_YAML_NODES values or refer to themselves."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -32,21 +80,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {_show(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
         return from_dict(tp, value, "config", prefix=where + ".")
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
         item = args[0] if args else Any
         return tuple(_coerce(v, item, f"{where}[]") for v in value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
         return dict(value)
     if tp is Any:
         return value
@@ -55,34 +103,34 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {_show(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
         try:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
+            raise ConfigError(f"{where}: expected an integer, got {_show(value)}") from exc
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_show(value)}")
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
+            raise ConfigError(f"{where}: expected a number, got {_show(value)}") from exc
         if not math.isfinite(number):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{where}: expected a finite number, got {_show(value)}")
         return number
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_show(value)}")
         return str(value)
     if tp is type(None):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
             return None
-        raise ConfigError(f"{where}: expected null, got {value!r}")
+        raise ConfigError(f"{where}: expected null, got {_show(value)}")
     raise ConfigError(f"{where}: unsupported config type {tp}")
 
 
@@ -99,7 +147,7 @@ def check(cfg: Any, *rules: tuple[str, bool, str]) -> None:
     hold); the first that fails raises SettingError naming the key and its value."""
     for key, ok, what in rules:
         if not ok:
-            raise SettingError(key, f"{what}, got {getattr(cfg, key)!r}")
+            raise SettingError(key, f"{what}, got {_show(getattr(cfg, key))}")
 
 
 def device_rule(device: str) -> tuple[str, bool, str]:
@@ -147,8 +195,10 @@ def _parse_override(text: str, label: str) -> tuple[list[str], Any]:
         raise ConfigError(f"{label} {text}: expected key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = safe_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        if "alias" in str(e):
+            raise ConfigError(f"{label} {_show(text)}: {e}") from e
         value = raw   # not YAML: taken as the string it is, and type-checked like any value
     return key.strip().split("."), value
 
@@ -166,9 +216,13 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a config (at most {MAX_CONFIG_BYTES:,})")
+            data = safe_yaml(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config ({e})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     origins: dict[str, str] = {}
@@ -192,7 +246,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class AnalyzeConfig:
-    """Options of ``analyze``; defaults are the CPU 'default' profile (configs/analyze.yaml)."""
+    """Options of ``analyze``; the defaults are the CPU 'default' profile and the one source of the
+    default settings (configs/analyze.yaml lists the same values; a test keeps them equal)."""
     profile: str = "default"                 # "default" (shipped models) or "full" (hub models where reachable)
     frames_per_second: float = 4.0           # sampled frames per second of video; faces change slower than 4 Hz
     max_frame_side_px: int = 640             # frames are downscaled to this before detection
@@ -217,6 +272,8 @@ class AnalyzeConfig:
     progress: bool = True
 
     def __post_init__(self):
+        if isinstance(self.language, str):   # EN, en-US, eng, English -> en (one normaliser: pipeline/languages.py)
+            object.__setattr__(self, "language", normalise_language(self.language) or self.language)
         check(self,
               ("profile", self.profile in ("default", "full"), "must be default or full"),
               ("frames_per_second", 0 < self.frames_per_second <= 60, "must be > 0 and at most 60"),
@@ -235,5 +292,5 @@ class AnalyzeConfig:
               ("smoothing_window_s", 0 <= self.smoothing_window_s <= 60, "must be 0..60 seconds (0 or 1: no smoothing)"),
               ("fusion", self.fusion in ("auto", "average", "head"), "fusion must be auto, average or head"),
               device_rule(self.device),
-              ("language", self.language is None or re.fullmatch(r"[a-z]{2,3}(-[A-Za-z]+)?", self.language) is not None,
-               "must be null (detect) or a language code such as en"))
+              ("language", self.language is None or normalise_language(self.language) == self.language,
+               "must be null (detect) or a language Whisper knows: a code (en, en-US, eng) or a name (English)"))

@@ -18,13 +18,14 @@ import io
 import json
 import logging
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from emotion_pipeline.errors import PipelineError
-from emotion_pipeline.fileio import atomic_write_text
+from emotion_pipeline.errors import InputError, PipelineError
+from emotion_pipeline.fileio import atomic_write_text, csv_cell
 from emotion_pipeline.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
 def output_paths(out_json: str | Path, formats: Iterable[str]) -> dict[str, Path]:
     out_json = Path(out_json)
     return {f: out_json.with_suffix(f".{f}") for f in formats}
+
+
+def check_not_source(video: str | Path | None, out_json: str | Path, formats: Iterable[str]) -> None:
+    """InputError when one of the outputs would replace ``video`` itself (``talk.mp4`` analysed
+    into its own folder with ``--formats mp4``; a ``face.png`` input with ``png``)."""
+    if video is None:
+        return
+    source = os.path.realpath(video)
+    for fmt, path in output_paths(out_json, ("json", *formats)).items():
+        if os.path.realpath(path) == source:
+            raise InputError(f"{video}: the {fmt} output {path} would replace the input video; choose another --out")
 
 
 # ------------------------------------------------------------------ the table
@@ -106,14 +118,15 @@ def csv_text(doc: dict[str, Any]) -> str:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) + ["settings_key"], lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**{k: "" if v is None else v for k, v in row.items()},
-                         "settings_key": doc.get("settings_key", "")})
+        writer.writerow({**{k: "" if v is None else csv_cell(v) for k, v in row.items()},
+                         "settings_key": csv_cell(doc.get("settings_key", ""))})
     return buf.getvalue()
 
 
 def write_csv(doc: dict[str, Any], path: str | Path) -> Path:
     """A row per second (per second and face where there are several), every modality's label and
-    scores, the fusion weights, and the JSON's ``settings_key``; empty cells where missing."""
+    scores, the fusion weights, and the JSON's ``settings_key``; empty cells where missing. A cell
+    that starts like a formula (a word ``=HYPERLINK(...)``, ``@SUM(A1)``) gets a leading ``'``."""
     return atomic_write_text(path, csv_text(doc))
 
 
@@ -277,7 +290,8 @@ def _video_tag(video: Path | None, html_path: Path) -> tuple[str, str]:
         src, how = f"data:{mime};base64,{base64.b64encode(video.read_bytes()).decode('ascii')}", "embedded"
     else:
         rel = os.path.relpath(os.path.abspath(video), os.path.abspath(html_path.parent))
-        src, how = "/".join(Path(rel).parts), "referenced"
+        # a relative URL: each part percent-encoded (``talk #1 100%.mp4`` is not a fragment or an escape)
+        src, how = "/".join(urllib.parse.quote(part) for part in Path(rel).parts), "referenced"
     tag = (f'<video id="video" controls preload="auto"><source src="{html.escape(src, quote=True)}" '
            f'type="{mime}"></video><div id="video-note" class="warn"></div>')
     return tag, how
@@ -356,25 +370,33 @@ def write_formats(doc: dict[str, Any], video: str | Path | None, out_json: str |
                   detector=None) -> dict[str, Path]:
     """Write ``<stem>.<ext>`` beside ``out_json`` for every format but json (the caller writes
     that); returns {format: path}. The HTML plays the annotated MP4 when one is made, else the
-    source video. ``detector``: the run's face detector, reused for the MP4's boxes."""
+    source video. ``detector``: the run's face detector, reused for the MP4's boxes. An output that
+    would replace ``video`` is refused (InputError); a failure removes the files this call made.
+    The caller vouches for ``video``: it is embedded in the HTML (Result.load checks a recorded one)."""
     from emotion_pipeline import plots
 
+    check_not_source(video, out_json, formats)
     paths = output_paths(out_json, formats)
     written: dict[str, Path] = {}
-    if "csv" in paths:
-        written["csv"] = write_csv(doc, paths["csv"])
-    if "srt" in paths:
-        written["srt"] = write_srt(doc, paths["srt"])
-    if "png" in paths:
-        written["png"] = plots.plot_timeline(doc, paths["png"])
-    if "mp4" in paths:
-        from emotion_pipeline import annotate
-        if not doc["video"].get("has_video", True) or doc["video"].get("width") is None:
-            log.warning("%s: no video stream; no annotated mp4 made", video)
-        else:
-            written["mp4"] = annotate.write_mp4(doc, video, paths["mp4"], detector=detector)
-    if "html" in paths:
-        written["html"] = write_html(doc, paths["html"], written.get("mp4") or video)
+    try:
+        if "csv" in paths:
+            written["csv"] = write_csv(doc, paths["csv"])
+        if "srt" in paths:
+            written["srt"] = write_srt(doc, paths["srt"])
+        if "png" in paths:
+            written["png"] = plots.plot_timeline(doc, paths["png"])
+        if "mp4" in paths:
+            from emotion_pipeline import annotate
+            if not doc["video"].get("has_video", True) or doc["video"].get("width") is None:
+                log.warning("%s: no video stream; no annotated mp4 made", video)
+            else:
+                written["mp4"] = annotate.write_mp4(doc, video, paths["mp4"], detector=detector)
+        if "html" in paths:
+            written["html"] = write_html(doc, paths["html"], written.get("mp4") or video)
+    except BaseException:   # all or none: a full disk half-way leaves none of this call's files
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 

@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from emotion_pipeline.errors import InputError
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; concurrent exports there are the user's to avoid
@@ -53,6 +55,33 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), @SUM(...),
+# +cmd|...); a tab or carriage return first hides such a start. OWASP's advice: prefix the cell with '.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: a string starting with ``= + - @``, tab
+    or CR gets a leading ``'`` (shown, not run); numbers, None and other strings are unchanged, so
+    ``pandas.read_csv`` still reads the numeric columns as numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def read_bounded(path: str | os.PathLike, max_bytes: int, what: str) -> bytes:
+    """The bytes of ``path``, refused with one InputError line when the file is larger than
+    ``max_bytes`` (``what``: "a transcript for 4 s of video"): a small input cannot make us read
+    gigabytes."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        size = path.stat().st_size if path.is_file() else len(data)
+        raise InputError(f"{path}: {size:,} bytes is more than {what} can hold ({max_bytes:,} bytes)")
+    return data
 
 
 @contextlib.contextmanager

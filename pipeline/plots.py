@@ -8,6 +8,9 @@
    label, shaded by confidence (paler = less sure); missing stretches are left as gaps;
 3. the transcript along the time axis: each segment's span and as much of its text as fits.
 
+Every text taken from the document (file name, words, reasons) is drawn as it is, never as
+mathtext: ``$20 from 10% of $30`` stays that.
+
 ``plot_timeline(doc, path)`` writes it as a PNG (atomically); ``figure_bytes`` gives PNG or
 SVG bytes for the HTML report.
 """
@@ -65,7 +68,7 @@ def timeline_figure(doc: dict[str, Any]):
     ax_f.set_ylim(0, 1)
     ax_f.set_ylabel("fused\nscores")
     ax_f.set_title(f"{Path(doc['video']['path']).name}: dominant {doc['summary'].get('dominant_label') or 'none'}",
-                   fontsize=10)
+                   fontsize=10, parse_math=False)
     ax_f.legend(handles=[Patch(color=c, label=lab) for lab, c in LABEL_COLOUR.items()], loc="lower center",
                 bbox_to_anchor=(0.5, 1.12), ncol=len(LABELS), fontsize=7, frameon=False)
 
@@ -81,7 +84,7 @@ def timeline_figure(doc: dict[str, Any]):
         status = doc.get("modalities", {}).get(modality, {})
         if status.get("status") == "missing":
             ax_m.text(end / 2, i + 0.5, f"missing: {(status.get('reason') or '')[:90]}", ha="center", va="center",
-                      fontsize=7, color="#777777")
+                      fontsize=7, color="#777777", parse_math=False)
     ax_m.set_ylim(len(TRACKS), 0)
     ax_m.set_yticks(np.arange(len(TRACKS)) + 0.5, TRACKS)
 
@@ -94,7 +97,8 @@ def timeline_figure(doc: dict[str, Any]):
         chars = int((b - a) / end * width / CHAR_WIDTH_IN) if end > 0 else 0
         text = seg["text"].strip()
         if chars >= 4:
-            ax_t.text(a, y, text if len(text) <= chars else text[:chars - 1] + "…", fontsize=7, va="center")
+            ax_t.text(a, y, text if len(text) <= chars else text[:chars - 1] + "…", fontsize=7, va="center",
+                      parse_math=False)
     if not segments:
         ax_t.text(end / 2, 0.5, "no transcript", ha="center", va="center", fontsize=7, color="#777777")
     ax_t.set_ylim(1, 0)

@@ -12,17 +12,22 @@ input, atomically:
 - ``label`` and the seven scores: the model's prediction, probabilities 0..1 (empty for an audio
   file that cannot be read; a warning names it);
 - ``model``: name, version, the first 12 hex digits of the weights' SHA-256, and settings (face TTA).
+
+A cell that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``) gets a leading ``'``; an
+``--out`` that is the ``--data`` file is refused before any model loads.
 """
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from emotion_pipeline.fileio import atomic_write_text
+from emotion_pipeline.errors import InputError
+from emotion_pipeline.fileio import atomic_write_text, csv_cell
 from emotion_pipeline.labels import LABELS, canonical
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,8 @@ def run(modality: str, data: str | Path, out: str | Path, *, model: str | None =
     """Write the predictions CSV for ``data``; returns its path. ValueError (one line naming the
     file) when the data cannot be read."""
     data = Path(data)
+    if os.path.realpath(out) == os.path.realpath(data):   # before any model loads: the dataset is never replaced
+        raise InputError(f"{out}: the predictions would replace the data file --data {data}; choose another --out")
     model = model or DEFAULT_MODELS[modality]
     if modality == "face":
         rows = face_rows(data, model=model, device=device, tta=tta)
@@ -120,7 +127,7 @@ def run(modality: str, data: str | Path, out: str | Path, *, model: str | None =
     for ident, gold, probs, tag in rows:
         scores = [""] * len(LABELS) if probs is None else [f"{x:.5f}" for x in probs]
         label = "" if probs is None else LABELS[int(np.argmax(probs))]
-        writer.writerow([ident, gold or "", label, *scores, tag])
+        writer.writerow([csv_cell(ident), csv_cell(gold or ""), label, *scores, csv_cell(tag)])   # no formulas
         n += 1
     path = atomic_write_text(out, buf.getvalue())
     log.info("%s: %d predictions of %s written to %s", data, n, model, path)
