@@ -137,6 +137,13 @@ class FaceAugment:
     scale_range: tuple[float, float] = (0.9, 1.1)
     erase_p: float = 0.5            # random erasing: the chance of one rectangle set to the mean grey
     erase_area: tuple[float, float] = (0.02, 0.15)  # its area, a fraction of the input's
+    # Video-like degradations (0: off, as in face-cnn 1.x / 2.0.0): a face on camera is often
+    # smaller, blurred by motion or focus and compressed, lit with other contrast than a photo.
+    lowres_p: float = 0.0           # chance of being shrunk to lowres_px and enlarged back (lost detail)
+    lowres_px: tuple[int, int] = (14, 32)
+    blur_p: float = 0.0             # chance of a Gaussian blur, sigma in blur_sigma (source px)
+    blur_sigma: tuple[float, float] = (0.4, 1.2)
+    contrast: float = 0.0           # contrast gain in [1-c, 1+c] and brightness shift in [-c/2, c/2] std units
 
 
 def random_view(images: torch.Tensor, config: FaceCNNConfig, augment: FaceAugment | None) -> torch.Tensor:
@@ -146,6 +153,7 @@ def random_view(images: torch.Tensor, config: FaceCNNConfig, augment: FaceAugmen
     if augment is None:
         return center_view(images, config)
     a, x, n, s, full = augment, normalise(images, config), len(images), config.input_size, images.shape[-1]
+    x = _degrade(x, a)
     ang = torch.empty(n).uniform_(-a.max_rotate_deg, a.max_rotate_deg) * math.pi / 180
     k = (s / full) / torch.empty(n).uniform_(*a.scale_range)  # output [-1,1] covers s px of the image, zoomed
     flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
@@ -163,6 +171,33 @@ def random_view(images: torch.Tensor, config: FaceCNNConfig, augment: FaceAugmen
     r = torch.arange(s)
     box = (r.view(s, 1) >= top) & (r.view(s, 1) < top + h) & (r >= left) & (r < left + w)
     return x.masked_fill((box & (torch.rand(n) < a.erase_p).view(-1, 1, 1))[:, None], 0.0).contiguous()
+
+
+def _chosen(n: int, p: float) -> torch.Tensor:
+    return (torch.rand(n) < p).view(-1, 1, 1, 1)
+
+
+def _degrade(x: torch.Tensor, a: FaceAugment) -> torch.Tensor:
+    """FaceAugment's video-like degradations of standardised images (N,1,H,W); a no-op when off."""
+    n, full = len(x), x.shape[-1]
+    if a.lowres_p > 0:
+        px = int(torch.randint(a.lowres_px[0], a.lowres_px[1] + 1, ()))   # one size per batch
+        low = F.interpolate(F.interpolate(x, size=(px, px), mode="area"), size=(full, full),
+                            mode="bilinear", align_corners=False)
+        x = torch.where(_chosen(n, a.lowres_p), low, x)
+    if a.blur_p > 0:
+        sigma = float(torch.empty(()).uniform_(*a.blur_sigma))            # one sigma per batch
+        r = torch.arange(-2, 3, dtype=torch.float32)
+        k = torch.exp(-r ** 2 / (2 * sigma ** 2))
+        k = k / k.sum()
+        blurred = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5))
+        blurred = F.conv2d(F.pad(blurred, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1))
+        x = torch.where(_chosen(n, a.blur_p), blurred, x)
+    if a.contrast > 0:
+        gain = torch.empty(n, 1, 1, 1).uniform_(1 - a.contrast, 1 + a.contrast)
+        shift = torch.empty(n, 1, 1, 1).uniform_(-a.contrast / 2, a.contrast / 2)
+        x = x * gain + shift
+    return x
 
 
 def to_source_size(crops: np.ndarray, config: FaceCNNConfig | dict | None = None) -> torch.Tensor:

@@ -25,6 +25,7 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 CROP_MARGIN = 0.05   # fraction of the box added on each side; on the MEAD clips 0-0.06 matched the
                      # FER-trained CNN best (4/8 clips right vs 3/8 at 0.12, 2/8 at 0.2)
 MIN_FACE_PX = 24     # smaller boxes carry no usable expression at 48 px input
+FACE_CROP_PX = 96    # crops handed to face models; each model's prepare() resizes (ours: 48)
 
 
 class FaceDetector:
@@ -150,3 +151,40 @@ class FaceTracker:
     def dominant_id(self) -> int | None:
         """The face seen largest and longest (sum of box areas over frames)."""
         return max(self.presence, key=self.presence.get) if self.presence else None
+
+
+# Still photos (evaluate faces, training on posed / in-the-wild sets). A photo is detected and
+# cropped exactly as a video frame is (detect, largest face, ``aligned_crop``); a small photo that
+# is already a face crop (CK+48's 48 px, FER2013's) holds no face a detector can see at that
+# size, so it is first enlarged to STILL_MIN_PX on a STILL_BORDER frame of its own edge pixels.
+STILL_MIN_PX = 192   # 48 px crops enlarged 4x: YuNet then finds most faces (measured in evaluate faces)
+STILL_BORDER = 0.25  # fraction of the side added on each side before detection
+
+
+@dataclass(frozen=True)
+class StillCrop:
+    crop: np.ndarray             # (size_px, size_px, 3) uint8 BGR, as the video pipeline crops it
+    detected: bool               # False: no face found, ``crop`` is the whole photo resized (a fallback)
+    box: FaceBox | None          # the face in the (enlarged) photo, None when not detected
+
+
+def crop_still(image_bgr: np.ndarray, detector: FaceDetector, size_px: int) -> StillCrop:
+    """The largest face of a photo as the video pipeline crops it (see STILL_MIN_PX); the whole
+    photo, resized, with ``detected=False`` where no face is found."""
+    if image_bgr.ndim == 2:
+        image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
+    frame = image_bgr
+    if min(frame.shape[:2]) < STILL_MIN_PX:
+        k = STILL_MIN_PX / min(frame.shape[:2])
+        frame = cv2.resize(frame, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+        pad = int(round(STILL_BORDER * min(frame.shape[:2])))
+        frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    boxes = detector.detect(frame)
+    if boxes:
+        box = max(boxes, key=lambda b: b.area)
+        return StillCrop(aligned_crop(frame, box, size_px), True, box)
+    side = min(image_bgr.shape[:2])
+    top, left = (image_bgr.shape[0] - side) // 2, (image_bgr.shape[1] - side) // 2
+    square = image_bgr[top:top + side, left:left + side]
+    interp = cv2.INTER_AREA if side > size_px else cv2.INTER_LINEAR
+    return StillCrop(cv2.resize(square, (size_px, size_px), interpolation=interp), False, None)

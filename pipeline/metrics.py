@@ -47,6 +47,9 @@ def report(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[s
         "support": {c: int(s) for c, s in zip(class_names, support)},
         "labels": list(class_names),
         "confusion_matrix": cm.tolist(),
+        # how often each true class was read as the first class (neutral in LABELS order): the
+        # failure users see most on camera, an expression read as no expression
+        f"read_as_{class_names[0]}": {c: int(cm[k, 0]) for k, c in enumerate(class_names) if k and support[k]},
     }
 
 

@@ -18,7 +18,7 @@ from emotion_pipeline.labels import FER2013_CLASSES, FERPLUS_COLUMNS, FERPLUS_TO
 FER = data_dir() / "faces" / "fer2013"
 PUBLICTEST = FER / "fer2013_publictest_3589.npz"
 PUBLICTEST_VOTES = FER / "ferplus_votes_publictest.npz"
-needs_votes = pytest.mark.skipif(not PUBLICTEST_VOTES.exists(), reason=f"FER+ votes not found in {FER}")
+needs_votes = pytest.mark.needs_data(PUBLICTEST_VOTES)   # skipped without it, failed in CI (conftest)
 SMALL = FaceCNNConfig(widths=(8, 16), embed_dim=12)
 
 

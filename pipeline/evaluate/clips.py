@@ -66,10 +66,15 @@ def run(data: Path, *, adapter: str = "mead", device: str = "cpu", model: str | 
     ok = [p >= 0 for p in y_pred]
     result = report([t for t, k in zip(y_true, ok) if k], [p for p, k in zip(y_pred, ok) if k], LABELS)
     # each modality on its own, over the clips where it gave a label (its clip label as if it were fused)
-    single = {m: {"clips": sum(1 for r in rows if r["alone"][m]),
-                  "correct": sum(1 for r in rows if r["alone"][m] and r["alone"][m] == r["label"])}
-              for m in ("face", "audio", "text")}
+    single = {}
+    for m in ("face", "audio", "text"):
+        mine = [r for r in rows if r["alone"][m]]
+        alone = report([LABELS.index(r["label"]) for r in mine], [LABELS.index(r["alone"][m]) for r in mine], LABELS)
+        single[m] = {"clips": len(mine), "correct": sum(1 for r in mine if r["alone"][m] == r["label"]),
+                     "per_class_recall": alone["per_class_recall"], "read_as_neutral": alone["read_as_neutral"]}
     return {"data": str(data), "adapter": adapter, "n_clips": len(rows) + len(unmappable), "skipped": skipped,
             "correct": sum(r["correct"] for r in rows), "accuracy_mappable": result["accuracy"],
-            "uar": result.get("uar"), "modality_alone": single,
+            "uar": result.get("uar"), "per_class_recall": result["per_class_recall"],
+            "read_as_neutral": result["read_as_neutral"], "confusion_matrix": result["confusion_matrix"],
+            "modality_alone": single,
             "unmappable": unmappable, "clips": rows, "models": analyzer.models}

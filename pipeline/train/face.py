@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from emotion_pipeline.config import check
+from emotion_pipeline.corpora.face_images import PROFILE_ANGLES, PhotoSplit, photo_split
 from emotion_pipeline.corpora.faces import FER_LABELS, FerSplit, fer_split
 from emotion_pipeline.data import data_path
 from emotion_pipeline.errors import TrainingError
@@ -53,10 +54,21 @@ class FaceConfig(RunConfig):
     mixup_alpha: float = 0.0        # > 0: mixup of images and targets, Beta(a, a)
     class_balance: float = 0.0      # > 0: class weights (mean class mass / class mass) ** power
     augment: FaceAugment | None = field(default_factory=FaceAugment)  # null: centre crops only
+    # Labelled photo sets (folders under the data folder, read by corpora.face_images: kdef,
+    # ckplus48, sfew) trained on beside FER2013, cropped as the video pipeline crops faces. Their
+    # people (movies for SFEW) of fold ``val_fold`` of ``n_folds`` are held out for validation; the
+    # selection metric is then the mean of the FER+ (or FER2013) accuracy and each set's accuracy.
+    photo_sets: tuple[str, ...] = ()
+    photo_repeat: int = 2           # each set's training photos this many times per epoch
+    photo_smoothing: float = 0.1    # label smoothing of the photos' one-hot targets
+    n_folds: int = 5
+    val_fold: int = 0
 
     def __post_init__(self):
         super().__post_init__()
-        check(self, ("targets", self.targets in FER_LABELS, f"must be one of {', '.join(FER_LABELS)}"))
+        check(self, ("targets", self.targets in FER_LABELS, f"must be one of {', '.join(FER_LABELS)}"),
+              ("photo_repeat", self.photo_repeat >= 1, "must be >= 1"),
+              ("val_fold", 0 <= self.val_fold < self.n_folds, "must be in 0 .. n_folds-1"))
 
 
 Config = FaceConfig
@@ -64,9 +76,10 @@ Config = FaceConfig
 
 @dataclass(frozen=True)
 class FaceData:
-    images: torch.Tensor        # uint8 (N,1,48,48) training faces
-    targets: torch.Tensor       # float (N,7): vote distributions (ferplus) or one-hot labels (fer2013)
+    images: torch.Tensor        # uint8 (N,1,48,48) training faces (FER2013, then each photo set repeated)
+    targets: torch.Tensor       # float (N,7): vote distributions (ferplus) or one-hot labels (fer2013, photos)
     val: FerSplit               # validation faces with their FER2013 labels and FER+ votes
+    photos: tuple[PhotoSplit, ...] = ()   # the photo sets, their validation people held out
 
 
 def read_data(cfg: FaceConfig) -> FaceData:
@@ -79,7 +92,17 @@ def read_data(cfg: FaceConfig) -> FaceData:
     train, val = (fer_split(data_path(npz), votes=True) for npz in (cfg.train_npz, cfg.val_npz))
     train = pick(train.take(train.votes.usable if ferplus else train.labels >= 0), cfg.seed)
     targets = train.votes.targets() if ferplus else np.eye(len(LABELS), dtype=np.float32)[train.labels]
-    return FaceData(torch.from_numpy(train.images)[:, None], torch.from_numpy(targets), pick(val, cfg.seed + 1))
+    images, photos = [train.images], []
+    for name in cfg.photo_sets:
+        ph = photo_split(data_path(name), n_folds=cfg.n_folds, val_fold=cfg.val_fold,
+                         source_size=cfg.model.source_size, progress=cfg.progress)
+        onehot = np.eye(len(LABELS), dtype=np.float32)[ph.train_labels]
+        onehot = onehot * (1 - cfg.photo_smoothing) + cfg.photo_smoothing / len(LABELS)
+        images += [ph.train_images] * cfg.photo_repeat
+        targets = np.concatenate([targets, *[onehot] * cfg.photo_repeat])
+        photos.append(ph)
+    return FaceData(torch.from_numpy(np.concatenate(images))[:, None], torch.from_numpy(targets),
+                    pick(val, cfg.seed + 1), tuple(photos))
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: FaceConfig) -> float:
@@ -136,15 +159,23 @@ def step_loss(model: FaceCNN, images: torch.Tensor, target: torch.Tensor, cfg: F
 
 
 def evaluate(model: FaceCNN, data: FaceData, tta: str | None = None) -> tuple[dict, float]:
-    """(report over LABELS with ``ferplus`` added, mean cross entropy) on the validation faces."""
+    """(report over LABELS with ``ferplus`` added, mean cross entropy) on the validation faces;
+    ``photos``: a report per photo set on its held-out people (full profiles left out)."""
     logits = predict_logits(model.eval(), torch.from_numpy(data.val.images)[:, None], tta, batch_size=512)
     result = report(data.val.labels, logits.argmax(1).numpy(), LABELS)
     result["ferplus"] = ferplus_report(logits.numpy(), data.val.votes, data.val.labels)
+    result["photos"] = {}
+    for ph in data.photos:
+        keep = np.asarray([a not in PROFILE_ANGLES for a in ph.val_angles])
+        pl = predict_logits(model.eval(), torch.from_numpy(ph.val_images[keep])[:, None], tta, batch_size=512)
+        result["photos"][ph.name] = report(ph.val_labels[keep], pl.argmax(1).numpy(), LABELS)
     return result, float(F.cross_entropy(logits, torch.from_numpy(data.val.labels)))
 
 
 def selection(result: dict, cfg: FaceConfig) -> float:
-    return result["ferplus"]["majority"]["accuracy"] if cfg.targets == "ferplus" else result["accuracy"]
+    """FER+ majority (ferplus) or FER2013-label accuracy, averaged with each photo set's accuracy."""
+    fer = result["ferplus"]["majority"]["accuracy"] if cfg.targets == "ferplus" else result["accuracy"]
+    return float(np.mean([fer, *(r["accuracy"] for r in result.get("photos", {}).values())]))
 
 
 def initial_weights(source: str) -> dict[str, torch.Tensor]:
@@ -190,14 +221,17 @@ def train(cfg: FaceConfig, model: FaceCNN, data: FaceData, device: torch.device,
                            "ferplus_majority_accuracy": m["accuracy"],
                            "ferplus_neutral_recall": m["per_class_recall"]["neutral"],
                            "ferplus_macro_f1": m["macro_f1"], "ferplus_plurality_accuracy": fp["plurality"]["accuracy"],
-                           "ferplus_cross_entropy": fp["cross_entropy"]}, (m if ferplus else r)["confusion_matrix"],
+                           "ferplus_cross_entropy": fp["cross_entropy"], "selection": selection(r, cfg),
+                           **{f"{name}_accuracy": p["accuracy"] for name, p in r["photos"].items()},
+                           **{f"{name}_uar": p["uar"] for name, p in r["photos"].items()}},
+                          (m if ferplus else r)["confusion_matrix"],
                           title=f"PublicTest ({'FER+ majority' if ferplus else 'FER2013 labels'})")
 
     loop.fit(cfg, model, optimizer, evaluate=validate, command=command,
              batches=lambda rng: torch.randperm(len(data.images)).split(cfg.batch_size)[:steps],
              step=lambda idx: step_loss(model, data.images[idx], data.targets[idx], cfg, device, weights),
              scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, steps, cfg) / cfg.lr),
-             metric="val_ferplus_majority_accuracy" if ferplus else "val_accuracy")
+             metric="val_selection" if cfg.photo_sets else "val_ferplus_majority_accuracy" if ferplus else "val_accuracy")
 
 
 def finish(model: FaceCNN, cfg: FaceConfig, data: FaceData, command: str) -> dict:
@@ -209,6 +243,8 @@ def finish(model: FaceCNN, cfg: FaceConfig, data: FaceData, command: str) -> dic
     metrics = {"validation": {m: {k: r[k] for k in keys} for m, r in results.items()},
                "validation_ferplus_majority": {m: {k: r["ferplus"]["majority"][k] for k in keys}
                                                for m, r in results.items()},
+               "validation_photos": {m: {name: {k: p[k] for k in keys} for name, p in r["photos"].items()}
+                                     for m, r in results.items()},
                "float16_selection_metric": half_metric, "best_epoch": run.checkpoint("best")["epoch"]}
     ferplus = cfg.targets == "ferplus"
     return loop.finish(
@@ -217,7 +253,11 @@ def finish(model: FaceCNN, cfg: FaceConfig, data: FaceData, command: str) -> dic
         title="facial expression classifier (face_cnn)",
         data={"train": f"{cfg.train_npz}: {len(data.images)} faces" + (" with usable FER+ votes" if ferplus else ""),
               "targets": "FER+ crowd vote distributions (Barsoum et al. 2016, MIT)" if ferplus else "FER2013 labels",
-              "licence": "FER2013: research use"},
+              "licence": "FER2013: research use" + "".join(f"; {ph.name}: see ../shared/data/README.md" for ph in data.photos),
+              "photos": {ph.name: f"{len(ph.train_labels)} training photos x {cfg.photo_repeat}, "
+                                  f"{len(ph.val_labels)} held out (fold {cfg.val_fold} of {cfg.n_folds} by person)"
+                         for ph in data.photos}},
         split={"train": cfg.train_npz, "validation": cfg.val_npz,
-               "selection": "FER+ majority accuracy" if ferplus else "FER2013-label accuracy"},
+               "selection": ("FER+ majority accuracy" if ferplus else "FER2013-label accuracy")
+                            + (", averaged with each photo set's held-out accuracy" if data.photos else "")},
         targets=cfg.targets, train_seconds=round(sum(h.get("seconds", 0) for h in run.history()), 1))

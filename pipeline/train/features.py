@@ -62,18 +62,25 @@ class DataConfig:
     # text is replaced by one of them, label kept: the head learns what words that say nothing look like.
     neutral_speech: str | None = None
     neutral_text_rate: float = 0.0
+    # Neutral faces against emotional voices (issue 23): with probability neutral_face_rate a
+    # triple of another label gets a face of the pool that is labelled neutral, label kept: on
+    # camera a speaker's face is often calm while the voice is not, and a calm face must not
+    # outvote a confident voice.
+    neutral_face_rate: float = 0.0
 
     def __post_init__(self):
         check(self, ("kind", self.kind in ("paired_unimodal", "manifest"), "must be paired_unimodal or manifest"),
               ("face_labels", self.face_labels in FER_LABELS, f"must be one of {', '.join(FER_LABELS)}"),
               ("manifest", self.kind != "manifest" or bool(self.manifest),
                "a manifest CSV or clip folder is needed for kind: manifest"),
-              ("neutral_text_rate", 0.0 <= self.neutral_text_rate <= 1.0, "must be between 0 and 1"))
+              ("neutral_text_rate", 0.0 <= self.neutral_text_rate <= 1.0, "must be between 0 and 1"),
+              ("neutral_face_rate", 0.0 <= self.neutral_face_rate <= 1.0, "must be between 0 and 1"))
 
     def spec(self, seed: int) -> dict[str, Any]:
         """What the cached unimodal pools depend on (their cache key), with the run's seed."""
         return {**{k: v for k, v in dataclasses.asdict(self).items()
-                   if k not in ("train_examples", "val_examples", "cache_dir", "neutral_speech", "neutral_text_rate")},
+                   if k not in ("train_examples", "val_examples", "cache_dir", "neutral_speech", "neutral_text_rate",
+                                "neutral_face_rate")},
                 "seed": seed}
 
 
@@ -104,10 +111,12 @@ class Batch:
 
 
 def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropout: float,
-                 neutral: Pool | None = None, neutral_rate: float = 0.0) -> Batch:
+                 neutral: Pool | None = None, neutral_rate: float = 0.0, neutral_face_rate: float = 0.0) -> Batch:
     """``n`` (face, audio, text) triples with a shared label, balanced over labels, with modality
     dropout; with ``neutral``, each triple's text is replaced with probability ``neutral_rate`` by
-    a neutral-content transcript (the label stays: the voice and face still show it)."""
+    a neutral-content transcript (the label stays: the voice and face still show it); with
+    ``neutral_face_rate``, the face of a non-neutral triple by one of the pool's neutral faces
+    (the label stays: the voice still shows it)."""
     by_label = {m: [np.flatnonzero(p.labels == k) for k in range(NUM_LABELS)] for m, p in pools.items()}
     usable = [k for k in range(NUM_LABELS) if any(len(by_label[m][k]) for m in MODALITIES)]
     labels = rng.choice(usable, size=n)
@@ -124,6 +133,11 @@ def draw_triples(pools: dict[str, Pool], n: int, rng: np.random.Generator, dropo
         swap = np.flatnonzero((rng.random(n) < neutral_rate) & (mask[:, t] > 0))
         pick = rng.integers(0, len(neutral.probs), size=len(swap))
         probs[swap, t], embs[t][swap] = neutral.probs[pick], neutral.embeddings[pick]
+    f, neutral_k = MODALITIES.index("face"), LABEL_INDEX["neutral"]
+    if neutral_face_rate > 0 and len(calm := by_label["face"][neutral_k]):
+        swap = np.flatnonzero((rng.random(n) < neutral_face_rate) & (mask[:, f] > 0) & (labels != neutral_k))
+        pick = rng.choice(calm, size=len(swap))
+        probs[swap, f], embs[f][swap] = pools["face"].probs[pick], pools["face"].embeddings[pick]
     batch = Batch(*map(torch.from_numpy, (probs, mask)), tuple(map(torch.from_numpy, embs)),
                   torch.from_numpy(labels.astype(np.int64)))
     return apply_dropout(batch, rng, dropout) if dropout > 0 else batch

@@ -95,11 +95,11 @@ def compose_examples(cfg: FusionConfig, device: torch.device) -> FusionExamples:
                          if d.neutral_speech and d.neutral_text_rate > 0 else (None, None))
         val = {m: p.subset(True) for m, p in pools.items()}
         train = {m: p.subset(False) for m, p in pools.items()}
-        rate = d.neutral_text_rate
+        rate, calm = d.neutral_text_rate, d.neutral_face_rate
         return FusionExamples(
             draw_triples(val, d.val_examples, np.random.default_rng(cfg.seed + 1), 0.0),
-            draw_triples(val, d.val_examples, np.random.default_rng(cfg.seed + 2), dropout, neutral, rate),
-            lambda g: draw_triples(train, d.train_examples, g, dropout, neutral, rate),
+            draw_triples(val, d.val_examples, np.random.default_rng(cfg.seed + 2), dropout, neutral, rate, calm),
+            lambda g: draw_triples(train, d.train_examples, g, dropout, neutral, rate, calm),
             encoder_record({m: p.describe() for m, p in predictors.items()}), made)
     # kind: manifest (DataConfig checks the kind and that a manifest is named)
     from emotion_pipeline.analyze import Analyzer
