@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
+MEDIAPIPE_VERSION := 1.2.3
 VIDEO ?=
 OUT ?= out
 FORMATS ?= json
@@ -24,6 +25,8 @@ $(STAMP): pyproject.toml
 	@# torch first, pinned: a range alone would pull a newer CUDA build (gigabytes)
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@# the face landmarker (pyproject.toml says why --no-deps): blendshapes and the blendshape expert
+	$(BIN)/python -m pip install -q --no-deps mediapipe==$(MEDIAPIPE_VERSION) 'flatbuffers>=25.9,<26'
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create the virtual environment (torch 2.13.0 first, then the project)
@@ -44,8 +47,9 @@ train: $(STAMP) ## train a model from a config (its task: key, or TASK=face|audi
 models: $(STAMP) ## fetch hub models into the cache (needs a network): make models [PROFILE=full]
 	$(BIN)/python -m emotion_pipeline models fetch --profile $(PROFILE)
 
-bench: $(STAMP) ## speed and peak memory per stage, per minute of video; batch throughput for --jobs 1 and 2
+bench: $(STAMP) ## speed and peak memory per stage, per minute of video; cost with 1, 2, 5 faces; batch throughput for --jobs 1 and 2
 	$(BIN)/python -m bench.pipeline_bench $(ARGS)
+	$(BIN)/python -m bench.people_bench
 	$(BIN)/python -m bench.batch_bench
 
 evaluate-face: $(STAMP) ## face model on a FER2013-format .npz: make evaluate-face DATA=file.npz

@@ -59,10 +59,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from emotion_pipeline.evaluate.clips import run
+    from emotion_pipeline.fileio import atomic_write_text
 
     manifest = build(args.out, args.actors)
     result = run(manifest, adapter="csv", model=args.face_model, whisper=args.whisper)
-    (args.out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    atomic_write_text(args.out / "result.json", json.dumps(result, indent=1, default=str))
     n = len(result["clips"])
     print(f"{n} clips (MEAD face + RAVDESS actors {', '.join(args.actors)} voice + its words); clip label right:")
     print(f"  fused {result['correct']}/{n}   " + "   ".join(
@@ -70,6 +71,10 @@ def main() -> None:
     print("  fused per-class recall: " + ", ".join(f"{k} {v:.2f}" for k, v in result["per_class_recall"].items()
                                                   if v is not None))
     print("  fused read as neutral: " + json.dumps(result["read_as_neutral"]))
+    print("  clip label by the mean of the seconds' scores: " + "   ".join(
+        f"{m} {k}/{n}" for m, k in result["mean_pooled_correct"].items()))
+    print("  models: " + json.dumps({m: v.get("sha256", "")[:12] if isinstance(v, dict) else v
+                                     for m, v in result["models"].items()}))
 
 
 if __name__ == "__main__":

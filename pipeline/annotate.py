@@ -6,7 +6,10 @@ the codec). PyAV only: no ffmpeg command-line tool needed.
 Face boxes are not in the JSON (it is per second); they are found again by running the run's
 detector and tracker on the same sampled frames the analysis used (``frames_per_second``,
 ``max_frame_side_px`` from the document's config), which gives the same ``face_id``s, and are
-interpolated between samples. Labels and scores come from the document.
+interpolated between samples. Labels and scores come from the document; a face's label names its
+person (``P<person_id>``) and says ``speaking`` in the seconds that person is the speaker.
+``blur_faces``: every face is blurred beyond recognition (a coarse mosaic, then a blur, of its box
+and a margin) before the boxes and labels are drawn.
 """
 from __future__ import annotations
 
@@ -32,6 +35,13 @@ STRIP_WINDOW_S = 10.0          # seconds of fused scores shown in the strip, cen
 COPY_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}   # MP4 can hold these as they are
 SUBTITLE_WORDS = 9             # most recent words of the current segment shown
 X264_OPTIONS = {"crf": "23", "preset": "veryfast"}
+BLUR_MARGIN = 0.15             # fraction of the box added on each side of a blurred face (hair, ears, jaw)
+BLUR_CELLS = 8                 # the blurred face is a mosaic of at most 8 cells across
+# Output frames are timed in ticks of 1/90000 s (MPEG's clock: 25, 30 and 30000/1001 fps frames fall on
+# whole ticks), each at its source frame's time: a variable-frame-rate source stays in step with its
+# sound (timed in frames of the average rate, 30 fps frames around a 10 s still bunched up and were
+# pushed later: 14 s became 18.9 s).
+TICKS_PER_S = 90000
 
 
 @lru_cache(maxsize=4)
@@ -75,7 +85,7 @@ def face_tracks(doc: dict[str, Any], video: str | Path, detector) -> tuple[list[
                                    max_side_px=int(cfg.get("max_frame_side_px", 640))):
         scale = width / frame.image.shape[1]
         boxes = detector.detect(frame.image)
-        ids = tracker.update(frame.t_s, boxes)
+        ids = tracker.update(frame.t_s, boxes, image=frame.image)   # cuts end tracks, as in the analysis
         times.append(frame.t_s)
         faces.append([(fid, (b.x * scale, b.y * scale, b.w * scale, b.h * scale)) for fid, b in zip(ids, boxes)])
     return times, faces
@@ -105,8 +115,9 @@ class Painter:
     """Draws one output frame: the video picture with boxes and subtitle, the strip beneath.
     Used by the annotated MP4 and by the live window (which feeds it a growing timeline)."""
 
-    def __init__(self, doc: dict[str, Any], size: tuple[int, int], src_width: int):
+    def __init__(self, doc: dict[str, Any], size: tuple[int, int], src_width: int, *, blur_faces: bool = False):
         from emotion_pipeline.plots import COLOURS
+        self.blur_faces = blur_faces
         self.w, self.h = size
         self.scale = self.w / src_width
         self.strip_h = max(72, self.h // 12 * 2)   # even: yuv420p needs even frame sizes
@@ -136,6 +147,8 @@ class Painter:
     def paint(self, image_rgb: np.ndarray, t: float, boxes: list[tuple[int, tuple]]) -> np.ndarray:
         from PIL import Image, ImageDraw
 
+        if self.blur_faces:
+            image_rgb = blurred(image_rgb, [tuple(v * self.scale for v in box) for _, box in boxes])
         canvas = Image.new("RGB", (self.w, self.h + self.strip_h), (24, 24, 24))
         canvas.paste(Image.fromarray(image_rgb), (0, 0))
         draw = ImageDraw.Draw(canvas)
@@ -148,7 +161,9 @@ class Painter:
             colour = self.colours[LABELS.index(info["label"])] if info else (200, 200, 200)
             primary = fid == face.get("face_id")
             draw.rectangle([x, y, x + bw, y + bh], outline=colour, width=4 if primary else 2)
-            text = f"#{fid} {info['label']} {max(info['scores'].values()):.0%}" if info else f"#{fid}"
+            who = f" P{info['person_id']}" if info and info.get("person_id", -1) >= 0 else ""
+            speaking = " speaking" if info and who and info["person_id"] == entry.get("speaker") else ""
+            text = f"#{fid}{who} {info['label']} {max(info['scores'].values()):.0%}{speaking}" if info else f"#{fid}"
             tw, th = draw.textbbox((0, 0), text, font=self.font)[2:]
             ty = y - th - 6 if y - th - 6 >= 0 else y + bh + 2
             draw.rectangle([x, ty, x + tw + 8, ty + th + 6], fill=colour)
@@ -194,18 +209,40 @@ class Painter:
         draw.text((6, top + 3), text, fill=(235, 235, 235), font=self.small)
 
 
-def write_mp4(doc: dict[str, Any], video: str | Path, path: str | Path, *, detector=None) -> Path:
+def blurred(image_rgb: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
+    """``image_rgb`` with every box (x, y, w, h in its pixels), widened by BLUR_MARGIN, made a coarse
+    mosaic and blurred: no face can be recognised in it."""
+    import cv2
+
+    out = image_rgb.copy()
+    h, w = out.shape[:2]
+    for x, y, bw, bh in boxes:
+        x0, y0 = max(0, int(x - BLUR_MARGIN * bw)), max(0, int(y - BLUR_MARGIN * bh))
+        x1, y1 = min(w, int(np.ceil(x + bw * (1 + BLUR_MARGIN)))), min(h, int(np.ceil(y + bh * (1 + BLUR_MARGIN))))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        region = out[y0:y1, x0:x1]
+        cells = (max(1, min(BLUR_CELLS, x1 - x0)), max(1, min(BLUR_CELLS, int(round(BLUR_CELLS * (y1 - y0) / (x1 - x0))) or 1)))
+        mosaic = cv2.resize(cv2.resize(region, cells, interpolation=cv2.INTER_AREA), (x1 - x0, y1 - y0),
+                            interpolation=cv2.INTER_NEAREST)
+        k = max(3, ((x1 - x0) // 6) | 1)
+        out[y0:y1, x0:x1] = cv2.GaussianBlur(mosaic, (k, k), 0)
+    return out
+
+
+def write_mp4(doc: dict[str, Any], video: str | Path, path: str | Path, *, detector=None,
+              blur_faces: bool = False) -> Path:
     """Write the annotated video of ``doc`` (made from ``video``) to ``path`` atomically; same
-    frames (count and times) as the source, plus its audio."""
+    frames (count and times) as the source, plus its audio; ``blur_faces``: every face blurred."""
     video = Path(video)
     if detector is None:
         detector = detector_for(doc)
     times, faces = face_tracks(doc, video, detector)
     period = 1.0 / float(doc.get("config", {}).get("frames_per_second", 4.0))
-    return atomic_write(path, lambda tmp: _render(doc, video, tmp, times, faces, period))
+    return atomic_write(path, lambda tmp: _render(doc, video, tmp, times, faces, period, blur_faces))
 
 
-def _render(doc, video: Path, out_path: str, times, faces, period: float) -> None:
+def _render(doc, video: Path, out_path: str, times, faces, period: float, blur_faces: bool = False) -> None:
     import av
 
     from emotion_pipeline import demux
@@ -215,21 +252,22 @@ def _render(doc, video: Path, out_path: str, times, faces, period: float) -> Non
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise InputError(f"{video}: cannot open for the annotated video ({e})") from e
     with src:
-        if not src.streams.video:
+        vin, ain = demux.video_stream(src), demux.audio_stream(src)
+        if vin is None:
             raise InputError(f"{video}: no video stream to annotate")
-        vin = src.streams.video[0]
         vin.thread_type = "AUTO"
-        ain = src.streams.audio[0] if src.streams.audio else None
         origin = demux.origin_of(src)
+        restarts = demux.Restarts(src)   # joined recordings: the same times as the analysis
         rate = vin.average_rate or vin.guessed_rate or Fraction(25)
         rate = Fraction(rate).limit_denominator(1001)
         src_w, src_h = doc["video"]["width"], doc["video"]["height"]
         out_w, out_h = _output_size(src_w, src_h)
-        painter = Painter(doc, (out_w, out_h), src_w)
+        painter = Painter(doc, (out_w, out_h), src_w, blur_faces=blur_faces)
         with av.open(out_path, "w", format="mp4") as dst:
             vout = dst.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
             vout.width, vout.height, vout.pix_fmt = out_w, out_h + painter.strip_h, "yuv420p"
-            vout.time_base = 1 / rate
+            tick = Fraction(1, TICKS_PER_S)
+            vout.time_base = vout.codec_context.time_base = tick
             aout, resampler, a_shift = None, None, 0
             if ain is not None:
                 if ain.codec_context.name in COPY_AUDIO_CODECS:
@@ -238,9 +276,10 @@ def _render(doc, video: Path, out_path: str, times, faces, period: float) -> Non
                 else:
                     aout = dst.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
                     resampler = av.AudioResampler(format="fltp", layout="stereo", rate=aout.rate)
-            last_pts = -1
+            last_pts, untimed_t = -1, 0.0
             streams = [s for s in (vin, ain) if s is not None]
             for packet in src.demux(*streams):
+                restarts.fix(packet)
                 if packet.stream.type == "audio":
                     if packet.dts is None:
                         continue
@@ -256,7 +295,8 @@ def _render(doc, video: Path, out_path: str, times, faces, period: float) -> Non
                                 dst.mux(aout.encode(f))
                     continue
                 for frame in _decode(packet):
-                    t = max(0.0, (frame.time - origin) if frame.time is not None else (last_pts + 1) / rate)
+                    t = max(0.0, (frame.time - origin) if frame.time is not None else untimed_t)   # (a raw stream)
+                    untimed_t = t + demux.frame_seconds(frame, float(1 / rate))
                     rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
                     w, h = (out_h, out_w) if rot in (90, 270) else (out_w, out_h)
                     image = frame.to_ndarray(format="rgb24", width=w, height=h)
@@ -264,8 +304,8 @@ def _render(doc, video: Path, out_path: str, times, faces, period: float) -> Non
                         image = np.ascontiguousarray(np.rot90(image, k=rot // 90))
                     out = av.VideoFrame.from_ndarray(painter.paint(image, t, _boxes_at(t, times, faces, period)),
                                                      format="rgb24")
-                    pts = max(int(round(t * rate)), last_pts + 1)
-                    out.pts, last_pts = pts, pts
+                    pts = max(int(round(t * TICKS_PER_S)), last_pts + 1)
+                    out.pts, out.time_base, last_pts = pts, tick, pts
                     dst.mux(vout.encode(out))
             dst.mux(vout.encode(None))
             if resampler is not None:

@@ -109,9 +109,10 @@ class Result:
 
         return plots.timeline_figure(self.document) if path is None else plots.plot_timeline(self.document, path)
 
-    def save(self, out: str | Path, formats: Iterable[str] | str = ("json",)) -> dict[str, Path]:
+    def save(self, out: str | Path, formats: Iterable[str] | str = ("json",), *, blur_faces: bool = False) -> dict[str, Path]:
         """Write ``<stem>.<ext>`` for each format (json, csv, png, mp4, html, srt): ``out`` is a
-        folder (the stem is the video's) or a ``.json`` path. Returns {format: path}."""
+        folder (the stem is the video's) or a ``.json`` path; ``blur_faces``: the MP4 shows every
+        face blurred. Returns {format: path}."""
         formats = exports.parse_formats(formats)
         out = Path(out)
         stem = Path(self.document["video"]["path"]).stem
@@ -121,7 +122,8 @@ class Result:
         self.to_json(out_json)
         if "mp4" in formats and self.video is None:
             raise PipelineError(f"{out_json}: the mp4 needs the video, which is not available")
-        written.update(exports.write_formats(self.document, self.video, out_json, formats, detector=self.detector))
+        written.update(exports.write_formats(self.document, self.video, out_json, formats, detector=self.detector,
+                                             blur_faces=blur_faces))
         return written
 
 

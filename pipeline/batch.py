@@ -45,6 +45,7 @@ class Options:
     strict: bool = False              # a partial result is a failure
     plot: bool = False                # also draw OUT/<stem>.png
     formats: tuple[str, ...] = ("json",)   # outputs beside the JSON: csv, png, mp4, html, srt (pipeline.exports)
+    blur_faces: bool = False          # the annotated MP4 blurs every face
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def analyze_doc(analyzer, job: Job, options: Options) -> tuple[Outcome, dict[str
         check_not_source(job.video, job.out, formats)
         written.append(writers.write_json_atomic(job.out, doc))
         if set(formats) - {"json"}:
-            write_formats(doc, job.video, job.out, formats, detector=analyzer.face.detector)   # all or none
+            write_formats(doc, job.video, job.out, formats, detector=analyzer.face.detector,   # all or none
+                          blur_faces=options.blur_faces)
     except BaseException as e:  # one bad video never stops the batch: it becomes its error line
         for path in written:    # (also when stopped: no output of a video that did not finish)
             Path(path).unlink(missing_ok=True)

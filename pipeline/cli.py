@@ -69,7 +69,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise PipelineError("nothing to analyse: give video files, folders, glob patterns or --manifest FILE")
     shard = batch.parse_shard(args.shard) if args.shard else None
     request = jobs.Request(Path(args.out), tuple(dict.fromkeys(formats)), args.transcript, force=args.force,
-                           strict=args.strict, shard=shard)
+                           strict=args.strict, shard=shard, blur_faces=args.blur_faces)
     # Before any model loads: where each result goes, whether it can be written, whether it is up to date.
     prepared = jobs.prepare(jobs.collect(args.videos, args.manifest or [], args.out), cfg, request)
     for k in sorted(prepared.early):
@@ -128,9 +128,13 @@ def cmd_live(args: argparse.Namespace) -> int:
     log.info("%s: %d s analysed live (latency median %s s, max %s s; %d seconds shed work) -> %s", args.source,
              doc["live"]["seconds"], doc["live"]["latency_s"]["median"], doc["live"]["latency_s"]["max"],
              doc["live"]["shed_seconds"], timeline)
-    if doc["live"]["stopped"] in ("end of stream", "interrupted"):
+    stopped = doc["live"]["stopped"]
+    if stopped == "terminated":   # SIGTERM: the timeline so far is written, as for Ctrl-C
+        _error(f"{args.source}: terminated; the timeline so far: {timeline}")
+        return EXIT_TERMINATED
+    if stopped in ("end of stream", "interrupted") or stopped.startswith("reached --max-seconds"):
         return 0
-    print(f"error: {args.source}: {doc['live']['stopped']}", file=sys.stderr)   # what was seen is still written
+    _error(f"{args.source}: {stopped}")   # what was seen is still written
     return EXIT_FAILED
 
 
@@ -149,9 +153,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise PipelineError("--tta applies to the face model only")
         kwargs["tta"] = args.tta
     if args.modality == "faces":
-        kwargs.update(folds=args.folds, fold=args.fold, angles=args.angles)
-    elif args.folds or args.angles:
-        raise PipelineError("--folds / --fold / --angles apply to evaluate faces only")
+        kwargs.update(folds=args.folds, fold=args.fold, angles=args.angles, expert=args.expert,
+                      expert_weight=args.expert_weight)
+    elif args.folds or args.angles or args.expert:
+        raise PipelineError("--folds / --fold / --angles / --expert apply to evaluate faces only")
     if getattr(args, "votes", None):
         if args.modality != "face":
             raise PipelineError("--votes applies to the face model only")
@@ -230,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--formats", default="json", metavar="LIST",
                    help="outputs beside each JSON, comma-separated: json,csv,png,mp4,html,srt (default: json; "
                         "the JSON is always written)")
+    a.add_argument("--blur-faces", action="store_true",
+                   help="the annotated MP4 (mp4 in --formats) shows every face blurred; boxes and labels are kept")
     a.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors; no progress bars")
     a.add_argument("--manifest", action="append", metavar="FILE",
                    help="a list of videos: one path per line, or a CSV with a 'path' column (repeatable)")
@@ -276,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--folds", type=int, default=0, help="faces only: split the people into this many folds ...")
     e.add_argument("--fold", type=int, default=0, help="faces only: ... and keep the people of this fold")
     e.add_argument("--angles", help="faces only: head angles to keep, e.g. frontal,half_left,half_right")
+    e.add_argument("--expert", help="faces only: also the blendshape expert (e.g. blendshape-expert) alone and "
+                                    "combined with the face model")
+    e.add_argument("--expert-weight", type=float, help="faces only: the expert's weight in the combination "
+                                                       "(default: the one recorded in its file)")
     e.add_argument("--votes", help="face only: FER+ votes .npz row-aligned to --data (default: "
                                    "ferplus_votes_<split>.npz beside it when present; 'none': skip)")
     e.set_defaults(func=cmd_evaluate)
@@ -290,10 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face only: test-time augmentation (default flip, as the pipeline)")
     p.set_defaults(func=cmd_predict)
 
-    t = sub.add_parser("train", help="train a model (face, audio, text, fusion) from a YAML config",
+    t = sub.add_parser("train", help="train a model (face, audio, text, fusion, blendshape) from a YAML config",
                        epilog="e.g. train configs/fusion_tiny.yaml; train face configs/face_ferplus.yaml --set epochs=1")
     t.add_argument("task", metavar="[TASK] CONFIG",
-                   help="face | audio | text | fusion, optional when the config has a task: key")
+                   help="face | audio | text | fusion | blendshape, optional when the config has a task: key")
     t.add_argument("config", nargs="?", help=argparse.SUPPRESS)
     t.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")

@@ -54,10 +54,23 @@ def _expanded_nodes(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> i
     return n
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true / false are booleans, so ``on``, ``off``, ``yes``
+    and ``no`` stay the words they are (``face_expression: off``); a bool setting still accepts them
+    (``_coerce``)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
 def safe_yaml(text: str) -> Any:
     """``yaml.safe_load`` (no tags that build objects) that refuses, before building anything, a
     document whose aliases expand past MAX_YAML_NODES values or refer to themselves."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -253,8 +266,20 @@ class AnalyzeConfig:
     max_frame_side_px: int = 640             # frames are downscaled to this before detection
     face_detector: str = "auto"              # auto (YuNet if its file is found, else Haar), yunet, haar, or a .onnx path
     face_model: str = "face-cnn"
-    primary_face: str = "dominant"           # face used for fusion: dominant (largest x longest), largest, or a face_id
+    primary_face: str = "speaker"            # face fused with the voice and words: speaker (the visible person speaking;
+                                             # in seconds without one, dominant), dominant (largest x longest), largest,
+                                             # or a face_id
     face_batch_size: int = 64
+    face_expression: str = "auto"            # MediaPipe face landmarker on the face crops (blendshapes per face and
+                                             # second): auto (when mediapipe and its model are there, else said why), on, off
+    face_expert: str = "none"                # blendshape-expert: combined with face_model's scores where the landmarker reads the face (no gain with face-cnn 3.0.0: blendshape_expert.md)
+    face_expert_weight: float | None = None  # the expert's weight in that combination; null: the one chosen at training
+    face_expression_per_second: int = 2      # frames of each face the landmarker reads per second, at most (its cost)
+    identity_model: str = "sface"            # face embeddings that join face tracks into people across gaps and cuts
+                                             # (pipeline/people.py); none: every face track is its own person
+    speaker: str = "auto"                    # who speaks each second (pipeline/speaker.py): auto (mouths read against the
+                                             # voice when two people share a second of speech; a lone face is the
+                                             # speaker), lips (mouths read whenever a face and speech share a second), off
     audio_model: str = "audio-cnn"
     audio_window_s: float | None = None      # context centred on each second; None: the audio model's own window
     min_speech_fraction: float = 0.15        # VAD: below this share of speech frames a second's audio is null
@@ -280,8 +305,13 @@ class AnalyzeConfig:
               ("max_frame_side_px", 64 <= self.max_frame_side_px <= 8192,
                "must be 64..8192 pixels (smaller frames leave no face to find)"),
               ("face_batch_size", 1 <= self.face_batch_size <= 4096, "must be 1..4096"),
-              ("primary_face", self.primary_face in ("dominant", "largest") or self.primary_face.isdigit(),
-               "must be dominant, largest, or a face_id (0, 1, ...)"),
+              ("face_expression", self.face_expression in ("auto", "on", "off"), "must be auto, on or off"),
+              ("face_expert_weight", self.face_expert_weight is None or 0 <= self.face_expert_weight <= 1,
+               "must be null (the expert file's) or 0..1"),
+              ("face_expression_per_second", 1 <= self.face_expression_per_second <= 60, "must be 1..60"),
+              ("primary_face", self.primary_face in ("speaker", "dominant", "largest") or self.primary_face.isdigit(),
+               "must be speaker, dominant, largest, or a face_id (0, 1, ...)"),
+              ("speaker", self.speaker in ("auto", "lips", "off"), "must be auto, lips or off"),
               ("audio_window_s", self.audio_window_s is None or 0.5 <= self.audio_window_s <= 30,
                "must be null or 0.5..30 seconds"),
               ("min_speech_fraction", 0 <= self.min_speech_fraction <= 1, "must be 0..1"),

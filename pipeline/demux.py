@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -26,8 +27,9 @@ import av
 import numpy as np
 
 from emotion_pipeline.errors import InputError
+from emotion_pipeline.languages import normalise_language
 from emotion_pipeline.models import SAMPLE_RATE_HZ   # what Whisper, Wav2Vec2 and our audio model expect
-from emotion_pipeline.records import AudioChunk, Frame, StreamCoverage, VideoInfo
+from emotion_pipeline.records import AudioChunk, Frame, Segment, StreamCoverage, Track, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,14 @@ AUDIO_JITTER_S = 0.03
 # AAC encoders put 1024-2112 priming samples before the first real one (21-132 ms at 16-48 kHz);
 # audio that starts this little before the picture is priming, dropped rather than a lead-in.
 PRIMING_MAX_S = 0.2
+# Timestamps that restart mid-file (two MPEG-TS recordings joined with ``cat``, a camera whose clock
+# reset): in a format FFmpeg flags as allowing it (AVFMT_TS_DISCONT: MPEG-TS, MPEG-PS), a stream's
+# timestamps that go back more than RESTART_BACK_S, or jump ahead more than RESTART_FORWARD_S (ffmpeg's
+# own -dts_delta_threshold), continue where the stream was, as the ffmpeg command line joins them.
+TS_DISCONT = 0x0200
+RESTART_BACK_S = 0.5
+RESTART_FORWARD_S = 10.0
+TEXT_SUBTITLE_CODECS = {"mov_text", "subrip", "srt", "webvtt", "text", "ass", "ssa"}
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -60,14 +70,115 @@ def _open(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: not a readable media file ({e})") from e
 
 
+# ---------------------------------------------------------------- which streams
+def _language(stream) -> str | None:
+    tag = (stream.metadata or {}).get("language")
+    return tag if tag and tag.lower() not in ("und", "unk", "zxx", "mul") else None
+
+
+def _default(stream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.default)
+
+
+def is_cover(stream) -> bool:
+    """An attached picture (the cover art of an mp3 or m4a, a thumbnail): a picture, not a video."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def video_stream(container):
+    """The video stream to analyse: the default one among those that are not cover art, else the
+    first of them; None when there is none."""
+    videos = [s for s in container.streams.video if not is_cover(s)]
+    return next((s for s in videos if _default(s)), videos[0] if videos else None)
+
+
+def audio_stream(container):
+    """The audio stream to analyse: the default one (English first among several), else an English
+    one, else the first; None when there is none."""
+    audios = list(container.streams.audio)
+    if not audios:
+        return None
+    return min(audios, key=lambda s: (not _default(s), normalise_language(_language(s)) != "en", s.index))
+
+
+def subtitle_stream(container):
+    """A text subtitle stream (mov_text, SubRip, WebVTT, ASS) to stand in for the transcript: the
+    default one (English first), else an English one, else the first; None when there is none."""
+    subs = [s for s in container.streams.subtitles if s.codec_context.name in TEXT_SUBTITLE_CODECS]
+    if not subs:
+        return None
+    return min(subs, key=lambda s: (not _default(s), normalise_language(_language(s)) != "en", s.index))
+
+
+def tracks_of(container) -> tuple[Track, ...]:
+    """Every stream of the file, the ones analysed (``video_stream``, ``audio_stream``) marked used."""
+    used = {s.index for s in (video_stream(container), audio_stream(container)) if s is not None}
+    out = []
+    for s in container.streams:
+        kind = "cover" if s.type == "video" and is_cover(s) else s.type
+        kind = kind if kind in ("video", "audio", "subtitle", "cover") else "data"
+        codec = s.codec_context.name if s.codec_context is not None else None
+        out.append(Track(s.index, kind, codec, _language(s), _default(s), s.index in used))
+    return tuple(out)
+
+
+class Restarts:
+    """Joins timestamps that restart mid-file (RESTART_BACK_S, RESTART_FORWARD_S) by shifting the
+    later packets to continue where their stream was. One shift per restart for every stream (so the
+    joined recordings keep their own sync) when it fits the stream, else the stream's own. ``at_s``:
+    where each restart happened (container seconds, after the shift)."""
+
+    def __init__(self, container):
+        self.enabled = bool((container.format.flags or 0) & TS_DISCONT)
+        self.shift_s: dict[int, float] = {}      # stream index -> seconds added to its timestamps
+        self.end_s: dict[int, float] = {}        # stream index -> end of its last packet (after the shift)
+        self.last_shift_s = 0.0                  # the latest restart's shift
+        self.at_s: list[float] = []
+
+    def fix(self, packet) -> None:
+        if not self.enabled or packet.dts is None or not packet.time_base:
+            return
+        i, tb = packet.stream.index, packet.time_base
+        shift = self.shift_s.get(i, 0.0)
+        t = float(packet.dts * tb) + shift
+        end = self.end_s.get(i)
+        if end is not None and (t < end - RESTART_BACK_S or t > end + RESTART_FORWARD_S):
+            raw = t - shift
+            shared = self.last_shift_s
+            if self.at_s and end - RESTART_BACK_S <= raw + shared <= end + 1.0:
+                # the restart another stream has already joined (moved on past this stream's last
+                # packet where the two recordings' streams ended a few ms apart: times stay increasing)
+                shift = shared + max(0.0, end - (raw + shared))
+            else:
+                shift = end - raw
+                self.last_shift_s = shift
+                self.at_s.append(end)
+                log.debug("timestamps restart at %.2f s (container time): continued from there", end)
+            self.shift_s[i] = shift
+            t = raw + shift
+        if shift:
+            k = int(round(shift / tb))
+            packet.dts += k
+            if packet.pts is not None:
+                packet.pts += k
+        self.end_s[i] = max(end or t, t + float((packet.duration or 0) * tb))
+
+
 def decoded(container, streams, coverage: "dict[int, Coverage] | None" = None
             ) -> Iterator[tuple[av.stream.Stream, av.frame.Frame]]:
     """(stream, frame) for every frame of ``streams`` (demuxed together, in stream order) the decoder
     can make: a rejected packet is skipped and counted in its stream's ``coverage`` (keyed by
-    stream index), not the end of decoding. The file analysis and the live reader both decode here."""
+    stream index), not the end of decoding; timestamps that restart are joined (``Restarts``); each
+    packet's time goes to its ``coverage``, which tells a held frame from lost video by it. The file
+    analysis and the live reader both decode here."""
     coverage = coverage or {}
+    restarts = Restarts(container)
     try:
         for packet in container.demux(*streams):
+            restarts.fix(packet)
+            cov = coverage.get(packet.stream.index)
+            if cov is not None and packet.dts is not None and packet.time_base:
+                cov.packet(float(packet.dts * packet.time_base))
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
@@ -104,8 +215,8 @@ def origin_of(container) -> float:
     starting a hair before the picture (encoder priming, up to PRIMING_MAX_S) does not move it:
     then the first video frame is t = 0, as a player shows it. A camera that starts seconds after
     the microphone (or the reverse) keeps both: the earlier stream's start is t = 0."""
-    starts = {kind: _stream_start(streams[0]) for kind, streams in
-              (("video", container.streams.video), ("audio", container.streams.audio)) if streams}
+    starts = {kind: _stream_start(stream) for kind, stream in
+              (("video", video_stream(container)), ("audio", audio_stream(container))) if stream is not None}
     starts = {k: v for k, v in starts.items() if v is not None}
     if not starts:
         return container.start_time / av.time_base if container.start_time is not None else 0.0
@@ -149,10 +260,10 @@ def _is_still(container, stream) -> bool:
 def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     with _open(path) as container:
-        vstreams = list(container.streams.video)
-        astreams = list(container.streams.audio)
-        if not vstreams and not astreams:
-            raise InputError(f"{path}: no video or audio stream")
+        vs, a = video_stream(container), audio_stream(container)
+        if vs is None and a is None:
+            raise InputError(f"{path}: no video or audio stream"
+                             + (" (only cover art)" if container.streams.video else ""))
         origin = origin_of(container)
         ends: dict[str, float] = {}
         starts: dict[str, float] = {}
@@ -161,8 +272,7 @@ def probe(path: str | Path) -> VideoInfo:
         rotation = 0
         still = False
         vcodec = acodec = None
-        if vstreams:
-            vs = vstreams[0]
+        if vs is not None:
             vcodec = vs.codec_context.name
             width, height = vs.codec_context.width, vs.codec_context.height
             fps = float(vs.average_rate) if vs.average_rate else (float(vs.guessed_rate) if vs.guessed_rate else None)
@@ -177,50 +287,84 @@ def probe(path: str | Path) -> VideoInfo:
             if not width or not height:
                 raise InputError(f"{path}: video stream has no frame size (corrupt header?)")
         rate = None
-        if astreams:
-            a = astreams[0]
+        if a is not None:
             acodec, rate = a.codec_context.name, a.rate
             starts["audio"] = max(0.0, (_stream_start(a) or origin) - origin)
             end = _stream_end(a)
             if end is not None:
                 ends["audio"] = end - origin
+        chosen = {k: s for k, s in (("video", vs), ("audio", a)) if s is not None}
         c_end = _container_end(container)
-        duration_s = max([*ends.values(), *([c_end - origin] if c_end is not None else [])], default=0.0)
+        # the container's end counts only where a stream has no length of its own (it may be a
+        # subtitle's or cover art's end, past the picture and the sound)
+        lengthless = c_end is not None and any(k not in ends for k in chosen)
+        container_end = [c_end - origin] if c_end is not None and (lengthless or not ends) else []
+        duration_s = max([*ends.values(), *container_end], default=0.0)
+        restarts: tuple[float, ...] = ()
         if still:
             duration_s = STILL_IMAGE_DURATION_S
             ends = {"video": STILL_IMAGE_DURATION_S}
-        if not duration_s or not math.isfinite(duration_s) or duration_s <= 0:
-            duration_s = _scan_duration(container) - origin
-            ends = {}
+        elif Restarts(container).enabled or not duration_s or not math.isfinite(duration_s) or duration_s <= 0:
+            # no length in the header (a raw stream), or timestamps that may restart (MPEG-TS): every
+            # packet read once (demux only, ~4 us a packet: 0.5 s for an hour of MPEG-TS)
+            scanned, restarts = _scan(path, {s.index: k for k, s in chosen.items()})
+            if restarts or not duration_s or not math.isfinite(duration_s) or duration_s <= 0:
+                ends = {k: e - origin for k, e in scanned.items()}
+                duration_s = max(ends.values(), default=0.0)
+                if not restarts:
+                    ends = {}   # only the container's end is known (as before: no per-stream lengths)
         if not math.isfinite(duration_s) or duration_s <= 0:
             raise InputError(f"{path}: media has zero duration")
+        tracks = tracks_of(container)
     return VideoInfo(path=str(path), duration_s=round(duration_s, 3), fps=fps, width=width, height=height,
-                     rotation_deg=rotation, has_video=bool(vstreams), has_audio=bool(astreams),
+                     rotation_deg=rotation, has_video=vs is not None, has_audio=a is not None,
                      video_codec=vcodec, audio_codec=acodec, audio_sample_rate_hz=rate, is_still_image=still,
                      origin_s=round(origin, 6),
                      video_span_s=round(ends["video"], 3) if "video" in ends else None,
                      audio_span_s=round(ends["audio"], 3) if "audio" in ends else None,
-                     video_start_s=round(starts.get("video", 0.0), 3), audio_start_s=round(starts.get("audio", 0.0), 3))
+                     video_start_s=round(starts.get("video", 0.0), 3), audio_start_s=round(starts.get("audio", 0.0), 3),
+                     tracks=tracks, restarts_s=tuple(round(r - origin, 3) for r in restarts))
 
 
-def _scan_duration(container) -> float:
-    """Last packet end time, for containers whose header carries no duration (demux only, no decode)."""
-    container.seek(0)
-    end = 0.0
-    try:
-        for packet in container.demux():
-            if packet.pts is not None and packet.time_base:
-                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
-    except av.error.FFmpegError:
-        pass  # what was read so far is all there is
-    return end
+def _scan(path: Path, kinds: dict[int, str]) -> tuple[dict[str, float], tuple[float, ...]]:
+    """(end of each of the streams ``kinds`` names, in container seconds, where the last packet ends;
+    the restarts joined on the way), read packet by packet (demux only, no decoding) from a fresh
+    opening: a raw stream (.h264) cannot seek back. Packets without timestamps (a raw stream) are
+    counted at their stream's frame rate."""
+    ends: dict[str, float] = {}
+    untimed: dict[str, float] = {}
+    with _open(path) as container:
+        restarts = Restarts(container)
+        try:
+            for packet in container.demux():
+                kind = kinds.get(packet.stream.index)
+                if kind is None:
+                    continue
+                restarts.fix(packet)
+                tb = packet.time_base
+                if packet.pts is not None and tb:
+                    end = float((packet.pts + (packet.duration or 0)) * tb)
+                elif packet.size == 0:
+                    continue   # a flush packet
+                else:
+                    rate = (packet.stream.guessed_rate or packet.stream.average_rate) if kind == "video" else None
+                    step = (float(packet.duration * tb) if packet.duration and tb
+                            else 1.0 / float(rate) if rate else 0.0)
+                    end = untimed[kind] = untimed.get(kind, 0.0) + step
+                ends[kind] = max(ends.get(kind, 0.0), end)
+        except av.error.FFmpegError:
+            pass  # what was read so far is all there is
+    return ends, tuple(restarts.at_s)
 
 
 class Coverage:
     """What one stream delivered: decoded stretches on the timeline and rejected packets.
 
-    Fed by the demuxer while it streams (``add(start_s, end_s)`` per decoded frame); ``result()``
-    gives the frozen record once the stream is exhausted."""
+    Fed by the demuxer while it streams (``packet(t)`` per demuxed packet, ``add(start_s, end_s)``
+    per decoded frame); ``result()`` gives the frozen record once the stream is exhausted. A hole
+    between decoded frames is lost, unless the container had no packet in it either: then the frame
+    before it stayed on screen (variable frame rate: a still screen, a paused camera) and the hole is
+    ``held`` (``add`` returns True), not lost."""
 
     def __init__(self, kind: str, gap_s: float, start_s: float = 0.0):
         self.kind, self.gap_s, self.start_s = kind, gap_s, start_s
@@ -229,12 +373,37 @@ class Coverage:
         self.decoded_s = 0.0
         self.cursor = start_s                # end of the decoded stream so far (timeline seconds)
         self.lost: list[tuple[float, float]] = []
+        self.held: list[tuple[float, float]] = []
+        self.origin_s: float | None = None   # set by the placer: container seconds of t = 0
+        self.last_packet_s: float | None = None   # container seconds
+        self.silences: list[tuple[float, float]] = []   # container seconds with no packet at all (recent ones)
 
-    def add(self, start_s: float, end_s: float) -> None:
+    def packet(self, t_s: float) -> None:
+        """A packet of this stream was demuxed at container time ``t_s`` (its decode time)."""
+        if self.last_packet_s is not None and t_s - self.last_packet_s > self.gap_s:
+            self.silences = [*self.silences[-7:], (self.last_packet_s, t_s)]
+        self.last_packet_s = t_s if self.last_packet_s is None else max(self.last_packet_s, t_s)
+
+    def _silent(self, a: float, b: float) -> bool:
+        """Whether the container had no packet in (a, b) (timeline seconds), up to ``gap_s``."""
+        if self.origin_s is None:
+            return False
+        covered = sum(max(0.0, min(b, y - self.origin_s) - max(a, x - self.origin_s)) for x, y in self.silences)
+        return covered >= (b - a) - self.gap_s
+
+    def add(self, start_s: float, end_s: float) -> bool:
+        """One decoded frame; True when the hole before it was a held frame."""
+        held = False
         if start_s - self.cursor > self.gap_s:
-            self.lost.append((self.cursor, start_s))
+            held = self.decoded_s > 0 and self._silent(self.cursor, start_s)
+            if held:
+                self.held.append((self.cursor, start_s))
+                self.decoded_s += start_s - self.cursor
+            else:
+                self.lost.append((self.cursor, start_s))
         self.decoded_s += max(0.0, end_s - max(start_s, self.cursor))
         self.cursor = max(self.cursor, end_s)
+        return held
 
     def result(self, end_s: float) -> StreamCoverage:
         """``end_s``: where the header says the stream ends on the timeline."""
@@ -246,7 +415,8 @@ class Coverage:
         decoded = min(self.decoded_s, expected_s) if expected_s > 0 else self.decoded_s
         return StreamCoverage(kind=self.kind, expected_s=round(expected_s, 3), decoded_s=round(decoded, 3),
                               lost_s=tuple((round(a, 3), round(b, 3)) for a, b in lost),
-                              lost_total_s=round(lost_total, 3), decode_errors=self.errors, stopped=self.stopped)
+                              lost_total_s=round(lost_total, 3), decode_errors=self.errors, stopped=self.stopped,
+                              held_s=tuple((round(a, 3), round(b, 3)) for a, b in self.held))
 
 
 def _scaled_size(w: int, h: int, max_side_px: int) -> tuple[int, int]:
@@ -340,39 +510,52 @@ def frame_seconds(frame, default_s: float) -> float:
 
 class FramePlacer:
     """Decoded video frames -> the sampled ``Frame``s on the timeline (seconds from ``origin``),
-    every decoded frame recorded in ``coverage``."""
+    every decoded frame recorded in ``coverage``. A frame without a timestamp (a raw .h264 stream)
+    follows the one before it; a frame that stayed on screen (``Coverage.add``: a held frame) is
+    sampled again at each sampling time it covered, as a player shows it."""
 
     def __init__(self, origin: float, sampler: FrameSampler, coverage: Coverage | None = None, *,
                  still: bool = False, default_dur_s: float | None = None):
         self.origin, self.sampler, self.coverage, self.still = origin, sampler, coverage, still
         self.default_dur_s = default_dur_s or sampler.period
+        self.next_t = 0.0                    # where a frame without a timestamp goes
+        self.previous = None                 # the last decoded frame, (t, frame)
+        if coverage is not None:
+            coverage.origin_s = origin
 
-    def push(self, frame) -> Frame | None:
-        t = (frame.time - self.origin) if frame.time is not None else self.sampler.next_t
-        if self.coverage is not None:
-            start = max(t, 0.0)
-            self.coverage.add(start, start + (STILL_IMAGE_DURATION_S if self.still
-                                              else frame_seconds(frame, self.default_dur_s)))
-        return Frame(t_s=max(t, 0.0), image=self.sampler.image(frame)) if self.sampler.keep(t) else None
+    def push(self, frame) -> list[Frame]:
+        """The sampled frames up to and including ``frame`` (none, it, or held ones before it)."""
+        dur = STILL_IMAGE_DURATION_S if self.still else frame_seconds(frame, self.default_dur_s)
+        t = (frame.time - self.origin) if frame.time is not None else self.next_t
+        self.next_t = max(self.next_t, t + dur)
+        out: list[Frame] = []
+        if self.coverage is not None and self.coverage.add(max(t, 0.0), max(t, 0.0) + dur) and self.previous:
+            image = self.sampler.image(self.previous)   # on screen until now: one conversion for every sample
+            while (target := self.sampler.next_t) + self.sampler.tolerance < t and self.sampler.keep(target):
+                out.append(Frame(t_s=target, image=image))
+        self.previous = frame
+        if self.sampler.keep(t):
+            out.append(Frame(t_s=max(t, 0.0), image=self.sampler.image(frame)))
+        return out
 
 
 def iter_frames(path: str | Path, *, sample_fps: float, max_side_px: int = 640,
                 coverage: Coverage | None = None) -> Iterator[Frame]:
     """Yield frames sampled at ``sample_fps`` by presentation time (seconds from the timeline's
-    origin), BGR, rotated for display. ``coverage`` (optional) records every decoded frame."""
+    origin), BGR, rotated for display. ``coverage`` (optional) records every decoded frame (held
+    frames are sampled again either way, so every caller sees the same frames)."""
     path = Path(path)
+    coverage = coverage if coverage is not None else Coverage("video", VIDEO_GAP_S)
     with _open(path) as container:
-        if not container.streams.video:
+        stream = video_stream(container)
+        if stream is None:
             return
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         placer = FramePlacer(origin_of(container), FrameSampler(sample_fps, max_side_px), coverage,
                              still=_is_still(container, stream),
                              default_dur_s=1.0 / float(stream.average_rate) if stream.average_rate else None)
         for frame in _decoded(container, stream, coverage):
-            kept = placer.push(frame)
-            if kept is not None:
-                yield kept
+            yield from placer.push(frame)
 
 
 def iter_audio(path: str | Path, *, chunk_s: float = 30.0, coverage: Coverage | None = None) -> Iterator[AudioChunk]:
@@ -381,9 +564,9 @@ def iter_audio(path: str | Path, *, chunk_s: float = 30.0, coverage: Coverage | 
     path = Path(path)
     chunk_len = int(chunk_s * SAMPLE_RATE_HZ)
     with _open(path) as container:
-        if not container.streams.audio:
+        stream = audio_stream(container)
+        if stream is None:
             return
-        stream = container.streams.audio[0]
         placer = AudioPlacer(origin_of(container), coverage, max_piece=chunk_len)
         pending: list[np.ndarray] = []
         n_pending = 0
@@ -410,3 +593,50 @@ def iter_audio(path: str | Path, *, chunk_s: float = 30.0, coverage: Coverage | 
                 emitted += chunk_len
         if n_pending:
             yield AudioChunk(emitted / SAMPLE_RATE_HZ, take(n_pending), SAMPLE_RATE_HZ)
+
+
+# ---------------------------------------------------------------- subtitles inside the file
+_ASS_FIELDS = 8   # ReadOrder, Layer, Style, Name, MarginL, MarginR, MarginV, Effect, then the text
+_ASS_TAG = re.compile(r"\{[^}]*\}|<[^>]+>")
+
+
+def _cue_text(codec: str, data: bytes) -> str:
+    """The text of one subtitle packet: mov_text is a 2-byte length then UTF-8 (then style boxes);
+    SubRip and WebVTT are the text; ASS a dialogue line whose ninth field is the text."""
+    if codec == "mov_text":
+        n = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+        data = data[2:2 + n]
+    text = data.decode("utf-8", errors="replace")
+    if codec in ("ass", "ssa"):
+        text = text.split(",", _ASS_FIELDS)[-1].replace("\\N", " ").replace("\\n", " ")
+    return " ".join(_ASS_TAG.sub("", text).split())
+
+
+def subtitle_cues(path: str | Path, max_cues: int) -> tuple[Track, list[Segment]] | None:
+    """The text subtitle track ``subtitle_stream`` chooses and its cues (start, end on the timeline,
+    text; words not yet spread), at most ``max_cues`` (more is an InputError: bounded by what the
+    video can hold); None when the file has no text subtitles."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = subtitle_stream(container)
+        if stream is None:
+            return None
+        origin = origin_of(container)
+        codec = stream.codec_context.name
+        cues: list[Segment] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or not packet.time_base or packet.size == 0:
+                    continue
+                start = float(packet.pts * packet.time_base) - origin
+                end = start + float((packet.duration or 0) * packet.time_base)
+                text = _cue_text(codec, bytes(packet))
+                if text and end > start >= 0:
+                    cues.append(Segment(round(start, 3), round(end, 3), text))
+                    if len(cues) > max_cues:
+                        raise InputError(f"{path}: its subtitle track #{stream.index} has more than {max_cues} "
+                                         f"cues, more than the video can hold")
+        except av.error.FFmpegError:
+            pass   # the cues read so far
+        track = Track(stream.index, "subtitle", codec, _language(stream), _default(stream), True)
+    return track, sorted(cues, key=lambda c: c.start_s)

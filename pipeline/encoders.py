@@ -4,7 +4,9 @@ Each model is wrapped in a ``Predictor``: ``predict(batch) -> (probs (N,7) over 
 embeddings (N,D))`` plus ``describe()`` for the run record. The encoders turn a modality's
 stream into per-second ``ModalityScores`` (or None where the modality is missing):
 
-- FaceEncoder: sampled frames -> detection -> tracking -> aligned crops -> CNN, per identity;
+- FaceEncoder: sampled frames -> detection -> tracking -> aligned crops -> CNN, per identity; with
+  ``FaceExpressions``, the face landmarker on the same crops (per-second mean blendshapes per face)
+  and the blendshape expert's probabilities combined with the CNN's;
 - AudioEncoder: 16 kHz chunks -> a window of context centred on each second -> model, VAD-gated;
 - TextEncoder: transcript words on the grid -> the words around each second -> text model.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -24,6 +26,9 @@ from emotion_pipeline.models.contract import InputContract
 from emotion_pipeline.faces import FACE_CROP_PX, FaceDetector, FaceTracker, aligned_crop
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
+
+if TYPE_CHECKING:
+    from emotion_pipeline.landmarks import FaceLandmarker
 
 log = logging.getLogger(__name__)
 
@@ -123,37 +128,137 @@ def _entry(probs: np.ndarray, emb: np.ndarray | None, **details) -> ModalityScor
     return ModalityScores(probs=probs / max(float(probs.sum()), 1e-8), embedding=emb, details=details)
 
 
+EXPRESSION_DECIMALS = 4
+
+
+class FaceExpressions:
+    """The face landmarker (``pipeline.landmarks``) on the face CNN's crops and, with ``expert``,
+    the blendshape expert (``models.blendshape_expert``), whose probabilities the face modality
+    combines with the CNN's: ``(1 - weight) * CNN + weight * expert`` per face and second, over the
+    frames the landmarker read. ``every``: the landmarker reads the 1st, (1 + every)th, ... sampled
+    frame of each face in a second (``face_expression_per_second``: at its ~9 ms of CPU per crop the
+    face stage's budget allows 2 of the 4 sampled frames a second; README "Speed")."""
+
+    def __init__(self, landmarker: "FaceLandmarker", expert: registry.LoadedModel | None = None,
+                 weight: float = 0.0, every: int = 1):
+        self.landmarker, self.expert, self.weight, self.every = landmarker, expert, float(weight), int(every)
+
+    def read(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(blendshapes (N, 52), expert probabilities (N, 7) or None without an expert, found (N,) bool)."""
+        from emotion_pipeline.landmarks import readings
+        from emotion_pipeline.models.blendshape_expert import probs_of_readings
+
+        r = readings(self.landmarker.read(crops_bgr))
+        probs = None if self.expert is None else probs_of_readings(self.expert.module, r.blendshapes, r.landmarks, r.found)
+        return r.blendshapes, probs, r.found
+
+    def describe(self) -> dict[str, Any]:
+        from emotion_pipeline.models import sources
+
+        out: dict[str, Any] = {"name": "face-landmarker" + (f" + {self.expert.name}" if self.expert else ""),
+                               "landmarker": {"name": self.landmarker.name,
+                                              "sha256": sources.sha256_file(self.landmarker.path)},
+                               "every": self.every}
+        if self.expert is not None:
+            out["version"] = self.expert.meta.get("version")
+            out["expert"] = {**self.expert.describe(), "weight": self.weight}
+        return out
+
+
+def load_expressions(setting: str, expert: str, weight: float | None, every: int, *,
+                     offline: bool) -> tuple[FaceExpressions | None, str | None]:
+    """(FaceExpressions, None), or (None, why not) for the ``face_expression`` setting ``setting``:
+    off; on (a landmarker that cannot be had is an error); auto (then it is said why, and the face
+    modality is the CNN's alone). ``expert``: a blendshape expert's registry name or file, or none;
+    ``weight``: its weight in the combination, None for the one recorded in its file. A tampered
+    file (ChecksumError) stops the run in every setting."""
+    if setting == "off":
+        return None, "face_expression: off"
+    from emotion_pipeline.landmarks import load_landmarker
+
+    try:
+        landmarker = load_landmarker(offline=offline)
+    except registry.ModelUnavailableError as e:
+        if setting == "on":
+            raise
+        why = " ".join(str(e).split())
+        log.warning("face expressions off: %s", why)
+        return None, why
+    loaded = None
+    if expert.lower() != "none":
+        loaded = registry.load(expert, kind="expression", offline=offline)
+        if weight is None:
+            weight = float((loaded.meta.get("combination") or {}).get("weight", 0.0))
+    return FaceExpressions(landmarker, loaded, weight or 0.0, every), None
+
+
 class FaceEncoder:
     def __init__(self, predictor: Predictor, detector: FaceDetector, *, batch_size: int = 64,
-                 primary_face: str = "dominant"):
+                 primary_face: str = "dominant", expressions: FaceExpressions | None = None):
         self.predictor, self.detector = predictor, detector
         self.batch_size, self.primary_face = batch_size, primary_face
+        self.expressions = expressions
 
-    def observe(self, frames: Iterable[Frame], tracker: FaceTracker | None = None) -> tuple[list[FaceObservation], FaceTracker, int]:
+    def observe(self, frames: Iterable[Frame], tracker: FaceTracker | None = None, *,
+                watchers: Iterable[Callable[[Frame, list, list[int]], None]] = ()
+                ) -> tuple[list[FaceObservation], FaceTracker, int]:
         """Detect, track and classify every face in the frames; crops go through the CNN in batches.
-        ``tracker``: carry identities over from earlier frames (the live mode feeds a second at a time)."""
+        ``tracker``: carry identities over from earlier frames (the live mode feeds a second at a time).
+        ``watchers``: called with each frame, its boxes and their face_ids (people.IdentitySampler)."""
+        watchers = tuple(watchers)
         tracker = tracker if tracker is not None else FaceTracker()
-        pending: list[tuple[float, int, Any, np.ndarray]] = []
+        pending: list[tuple[float, int, Any, np.ndarray, bool]] = []
         observations: list[FaceObservation] = []
         n_frames = 0
+        expressions = self.expressions
+        second, seen = None, {}    # sampled frames of each face so far in the current second
 
         def flush():
             if not pending:
                 return
-            probs, embs = self.predictor.predict(np.stack([p[3] for p in pending]))
-            for (t, fid, box, _), p, e in zip(pending, probs, embs):
-                observations.append(FaceObservation(t, fid, box, p, e))
+            crops = np.stack([p[3] for p in pending])
+            probs, embs = self.predictor.predict(crops)
+            read = np.asarray([p[4] for p in pending])
+            shapes: list[np.ndarray | None] = [None] * len(pending)
+            expert: list[np.ndarray | None] = [None] * len(pending)
+            if read.any():
+                bs, ep, found = expressions.read(crops[read])
+                for j, i in enumerate(np.flatnonzero(read)):
+                    if found[j]:
+                        shapes[i], expert[i] = bs[j], (None if ep is None else ep[j])
+            for (t, fid, box, _, _), p, e, b, x in zip(pending, probs, embs, shapes, expert):
+                observations.append(FaceObservation(t, fid, box, p, e, b, x))
             pending.clear()
 
         for frame in frames:
             n_frames += 1
+            if int(frame.t_s) != second:
+                second, seen = int(frame.t_s), {}
             boxes = self.detector.detect(frame.image)
-            for box, fid in zip(boxes, tracker.update(frame.t_s, boxes)):
-                pending.append((frame.t_s, fid, box, aligned_crop(frame.image, box, FACE_CROP_PX)))
+            ids = tracker.update(frame.t_s, boxes, image=frame.image)
+            for watch in watchers:
+                watch(frame, boxes, ids)
+            for box, fid in zip(boxes, ids):
+                k = seen[fid] = seen.get(fid, -1) + 1
+                pending.append((frame.t_s, fid, box, aligned_crop(frame.image, box, FACE_CROP_PX),
+                                expressions is not None and k % expressions.every == 0))
             if len(pending) >= self.batch_size:
                 flush()
         flush()
         return observations, tracker, n_frames
+
+    def _face_scores(self, mine: list[FaceObservation]) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """One face's second: (probabilities: the CNN's mean, combined with the expert's where it
+        read the face; mean blendshapes or None; frames the landmarker read)."""
+        p = np.mean([o.probs for o in mine], axis=0)
+        read = [o for o in mine if o.blendshapes is not None]
+        if not read:
+            return p, None, 0
+        experts = [o.expert_probs for o in read if o.expert_probs is not None]
+        if experts and self.expressions is not None and self.expressions.weight > 0:
+            w = self.expressions.weight
+            p = (1 - w) * p + w * np.mean(experts, axis=0)
+        return p, np.mean([o.blendshapes for o in read], axis=0), len(read)
 
     def _primary(self, tracker: FaceTracker, observations: list[FaceObservation]) -> int | None:
         if self.primary_face == "dominant":
@@ -162,7 +267,10 @@ class FaceEncoder:
             return max(observations, key=lambda o: o.box.area).face_id if observations else None
         return int(self.primary_face)
 
-    def per_second(self, observations: list[FaceObservation], tracker: FaceTracker, n_seconds: int) -> list[ModalityScores | None]:
+    def per_second(self, observations: list[FaceObservation], tracker: FaceTracker, n_seconds: int,
+                   chosen: dict[int, int] | None = None) -> list[ModalityScores | None]:
+        """Per second: the primary face's scores, every face in ``faces``; ``chosen``: second ->
+        the face_id to use instead of the primary (the speaker's, pipeline/cast.py)."""
         primary = self._primary(tracker, observations)
         by_second: dict[int, list[FaceObservation]] = defaultdict(list)
         for obs in observations:
@@ -174,19 +282,30 @@ class FaceEncoder:
                 out.append(None)
                 continue
             ids = sorted({o.face_id for o in obs})
-            per_id = {}
+            per_id, shapes = {}, {}
             for fid in ids:
                 mine = [o for o in obs if o.face_id == fid]
-                p = np.mean([o.probs for o in mine], axis=0)
+                p, mean_shapes, n_read = self._face_scores(mine)
                 per_id[fid] = (p, np.mean([o.embedding for o in mine], axis=0), mine)
+                shapes[fid] = (mean_shapes, n_read)
             # the configured face when it is on screen, else the largest one this second
-            chosen = primary if primary in per_id else max(ids, key=lambda f: np.mean([o.box.area for o in per_id[f][2]]))
-            p, emb, _ = per_id[chosen]
+            pick = (chosen or {}).get(second)
+            pick = pick if pick in per_id else primary if primary in per_id else max(
+                ids, key=lambda f: np.mean([o.box.area for o in per_id[f][2]]))
+            p, emb, _ = per_id[pick]
             n_faces = max(sum(1 for o in obs if o.t_s == t) for t in {o.t_s for o in obs})
             faces = [{"face_id": fid, "label": LABELS[int(np.argmax(v[0]))],
                       "scores": {l: round(float(x), 4) for l, x in zip(LABELS, v[0])},
                       "frames": len(v[2])} for fid, v in per_id.items()]
-            out.append(_entry(p, emb, n_faces=int(n_faces), face_id=int(chosen), faces=faces))
+            if self.expressions is not None:
+                from emotion_pipeline.landmarks import BLENDSHAPES
+
+                for f in faces:
+                    mean, n_read = shapes[f["face_id"]]
+                    f["expression"] = None if mean is None else {
+                        name: round(float(v), EXPRESSION_DECIMALS) for name, v in zip(BLENDSHAPES, mean)}
+                    f["expression_frames"] = n_read
+            out.append(_entry(p, emb, n_faces=int(n_faces), face_id=int(pick), faces=faces))
         return out
 
 

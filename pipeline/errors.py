@@ -16,6 +16,11 @@ class ConfigError(PipelineError):
     """A configuration file or override is invalid."""
 
 
+class OutputError(PipelineError, OSError):
+    """An output file cannot be written (a full disk, a quota, a file-size limit, a read-only folder):
+    the message names the file. Also an OSError, which is what the writers raised before."""
+
+
 class DataError(InputError, ValueError):
     """A labelled data file (a corpus, a manifest) cannot be read as its format says. Also a
     ValueError, which is what the readers raised before they had a class of their own."""

@@ -75,13 +75,40 @@ def _prediction_columns(prefix: str, pred: dict[str, Any] | None) -> dict[str, A
     return out
 
 
+def _expression_columns(face: dict[str, Any] | None) -> dict[str, Any]:
+    """``expression_frames`` and one ``expression_<blendshape>`` column per MediaPipe blendshape
+    (empty where the landmarker did not run or read nothing)."""
+    from emotion_pipeline.landmarks import BLENDSHAPES
+
+    shapes = (face or {}).get("expression") or {}
+    out: dict[str, Any] = {"expression_frames": (face or {}).get("expression_frames")}
+    out.update({f"expression_{name}": shapes.get(name) for name in BLENDSHAPES})
+    return out
+
+
+def _per_person(faces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One face per person of a second (the one seen in most frames when a person has two tracks in
+    it); every face where the document has no people (live lines, older documents)."""
+    if not all("person_id" in f for f in faces):
+        return faces
+    best: dict[int, dict[str, Any]] = {}
+    for f in faces:
+        if f["person_id"] not in best or f["frames"] > best[f["person_id"]]["frames"]:
+            best[f["person_id"]] = f
+    return list(best.values())
+
+
 def table_rows(doc: dict[str, Any], *, faces: bool = False) -> list[dict[str, Any]]:
     """One dict per second (``faces=False``: face columns describe the face used for fusion), or
-    one per second and face (``faces=True``: every identity seen that second, ``face_primary``
-    marking the one used for fusion; a second without a face keeps one row with empty face
-    columns). Scores are probabilities 0..1; ``weight_<modality>`` the share each modality had
-    in the fused verdict; empty (None) where a modality is missing."""
+    one per second and person (``faces=True``: every person seen that second, ``face_primary``
+    marking the one used for fusion, ``person_fused_*`` that person's own verdict (their face, with
+    the voice and words when ``person_speaking``); a second without a face keeps one row with empty
+    face columns; a document without people: one per second and face). Scores are probabilities
+    0..1; ``weight_<modality>`` the share each modality had in the fused verdict;
+    ``expression_<blendshape>`` the face's mean blendshapes that second (0..1) over
+    ``expression_frames``; empty (None) where a modality is missing."""
     rows = []
+    own = {(p["person_id"], int(t["start_s"])): t for p in doc.get("people") or [] for t in p["timeline"]}
     for entry in doc["timeline"]:
         fused, face, audio, text = (entry.get(k) for k in ("fused", "face", "audio", "text"))
         weights = (fused or {}).get("weights") or {}
@@ -95,19 +122,30 @@ def table_rows(doc: dict[str, Any], *, faces: bool = False) -> list[dict[str, An
                      "face_frames": next((f["frames"] for f in face["faces"] if f["face_id"] == face["face_id"]), None)
                      if face else None})
         base.update(_prediction_columns("face", face))
+        base.update(_expression_columns(next((f for f in face["faces"] if f["face_id"] == face["face_id"]), None)
+                                        if face else None))
         base.update(_prediction_columns("audio", audio))
         base["speech_fraction"] = audio["speech_fraction"] if audio else None
         base.update(_prediction_columns("text", text))
         base["words"] = text["words"] if text else None
         base["lost"] = "+".join(entry.get("lost") or []) or None
+        base["speaker"] = entry.get("speaker")
+        base["person_id"] = face.get("person_id") if face else None
+        base["person_speaking"] = None
+        base.update(_prediction_columns("person_fused", None))
         if not faces or not face:
             rows.append(base)
             continue
-        for f in sorted(face["faces"], key=lambda f: (f["face_id"] != face["face_id"], f["face_id"])):
+        for f in sorted(_per_person(face["faces"]), key=lambda f: (f["face_id"] != face["face_id"], f["face_id"])):
             row = dict(base)
             row.update({"face_id": f["face_id"], "face_primary": f["face_id"] == face["face_id"],
-                        "face_frames": f["frames"]})
+                        "face_frames": f["frames"], "person_id": f.get("person_id")})
             row.update(_prediction_columns("face", f))
+            row.update(_expression_columns(f))
+            mine = own.get((f.get("person_id"), int(entry["start_s"])))
+            if mine is not None:
+                row["person_speaking"] = mine["speaking"]
+                row.update(_prediction_columns("person_fused", mine["fused"]))
             rows.append(row)
     return rows
 
@@ -367,10 +405,11 @@ def write_html(doc: dict[str, Any], path: str | Path, video: str | Path | None =
 
 # ------------------------------------------------------------------ all of them
 def write_formats(doc: dict[str, Any], video: str | Path | None, out_json: str | Path, formats: Iterable[str], *,
-                  detector=None) -> dict[str, Path]:
+                  detector=None, blur_faces: bool = False) -> dict[str, Path]:
     """Write ``<stem>.<ext>`` beside ``out_json`` for every format but json (the caller writes
     that); returns {format: path}. The HTML plays the annotated MP4 when one is made, else the
-    source video. ``detector``: the run's face detector, reused for the MP4's boxes. An output that
+    source video. ``detector``: the run's face detector, reused for the MP4's boxes; ``blur_faces``:
+    the MP4 shows every face blurred (pipeline/annotate.py). An output that
     would replace ``video`` is refused (InputError); a failure removes the files this call made.
     The caller vouches for ``video``: it is embedded in the HTML (Result.load checks a recorded one)."""
     from emotion_pipeline import plots
@@ -390,7 +429,7 @@ def write_formats(doc: dict[str, Any], video: str | Path | None, out_json: str |
             if not doc["video"].get("has_video", True) or doc["video"].get("width") is None:
                 log.warning("%s: no video stream; no annotated mp4 made", video)
             else:
-                written["mp4"] = annotate.write_mp4(doc, video, paths["mp4"], detector=detector)
+                written["mp4"] = annotate.write_mp4(doc, video, paths["mp4"], detector=detector, blur_faces=blur_faces)
         if "html" in paths:
             written["html"] = write_html(doc, paths["html"], written.get("mp4") or video)
     except BaseException:   # all or none: a full disk half-way leaves none of this call's files
@@ -408,14 +447,19 @@ def missing_formats(out_json: str | Path, formats: Iterable[str]) -> tuple[str, 
                  if f != "json" and (not p.exists() or t is None or p.stat().st_mtime_ns < t))
 
 
-def complete_existing(video: str | Path, out_json: str | Path, formats: Iterable[str]) -> dict[str, Path]:
+def complete_existing(video: str | Path, out_json: str | Path, formats: Iterable[str], *,
+                      blur_faces: bool = False) -> dict[str, Path]:
     """Make the requested formats that are missing beside an up-to-date JSON, from that JSON
-    (no analysis, no model but the face detector for the MP4)."""
+    (no analysis, no model but the face detector for the MP4). With ``blur_faces`` the MP4 is made
+    again even when there is one (it may show the faces)."""
+    formats = tuple(formats)
     todo = missing_formats(out_json, formats)
+    if blur_faces and "mp4" in formats and "mp4" not in todo:
+        todo = (*todo, "mp4")
     if not todo:
         return {}
     try:
         doc = json.loads(Path(out_json).read_text())
     except (OSError, ValueError) as e:
         raise PipelineError(f"{out_json}: cannot read the timeline ({e})") from e
-    return write_formats(doc, video, out_json, todo)
+    return write_formats(doc, video, out_json, todo, blur_faces=blur_faces)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from emotion_pipeline.errors import InputError
+from emotion_pipeline.errors import InputError, OutputError, PipelineError
 
 try:
     import fcntl
@@ -39,16 +39,21 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
     """Call ``writer(tmp_path)`` then rename over ``path``: readers never see a partial file,
     and an error leaves no file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the temporary name stays short: ".<up to 40 chars of the name>.<random>.part" fits any file system
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the temporary name stays short: ".<up to 40 chars of the name>.<random>.part" fits any file system
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write it ({e.strerror or e})") from e
     os.close(fd)
     try:
         writer(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, PipelineError):   # a full disk, a quota, a size limit
+            raise OutputError(f"{path}: cannot write it ({e.strerror or e})") from e
         raise
     return path
 

@@ -69,7 +69,8 @@ def analysis_config(path: str | Path | None, overrides: Iterable[str] = (), *, l
     return cfg
 
 
-MODEL_SETTINGS = ("face_model", "audio_model", "text_model", "fusion_head", "whisper_model", "face_detector")
+MODEL_SETTINGS = ("face_model", "audio_model", "text_model", "fusion_head", "whisper_model", "face_detector",
+                  "face_expert")
 MODEL_FILE_SUFFIXES = (".safetensors", ".onnx", ".pt", ".bin")
 
 
@@ -78,7 +79,7 @@ def check_model_files(cfg: AnalyzeConfig) -> None:
     is not there (``fusion_head=/missing.safetensors``): a model asked for by path never falls
     back to another in silence. Registry names and hub ids (``org/repo``) are left to the loader."""
     for key in MODEL_SETTINGS:
-        if key == "fusion_head" and cfg.fusion == "average":
+        if (key == "fusion_head" and cfg.fusion == "average") or (key == "face_expert" and cfg.face_expression == "off"):
             continue
         value = str(getattr(cfg, key))
         looks_like_path = (os.path.isabs(value) or value.startswith(("./", "../", "~"))
@@ -230,6 +231,7 @@ class Request:
     force: bool = False                      # re-analyse up-to-date videos, replace other videos' outputs
     strict: bool = False                     # a partial result is a failure
     shard: tuple[int, int] | None = None     # (i, n): only shard i of n
+    blur_faces: bool = False                 # the annotated MP4 blurs every face (an existing one is made again)
 
 
 @dataclass
@@ -265,7 +267,8 @@ def prepare(videos: list[tuple[Path, Path]], cfg: AnalyzeConfig, request: Reques
         check_transcript(request.transcript, videos[0][0])   # a bad transcript fails now, not after the analysis
         cfg = dataclasses.replace(cfg, whisper_model="none")   # the words are given: no ASR model to load
     settings = preflight.settings_key(cfg, request.transcript)
-    options = batch.Options(transcript=request.transcript, strict=request.strict, formats=formats)
+    options = batch.Options(transcript=request.transcript, strict=request.strict, formats=formats,
+                            blur_faces=request.blur_faces)
     jobs = batch.shard_of(preflight.plan(videos, request.out_dir), request.shard)
     inputs = {_real(v) for v, _ in videos} | ({_real(request.transcript)} if request.transcript else set())
     prepared = Prepared(cfg, settings, options, jobs)
@@ -285,7 +288,8 @@ def prepare(videos: list[tuple[Path, Path]], cfg: AnalyzeConfig, request: Reques
             log.info("%s: up to date (same file, settings and models), skipped", job.out)
             prepared.early[k] = batch.skipped(job, existing)
             try:   # formats asked for now but not made then: from the JSON, without analysing again
-                for fmt, path in exports.complete_existing(job.video, job.out, formats).items():
+                for fmt, path in exports.complete_existing(job.video, job.out, formats,
+                                                           blur_faces=request.blur_faces).items():
                     log.info("%s: made %s from the up-to-date timeline", job.out, path)
             except Exception as e:   # one video's problem, never the batch's
                 log.debug("%s: making the missing formats failed", job.out, exc_info=True)

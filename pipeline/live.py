@@ -6,7 +6,8 @@
           fusion, causal smoothing) --> one JSON line: the timeline entry + emitted_at + latency_s
       --> Whisper in rolling blocks of voice-detected speech --> "amend" lines that add a past
           second's words and its new fused verdict (the text modality's own, stated delay)
-    end (Ctrl-C, end of stream, --max-seconds): the full timeline JSON, as ``analyze`` writes it
+    end (Ctrl-C, SIGTERM, end of stream, --max-seconds, 15 s without data): the full timeline JSON,
+    as ``analyze`` writes it
 
 What is live here and nowhere else: reading a source at its pace, shedding work, amendments and the
 window. Delay: a second's line waits for the voice model's context after it (half its window minus
@@ -39,7 +40,7 @@ import numpy as np
 
 from emotion_pipeline import demux, seconds, writers
 from emotion_pipeline.audio_windows import VoiceWindow
-from emotion_pipeline.errors import InputError
+from emotion_pipeline.errors import InputError, Terminated
 from emotion_pipeline.models import SAMPLE_RATE_HZ
 from emotion_pipeline.records import Frame, SecondEntry, Segment, Transcript, VideoInfo
 from emotion_pipeline.viewer import RecentSeconds, Viewer
@@ -54,6 +55,10 @@ LIVE_WINDOW_S = 120         # seconds held open for words to amend (ASR lags 6-2
 ASR_BACKLOG_S = 120         # seconds of audio waiting for Whisper at most; beyond, audio skips the words
 ASR_PIECE_S = 0.25          # audio goes to the Whisper thread in pieces of this length
 READER_QUEUE = 4096         # decoded items (frames, audio pieces: ~15 s) between the reader and the loop
+# A source that delivers nothing for this long has ended (a FIFO or pipe whose writer stalled, a
+# camera unplugged): the same 15 s as HTTP sources' rw_timeout. A blocking read cannot be interrupted,
+# so the loop stops waiting for the reader thread (and the open) instead.
+STALL_S = 15.0
 _END = object()
 
 
@@ -96,8 +101,7 @@ class _Reader(threading.Thread):
         super().__init__(daemon=True, name="live-reader")
         self.container, self.q, self.realtime, self.stop, self.max_seconds = container, q, realtime, stop, max_seconds
         self.clock = clock
-        self.vs = container.streams.video[0] if container.streams.video else None
-        self.as_ = container.streams.audio[0] if container.streams.audio else None
+        self.vs, self.as_ = demux.video_stream(container), demux.audio_stream(container)
         if self.vs is not None:
             self.vs.thread_type = "AUTO"
         self.sampler = demux.FrameSampler(sample_fps, max_side_px)
@@ -105,6 +109,8 @@ class _Reader(threading.Thread):
         self.audio_cov = demux.Coverage("audio", demux.AUDIO_GAP_S)
         self.audio_samples = 0
         self.error: str | None = None
+        self.limit_reached = False      # stopped at --max-seconds
+        self.progress = time.monotonic()   # when the reader last got something from the source (or handed it on)
 
     def _pace(self, t: float, wall0: float) -> None:
         if self.realtime:
@@ -135,15 +141,16 @@ class _Reader(threading.Thread):
                     audio = demux.AudioPlacer(origin, self.audio_cov)
                 t = frame.time - frames.origin
                 if self.max_seconds is not None and t >= self.max_seconds:
+                    self.limit_reached = True
                     self.stop.set()
                     break
                 self._pace(t, wall0)
                 if stream is self.vs:
-                    kept = frames.push(frame)
-                    if kept is not None:
+                    for kept in frames.push(frame):
                         self.q.put(("video", kept, self.clock()))
                 else:
                     self._audio(audio.push(frame))
+                self.progress = time.monotonic()
             if audio is not None:
                 self._audio(audio.flush())
             stopped = self.video_cov.stopped or self.audio_cov.stopped
@@ -424,7 +431,7 @@ class LiveSession:
             language_probability=guess.probability if guess else None)
         status = seconds.statuses(self.timeline, has_video=self.has_video, has_audio=self.has_audio,
                                   frames_sampled=self.frames_seen, coverage=coverage, text=text)
-        if reason != "end of stream":
+        if reason != "end of stream" and not reason.startswith("reached --max-seconds"):
             warnings = (*warnings, f"stopped: {reason}")
         return seconds.document(
             self.an.record(live=dataclasses.asdict(self.opt), smoothing="causal"), info=info, entries=entries,
@@ -434,11 +441,34 @@ class LiveSession:
                   "seconds": n})
 
 
+def _open_waiting(source: str) -> av.container.InputContainer:
+    """``open_source`` given at most STALL_S to read the start of the stream (opening a FIFO reads
+    until the format is known, and its writer may never send that much)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["container"] = open_source(source)
+        except BaseException as e:   # handed to the caller
+            box["error"] = e
+
+    opener = threading.Thread(target=target, daemon=True, name="live-open")
+    opener.start()
+    opener.join(STALL_S)
+    if opener.is_alive():
+        raise InputError(f"{source}: no data from the source for {STALL_S:g} s while opening it "
+                         f"(is anything writing to it?)")
+    if "error" in box:
+        raise box["error"]
+    return box["container"]
+
+
 def run(analyzer, source: str, options: LiveOptions, out_lines: TextIO, timeline_path: Path | None, *,
         clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-    """Analyse ``source`` until it ends (or Ctrl-C / --max-seconds); lines go to ``out_lines``."""
-    container = open_source(source)
-    if not container.streams.video and not container.streams.audio:
+    """Analyse ``source`` until it ends (or Ctrl-C, SIGTERM, --max-seconds, STALL_S without data);
+    lines go to ``out_lines``."""
+    container = _open_waiting(source)
+    if demux.video_stream(container) is None and demux.audio_stream(container) is None:
         raise InputError(f"{source}: no video or audio stream")
     lock = threading.Lock()
 
@@ -468,13 +498,16 @@ def run(analyzer, source: str, options: LiveOptions, out_lines: TextIO, timeline
             log.warning("no window (%s): running headless", " ".join(str(e).split()) or type(e).__name__)
     reason = "end of stream"
     reader.start()
+    stalled = False
     try:
         ended = False
         while not ended:
             try:
                 item = q.get(timeout=0.5)
             except queue.Empty:
-                continue
+                if time.monotonic() - reader.progress <= STALL_S:
+                    continue
+                item, stalled = (_END,), True   # nothing from the source for STALL_S: it has ended
             items = [item]
             while True:   # everything already waiting, so a slow second never leaves a backlog behind
                 try:
@@ -493,10 +526,14 @@ def run(analyzer, source: str, options: LiveOptions, out_lines: TextIO, timeline
                 live.process(live.next_second, last=ended and live.next_second == live.last_second() - 1)
                 live.next_second += 1
             live.amend_text()
-        if reader.error:
+        if stalled:
+            reason = f"no data from the source for {STALL_S:g} s"
+        elif reader.error:
             reason = reader.error
-    except KeyboardInterrupt:
-        reason = "interrupted"
+        elif reader.limit_reached:
+            reason = f"reached --max-seconds {options.max_seconds:g}"
+    except KeyboardInterrupt as e:
+        reason = "terminated" if isinstance(e, Terminated) else "interrupted"
         stop.set()
     finally:
         stop.set()

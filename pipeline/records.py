@@ -28,6 +28,8 @@ class VideoInfo:
     audio_span_s: float | None = None   # from the origin); None when only the container's end is known
     video_start_s: float = 0.0   # where the video starts on the timeline (a camera that starts late)
     audio_start_s: float = 0.0   # where the audio starts on the timeline
+    tracks: tuple["Track", ...] = ()   # every stream of the file, with the ones analysed marked
+    restarts_s: tuple[float, ...] = ()   # timeline seconds where the timestamps started again (joined files)
 
     @property
     def n_seconds(self) -> int:
@@ -35,6 +37,21 @@ class VideoInfo:
         shorter than TAIL_TOLERANCE_S (stream-length rounding) joins the previous second."""
         import math
         return max(1, math.ceil(self.duration_s - TAIL_TOLERANCE_S))
+
+
+@dataclass(frozen=True)
+class Track:
+    """One stream of a media file, as its container describes it."""
+    index: int                   # the container's stream index
+    kind: str                    # "video", "audio", "subtitle", "cover" (an attached picture), "data"
+    codec: str | None
+    language: str | None         # the container's language tag as written (``eng``, ``deu``); None: absent, ``und``
+    default: bool                # the container marks it as the one to play
+    used: bool = False           # analysed (the video, audio or subtitle stream the pipeline chose)
+
+    def json(self) -> dict[str, Any]:
+        return {"index": self.index, "kind": self.kind, "codec": self.codec, "language": self.language,
+                "default": self.default, "used": self.used}
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,7 @@ class StreamCoverage:
     lost_total_s: float          # their total length
     decode_errors: int           # packets the decoder rejected (skipped, decoding went on)
     stopped: str | None = None   # why the demuxer gave up early, when it did
+    held_s: tuple[tuple[float, float], ...] = ()   # (start_s, end_s) where one frame stayed on screen (VFR): not lost
 
     @property
     def fraction(self) -> float:
@@ -55,7 +73,7 @@ class StreamCoverage:
     def json(self) -> dict[str, Any]:
         return {"expected_s": self.expected_s, "decoded_s": self.decoded_s, "coverage": round(self.fraction, 4),
                 "lost_total_s": self.lost_total_s, "lost_s": [list(r) for r in self.lost_s],
-                "decode_errors": self.decode_errors, "stopped": self.stopped}
+                "decode_errors": self.decode_errors, "stopped": self.stopped, "held_s": [list(r) for r in self.held_s]}
 
 
 @dataclass(frozen=True)
@@ -117,8 +135,10 @@ class FaceObservation:
     t_s: float
     face_id: int
     box: FaceBox
-    probs: np.ndarray            # (7,) over LABELS
+    probs: np.ndarray            # (7,) over LABELS: the face CNN's
     embedding: np.ndarray        # (D,)
+    blendshapes: np.ndarray | None = None    # (52,) the face landmarker's reading of the crop (None: not read / no face)
+    expert_probs: np.ndarray | None = None   # (7,) the blendshape expert's, where it read the crop
 
 
 @dataclass(frozen=True)
@@ -138,3 +158,34 @@ class SecondEntry:
     text: ModalityScores | None
     fused: ModalityScores | None
     fused_raw: ModalityScores | None = None   # before temporal smoothing
+    speaker: "Speaker | None" = None          # who speaks this second; None: not asked (the live mode)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """Which visible person speaks in one second (pipeline/speaker.py), and on what grounds."""
+    person_id: int | None        # None: nobody visible speaks (silence, an off-screen voice, no face)
+    basis: str                   # "silence", "no face", "lips" (mouth against voice), "one face"
+                                 # (the only face on screen while someone speaks), "unread" (no mouth reading)
+
+
+@dataclass(frozen=True)
+class PersonSecond:
+    """One second of one person on screen: their face, and fused with the voice and words when they speak."""
+    second: int
+    speaking: bool
+    face: ModalityScores
+    fused: ModalityScores | None              # smoothed over the person's own seconds
+    fused_raw: ModalityScores | None = None
+
+
+@dataclass(frozen=True)
+class Person:
+    """One person of a video: the face tracks re-identified as them (pipeline/people.py)."""
+    person_id: int
+    face_ids: tuple[int, ...]
+    first_s: float               # first and last sampled frame they were seen in
+    last_s: float
+    seconds_on_screen: int       # seconds of the grid with one of their faces in a sampled frame
+    seconds_speaking: int = 0    # of those, seconds in which they were the speaker
+    timeline: tuple[PersonSecond, ...] = ()

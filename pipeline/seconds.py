@@ -178,6 +178,7 @@ class Timeline:
         self.n = 0                 # seconds added so far (the last one's index + 1)
         self.final_upto = 0        # seconds below this are final and (with keep_s) forgotten
         self.seen = {"face": False, "audio": False, "text": False}
+        self.face_apart: set[int] = set()   # seconds whose face is shown but not fused (a voice from off screen)
 
     def add(self, s: int, *, face=_KEEP, audio=_KEEP, text=_KEEP) -> None:
         if s < self.final_upto:
@@ -202,13 +203,19 @@ class Timeline:
         self.add(s, text=text)
         return True
 
+    def keep_face_apart(self, s: int) -> None:
+        """Second ``s`` keeps its face row (shown) out of the fusion: its voice is not that face's."""
+        self.face_apart.add(s)
+        self.dirty.add(s)
+
     def row(self, s: int) -> tuple[ModalityScores | None, ...]:
         return tuple(self.rows.get(s, (None, None, None)))
 
     def fused_raw(self, s: int) -> ModalityScores | None:
         if self.dirty:
             order = sorted(self.dirty)
-            for k, fused in zip(order, self.fuser.fuse([self.rows[k] for k in order])):
+            rows = [[None, *self.rows[k][1:]] if k in self.face_apart else self.rows[k] for k in order]
+            for k, fused in zip(order, self.fuser.fuse(rows)):
                 self.raw[k] = fused
             self.dirty.clear()
         return self.raw.get(s)

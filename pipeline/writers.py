@@ -11,13 +11,13 @@ import numpy as np
 
 from emotion_pipeline.fileio import atomic_write_text
 from emotion_pipeline.labels import LABELS
-from emotion_pipeline.records import ModalityScores, SecondEntry, Transcript, VideoInfo
+from emotion_pipeline.records import ModalityScores, Person, SecondEntry, Transcript, VideoInfo
 
 SCHEMA_VERSION = "1.1"   # 1.1: input, settings_key, skip_key, coverage, warnings, complete, per-second lost
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "timeline.schema.json"
 SCORE_DECIMALS = 4
 # top-level parts besides the ones every document has: the file's identity, run timings, a live run's record
-SECTIONS = ("input", "settings_key", "skip_key", "timings_s", "live")
+SECTIONS = ("input", "settings_key", "skip_key", "timings_s", "live", "people")
 
 
 def _scores(probs: np.ndarray) -> dict[str, float]:
@@ -32,7 +32,8 @@ def _prediction(entry: ModalityScores | None, keys: tuple[str, ...] = ()) -> dic
     return out
 
 
-def _fused(entry: SecondEntry) -> dict[str, Any] | None:
+def _fused(entry: SecondEntry | Any) -> dict[str, Any] | None:
+    """A second's (or a person's second's) fused verdict: smoothed, with the raw one."""
     if entry.fused is None:
         return None
     out = _prediction(entry.fused, ("method", "modalities", "weights"))
@@ -40,14 +41,23 @@ def _fused(entry: SecondEntry) -> dict[str, Any] | None:
     return out
 
 
+def person_json(p: Person) -> dict[str, Any]:
+    """One person of the top-level ``people`` list, with their own per-second timeline."""
+    return {"person_id": p.person_id, "face_ids": list(p.face_ids), "first_s": p.first_s, "last_s": p.last_s,
+            "seconds_on_screen": p.seconds_on_screen, "seconds_speaking": p.seconds_speaking,
+            "timeline": [{"start_s": float(t.second), "end_s": float(t.second + 1), "speaking": t.speaking,
+                          "face": _prediction(t.face), "fused": _fused(t)} for t in p.timeline]}
+
+
 def timeline_entry(e: SecondEntry) -> dict[str, Any]:
     """One second of the timeline, as the JSON has it (also the body of a live line)."""
     return {
         "start_s": e.start_s, "end_s": e.end_s,
-        "face": _prediction(e.face, ("n_faces", "face_id", "faces")),
+        "face": _prediction(e.face, ("n_faces", "face_id", "person_id", "faces")),
         "audio": _prediction(e.audio, ("speech_fraction",)),
         "text": _prediction(e.text, ("words", "context")),
         "fused": _fused(e),
+        **({} if e.speaker is None else {"speaker": e.speaker.person_id, "speaker_basis": e.speaker.basis}),
     }
 
 
@@ -60,6 +70,8 @@ def timeline_document(*, info: VideoInfo, entries: list[SecondEntry], transcript
     if unknown:
         raise TypeError(f"timeline_document: {unknown} are not top-level parts of the schema ({', '.join(SECTIONS)})")
     coverage = coverage or {}
+    if sections.get("people") is not None:
+        sections["people"] = [person_json(p) for p in sections["people"]]
     timeline = [timeline_entry(e) for e in entries]
     for row in timeline:   # streams that lost more than half of this second
         lost = [k for k, c in coverage.items()
@@ -74,7 +86,8 @@ def timeline_document(*, info: VideoInfo, entries: list[SecondEntry], transcript
         "video": {"path": info.path, "duration_s": info.duration_s, "fps": info.fps, "width": info.width,
                   "height": info.height, "has_audio": info.has_audio, "has_video": info.has_video,
                   "rotation_deg": info.rotation_deg, "video_codec": info.video_codec, "audio_codec": info.audio_codec,
-                  "origin_s": info.origin_s},
+                  "origin_s": info.origin_s, "tracks": [t.json() for t in info.tracks],
+                  "timestamp_restarts_s": list(info.restarts_s)},
         "labels": list(LABELS),
         "models": models,
         "software": software,

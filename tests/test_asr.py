@@ -45,7 +45,7 @@ def asr():
 
 # ------------------------------------------------------------------ the packaged models
 
-PACKAGED = sorted(n for n, s in registry.SPECS.items() if s.origin == "pypi")
+PACKAGED = sorted(n for n, s in registry.SPECS.items() if s.origin == "pypi" and s.kind == "asr")
 
 
 def test_the_packaged_models_are_tiny_en_and_base():

@@ -228,3 +228,26 @@ def test_swa_average_and_batchnorm_recalibration(tmp_path):
     RunDir(tmp_path / "b").save("last", {"model": FaceCNN(FaceCNNConfig(widths=(8, 24), embed_dim=12)).state_dict()})
     with pytest.raises(TrainingError, match="another architecture"):  # same keys, other shapes
         average(cfg, FaceCNN(small), which="last")
+
+
+def test_weighted_average_of_a_run_and_a_weights_file(tmp_path):
+    """WiSE-FT: ``average_weights`` interpolates a fine-tuned run's best.pt with the weights file it
+    started from (a face_cnn .safetensors read through the trainer's load_source)."""
+    from emotion_pipeline.config import SettingError
+    from emotion_pipeline.train.face import FaceConfig, initial_weights
+    from emotion_pipeline.train.loop import RunDir, average
+    torch.manual_seed(1)
+    start, tuned = FaceCNN(SMALL), FaceCNN(SMALL)
+    weights_io.save(tmp_path / "start.safetensors", start, arch="face_cnn", config=SMALL)
+    (tmp_path / "run").mkdir()
+    RunDir(tmp_path / "run").save("best", {"model": tuned.state_dict(), "epoch": 2, "best_metric": 0.7})
+    cfg = FaceConfig(model=SMALL, mode="average", augment=None, out_dir=str(tmp_path / "mix"),
+                     average_of=(str(tmp_path / "run" / "best.pt"), str(tmp_path / "start.safetensors")),
+                     average_weights=(3.0, 1.0))
+    model = average(cfg, FaceCNN(SMALL), which="last", load_source=initial_weights)
+    for key, value in tuned.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(model.state_dict()[key], 0.75 * value + 0.25 * start.state_dict()[key],
+                                       rtol=1e-3, atol=1e-3)   # the file may be float16
+    with pytest.raises(SettingError, match="average_weights"):
+        FaceConfig(mode="average", average_of=("a", "b"), average_weights=(1.0,))

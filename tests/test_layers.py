@@ -53,9 +53,10 @@ def test_every_package_folder_is_installed():
 FLOORS = [
     ("base", ["labels", "languages", "errors", "fileio", "records", "data"]),
     ("models", ["models"]),
-    ("inputs", ["config", "corpora", "vad", "faces", "landmarks", "demux", "audio_windows", "plots", "writers", "metrics"]),
+    ("inputs", ["config", "corpora", "vad", "faces", "landmarks", "people", "speaker", "demux", "audio_windows", "plots",
+                "writers", "metrics"]),
     ("encoders", ["transcribe", "encoders", "fuse", "preflight"]),
-    ("analysis", ["seconds", "analyze"]),
+    ("analysis", ["seconds", "cast", "analyze"]),
     ("outputs", ["annotate", "exports", "viewer"]),
     ("jobs", ["batch", "jobs", "evaluate", "predict", "train"]),
     ("front", ["live", "api"]),

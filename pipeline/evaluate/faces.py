@@ -13,6 +13,12 @@ keeps the listed head angles (e.g. ``frontal,half_left,half_right``).
 
 Reports ``metrics.report`` (accuracy, UAR, per-class recall, confusion matrix, ``read_as_neutral``:
 how many faces of each class were read as neutral), per angle, and the model and detector used.
+
+``--expert blendshape-expert`` adds ``expert`` (``expert_reports``): the face landmarker on the same
+crops, the blendshape expert alone on the photos it read, the face model on those same photos, and
+the face modality's combination of the two (``models.blendshape_expert.combine``, the weight
+recorded in the expert's file unless ``--expert-weight`` gives one) on every photo.
+``python -m bench.face_expert`` prints the whole comparison on the held-out people of each set.
 """
 from __future__ import annotations
 
@@ -28,9 +34,30 @@ from emotion_pipeline.labels import LABELS
 log = logging.getLogger(__name__)
 
 
+REPORTED = ("n", "accuracy", "uar", "macro_f1", "per_class_recall", "read_as_neutral", "confusion_matrix")
+
+
+def expert_reports(labels: np.ndarray, cnn: np.ndarray, expert: np.ndarray, found: np.ndarray,
+                   weight: float) -> dict:
+    """``metrics.report`` of the face CNN alone (every photo), the blendshape expert alone and the
+    CNN on the photos the landmarker read (``found``), and their combination at ``weight`` (every
+    photo: the CNN alone where nothing was read)."""
+    from emotion_pipeline.metrics import report
+    from emotion_pipeline.models.blendshape_expert import combine
+
+    def rep(rows: np.ndarray, probs: np.ndarray) -> dict:
+        r = report(labels[rows], probs[rows].argmax(1), LABELS)
+        return {k: r[k] for k in REPORTED}
+
+    every = np.ones(len(labels), bool)
+    return {"n": int(len(labels)), "read": int(found.sum()), "weight": weight, "cnn": rep(every, cnn),
+            "expert": rep(found, expert), "cnn_on_read": rep(found, cnn),
+            "combined": rep(every, combine(cnn, expert, found, weight))}
+
+
 def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", tta: str | None = "default",
         folds: int = 0, fold: int = 0, angles: str | None = None, batch_size: int = 128,
-        cache_dir: Path | None = None) -> dict:
+        cache_dir: Path | None = None, expert: str | None = None, expert_weight: float | None = None) -> dict:
     """Scores of the face model on the photos at ``data`` (see the module docstring)."""
     import torch
 
@@ -71,6 +98,8 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", tta: str | 
         rows = np.asarray([a == angle for a in images.angles])
         r = report(images.labels[rows], pred[rows], LABELS)
         by_angle[angle] = {"n": r["n"], "accuracy": r["accuracy"], "uar": r["uar"]}
+    if expert:
+        result["expert"] = _expert(images.labels, probs, crops.crops, expert, expert_weight, cache_dir)
     result.update({
         "data": str(data), "n_people": len(set(images.person_ids)), "missed": int((~detected).sum()),
         "by_angle": by_angle, "fold": {"folds": folds, "fold": fold} if folds else None, "angles": angles,
@@ -82,3 +111,28 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", tta: str | 
              data, len(images), result["n_people"], result["accuracy"], result["uar"], int(detected.sum()),
              ", ".join(f"{c} {n}" for c, n in result["read_as_neutral"].items()))
     return result
+
+
+def _expert(labels: np.ndarray, cnn: np.ndarray, crops: np.ndarray, name: str, weight: float | None,
+            cache_dir: Path | None) -> dict:
+    from emotion_pipeline.landmarks import load_landmarker, read_cached
+    from emotion_pipeline.models import registry
+    from emotion_pipeline.models.blendshape_expert import probs_of_readings
+
+    loaded = registry.load(name, kind="expression", offline=True)
+    recorded = loaded.meta.get("combination") or {}
+    if weight is None:
+        weight = float(recorded.get("weight", 0.0))
+    with load_landmarker() as landmarker:
+        t0 = time.time()
+        r = read_cached(landmarker, crops, cache_dir=cache_dir, progress=True)
+        seconds = time.time() - t0
+        name_lm = landmarker.name
+    out = expert_reports(labels, cnn, probs_of_readings(loaded.module, r.blendshapes, r.landmarks, r.found), r.found,
+                         weight)
+    out.update({"model": loaded.describe(), "landmarker": name_lm, "weight_chosen_for": recorded.get("face_model"),
+                "landmarker_ms_per_face": round(1000 * seconds / max(len(crops), 1), 2)})
+    log.info("expert %s: read %d of %d photos; accuracy CNN %.4f, expert (read) %.4f, CNN (read) %.4f, "
+             "combined (w=%.2f) %.4f", loaded.name, out["read"], out["n"], out["cnn"]["accuracy"],
+             out["expert"]["accuracy"], out["cnn_on_read"]["accuracy"], weight, out["combined"]["accuracy"])
+    return out

@@ -1,4 +1,4 @@
-"""Training: ``python -m emotion_pipeline train [face|audio|text|fusion] CONFIG [--set key=value] [--resume]``.
+"""Training: ``python -m emotion_pipeline train [face|audio|text|fusion|blendshape] CONFIG [--set key=value] [--resume]``.
 
 Each trainer module has a ``Config`` (strict YAML, unknown keys fail; its ``task:`` key names the
 trainer when the command line does not) and ``run(cfg, command)``: its data reader, step, evaluation
@@ -17,7 +17,7 @@ from emotion_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TASKS = ("face", "audio", "text", "fusion")
+TASKS = ("face", "audio", "text", "fusion", "blendshape")
 
 
 def load_config(task: str | None, path: str | Path, overrides: list[str] | tuple[str, ...] = ()):

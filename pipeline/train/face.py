@@ -196,7 +196,7 @@ def run(cfg: FaceConfig, command: str = "") -> dict:
     model = FaceCNN(cfg.model).to(device).to(memory_format=torch.channels_last)
     if cfg.mode == "average":
         bn = (center_view(b, cfg.model).to(device, memory_format=torch.channels_last) for b in data.images.split(256))
-        loop.average(cfg, model, which="last", bn_batches=bn, command=command)
+        loop.average(cfg, model, which="last", bn_batches=bn, command=command, load_source=initial_weights)
     elif cfg.mode == "export":
         RunDir(cfg.out_dir).load(model)
     else:

@@ -59,7 +59,8 @@ class RunConfig:
     resume: bool = False            # continue from out_dir/last.pt
     export: str | None = None       # write the best model here (.safetensors + a .md card stub)
     version: str = ""               # recorded in the exported file
-    average_of: tuple[str, ...] = ()  # mode=average: the run folders whose checkpoints are averaged
+    average_of: tuple[str, ...] = ()  # mode=average: the run folders (or a run's best.pt / last.pt, or a weights file) averaged
+    average_weights: tuple[float, ...] = ()  # mode=average: one weight per entry of average_of (normalised); empty: equal
     progress: bool = True
 
     def __post_init__(self):
@@ -70,6 +71,10 @@ class RunConfig:
             ("threads", self.threads >= 0, "must be >= 0 (0: torch's default)"),
             ("average_of", (self.mode == "average") == bool(self.average_of),
              "lists the run folders to average, with mode: average (and only then)"),
+            ("average_weights", not self.average_weights or (len(self.average_weights) == len(self.average_of)
+                                                           and all(w >= 0 for w in self.average_weights)
+                                                           and sum(self.average_weights) > 0),
+             "needs one non-negative weight per entry of average_of, not all zero"),
             config_mod.device_rule(self.device))
 
 
@@ -251,38 +256,59 @@ def fit(cfg: RunConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 
 
 def average(cfg: RunConfig, model: torch.nn.Module, *, which: str, same: tuple[str, ...] = (),
-            bn_batches: Iterable[torch.Tensor] | None = None, command: str = "") -> torch.nn.Module:
-    """The parameter mean of the ``which`` checkpoints (last / best) of ``cfg.average_of`` into
-    ``model`` (AveragedModel), BatchNorm statistics recomputed over ``bn_batches`` (update_bn);
-    saved as cfg.out_dir/best.pt (epoch 0) so that export and resume-free evaluation find it.
+            bn_batches: Iterable[torch.Tensor] | None = None, command: str = "",
+            load_source: Callable[[str], dict] | None = None) -> torch.nn.Module:
+    """The parameter mean of ``cfg.average_of`` into ``model``, weighted by ``cfg.average_weights``
+    (equal when empty), BatchNorm statistics recomputed over ``bn_batches`` (update_bn); saved as
+    cfg.out_dir/best.pt (epoch 0) so that export and resume-free evaluation find it.
+    An entry is a run folder (its ``which`` checkpoint: last / best), a run's ``best.pt`` / ``last.pt``,
+    or, with ``load_source``, anything else that gives a state dict (a weights file, a registry name:
+    e.g. the model a run was fine-tuned from, for a WiSE-FT interpolation, Wortsman et al. 2022).
     ``same``: config keys the runs must agree on (a soup of differently initialised heads is meaningless)."""
     if len(cfg.average_of) < 2:
         raise TrainingError(f"average_of: needs at least two run folders, got {list(cfg.average_of)}")
-    runs = [RunDir(p) for p in cfg.average_of]
-    ckpts = [r.checkpoint(which) for r in runs]
-    configs = [json.loads(c.get("config_json", "{}")) for c in ckpts]
+    states, ingredients, configs = [], [], []
+    for entry in cfg.average_of:
+        path = Path(entry)
+        if path.is_dir() or path.suffix == ".pt":
+            run, name = (RunDir(path), which) if path.is_dir() else (RunDir(path.parent), path.stem)
+            ckpt = run.checkpoint(name)
+            conf = json.loads(ckpt.get("config_json", "{}"))
+            states.append(ckpt["model"])
+            configs.append(conf)
+            ingredients.append({"run": str(run.path), "checkpoint": name, "epoch": ckpt.get("epoch"),
+                                "best_metric": ckpt.get("best_metric"),
+                                "command": run.read_json("config.json").get("command", ""), "config": conf})
+        elif load_source is not None:
+            states.append(load_source(entry))
+            ingredients.append({"weights": entry})
+        else:
+            raise TrainingError(f"average_of: {entry} is not a run folder or a run's .pt checkpoint")
     for key in same:
         if len(values := {json.dumps(c.get(key)) for c in configs}) > 1:
             raise TrainingError(f"average_of: the runs differ in {key} ({', '.join(sorted(values))}); "
                                 "they cannot be averaged")
-    averaged = torch.optim.swa_utils.AveragedModel(model)
-    for run, ckpt in zip(runs, ckpts):
-        load_weights(model, ckpt["model"], run.path / f"{which}.pt")
-        averaged.update_parameters(model)
-    with torch.no_grad():  # the mean parameters; buffers stay the last run's until update_bn recomputes them
-        for mine, mean in zip(model.parameters(), averaged.module.parameters()):
-            mine.copy_(mean)
+    weights = np.asarray(cfg.average_weights or [1.0] * len(states), dtype=np.float64)
+    weights = weights / weights.sum()
+    mean: dict[str, torch.Tensor] = {}
+    for entry, state, w in zip(cfg.average_of, states, weights):
+        load_weights(model, state, entry)                    # checks that every entry fits the model
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                mean[name] = mean.get(name, 0) + float(w) * value.detach().double()
+    with torch.no_grad():  # floating buffers (BN statistics) too, until update_bn recomputes them
+        model.load_state_dict({**model.state_dict(), **{k: v.to(model.state_dict()[k].dtype) for k, v in mean.items()}})
     if bn_batches is not None:
         torch.optim.swa_utils.update_bn(bn_batches, model, device=next(model.parameters()).device)
     model.eval()
-    ingredients = [{"run": str(r.path), "epoch": c.get("epoch"), "best_metric": c.get("best_metric"),
-                    "command": r.read_json("config.json").get("command", ""), "config": conf}
-                   for r, c, conf in zip(runs, ckpts, configs)]
+    for ing, w in zip(ingredients, weights):
+        ing["weight"] = round(float(w), 6)
     run = RunDir(cfg.out_dir).start(cfg, command, averaged=ingredients)
     (run.path / "metrics.jsonl").unlink(missing_ok=True)
     run.save("best", {"model": model.state_dict(), "epoch": 0, "best_metric": math.nan, "best_epoch": 0,
                       "config_json": json.dumps({**config_mod.to_dict(cfg), "averaged": ingredients})})
-    log.info("averaged the %s.pt of %d runs into %s", which, len(runs), run.path / "best.pt")
+    log.info("averaged %d models (weights %s) into %s", len(states), ", ".join(f"{w:.3g}" for w in weights),
+             run.path / "best.pt")
     return model
 
 

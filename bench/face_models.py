@@ -1,0 +1,177 @@
+"""Face models side by side on real faces of people they never saw (issue 23).
+
+    python -m bench.face_models --models face-cnn,runs/face_mixed/export.safetensors \
+        [--sets faces/kdef,faces/ckplus48,faces/sfew] [--folds 5 --fold 0] [--peer runs/peer/fer_preds.json] \
+        [--ensemble] [--json out.json]
+
+For each model (a registry name or a face_cnn .safetensors) and each labelled photo set (any folder
+or CSV that ``evaluate faces`` reads; with ``--folds`` only the people of ``--fold``, the ones the
+trainer holds out): accuracy, UAR, per-class recall and how many of each class are read as neutral,
+with the photos detected and cropped exactly as the video pipeline crops faces (flip TTA, as
+``analyze`` scores faces). KDEF-style sets with head angles are reported twice: frontal + half
+profile ("fh") and all angles. FER+ PublicTest majority accuracy (the trainer's selection split,
+so a guide, not a result) when ``--fer`` names the .npz. ``--ensemble``: the mean of all models'
+probabilities as one more row. ``--peer``: another tool's predictions on the same photos
+(``{set: {"rows": [{"path", "label"}], "preds": [label or null]}}``, null = no face found = wrong).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from emotion_pipeline.data import data_path
+from emotion_pipeline.labels import LABEL_INDEX, LABELS
+from emotion_pipeline.metrics import report
+
+log = logging.getLogger("bench.face_models")
+FH = ("frontal", "half_left", "half_right")
+
+
+def _summary(labels: np.ndarray, pred: np.ndarray) -> dict:
+    r = report(labels, pred, LABELS)
+    return {k: r[k] for k in ("n", "accuracy", "uar", "per_class_recall", "read_as_neutral")}
+
+
+def photo_probabilities(model: str, crops: np.ndarray, tta: str = "flip") -> np.ndarray:
+    import torch
+
+    from emotion_pipeline.encoders import ShippedFace, load_predictor
+    from emotion_pipeline.models.face_cnn import tta_mode
+
+    predictor = load_predictor("face", model, device=torch.device("cpu"), offline=True)
+    if isinstance(predictor, ShippedFace):
+        predictor.tta = tta_mode(tta)
+    return np.concatenate([predictor.predict(crops[i:i + 256])[0] for i in range(0, len(crops), 256)])
+
+
+def views(images) -> dict[str, np.ndarray]:
+    """The row masks reported for one set: all photos, and frontal + half profile where angles are known."""
+    out = {"all": np.ones(len(images), bool)}
+    if set(images.angles) - set(FH) - {""}:
+        out["fh"] = np.asarray([a in FH for a in images.angles])
+    return out
+
+
+def run(models: list[str], sets: list[str], *, folds: int, fold: int, fer: str | None, peer: str | None,
+        ensemble: bool) -> dict:
+    from emotion_pipeline.corpora.face_images import face_crops, labelled_images, person_folds, pipeline_detector
+    from emotion_pipeline.faces import FACE_CROP_PX
+
+    detector = pipeline_detector()
+    peer_preds = json.loads(Path(peer).read_text()) if peer else {}
+    results: dict = {"folds": folds, "fold": fold, "detector": detector.name, "sets": {}}
+    for name in sets:
+        path = Path(name) if Path(name).exists() else data_path(name)
+        images = labelled_images(path)
+        if folds:
+            images = images.take(person_folds(images.person_ids, folds) == fold)
+        crops = face_crops(images, detector, FACE_CROP_PX, progress=True)
+        probs = {m: photo_probabilities(m, crops.crops) for m in models}
+        if ensemble and len(models) > 1:
+            probs["mean(" + " + ".join(models) + ")"] = np.mean([probs[m] for m in models], axis=0)
+        set_key = path.name
+        entry: dict = {"n": len(images), "missed_by_detector": int((~crops.detected).sum()), "models": {}}
+        for label, p in probs.items():
+            entry["models"][label] = {v: _summary(images.labels[mask], p[mask].argmax(1))
+                                      for v, mask in views(images).items()}
+        if set_key in peer_preds:
+            pp = peer_preds[set_key]
+            by_path = {str(Path(r["path"]).resolve()): pred for r, pred in zip(pp["rows"], pp["preds"])}
+            got = [by_path.get(str(Path(p).resolve()), "missing") for p in images.paths]
+            if "missing" not in got:
+                # a photo in which the peer finds no face counts as wrong: predicted as an impossible class
+                pred = np.asarray([LABEL_INDEX[g] if g else -1 for g in got])
+                entry["models"]["peer"] = {v: {**_summary(images.labels[mask], np.where(pred[mask] < 0, 0, pred[mask])),
+                                               "no_face": int((pred[mask] < 0).sum()),
+                                               "accuracy": float((pred[mask] == images.labels[mask]).mean())}
+                                           for v, mask in views(images).items()}
+            else:
+                log.warning("%s: the peer predictions do not cover these photos; left out", set_key)
+        results["sets"][set_key] = entry
+    if fer:
+        results["ferplus_majority"] = ferplus_majority(models, fer, ensemble=ensemble)
+    return results
+
+
+def ferplus_majority(models: list[str], fer: str, *, ensemble: bool, tta: str = "flip") -> dict[str, dict]:
+    """FER+ majority accuracy per model (centre crop and the pipeline's flip TTA), and of the mean of
+    the models' probabilities with ``ensemble``."""
+    import torch
+
+    from emotion_pipeline.corpora.faces import fer_faces, ferplus_votes, ferplus_votes_path
+    from emotion_pipeline.metrics import ferplus_report
+    from emotion_pipeline.models.face_cnn import predict_logits
+    from emotion_pipeline.models.registry import load
+
+    path = Path(fer) if Path(fer).exists() else data_path(fer)
+    faces = fer_faces(path)
+    votes = ferplus_votes(ferplus_votes_path(path), filenames=faces.filenames, n_rows=len(faces.labels))
+    out, probs = {}, {}
+    for m in models:
+        module = load(m, device="cpu", kind="face").module
+        for mode in (None, tta):
+            logits = predict_logits(module, faces.images, mode, batch_size=512)
+            probs[(m, mode)] = torch.softmax(logits, 1).numpy()
+        out[m] = {mode or "none": ferplus_report(np.log(probs[(m, mode)] + 1e-9), votes, faces.labels)["majority"]["accuracy"]
+                  for mode in (None, tta)}
+    if ensemble and len(models) > 1:
+        out["mean(" + " + ".join(models) + ")"] = {
+            mode or "none": ferplus_report(np.log(np.mean([probs[(m, mode)] for m in models], 0) + 1e-9), votes,
+                                           faces.labels)["majority"]["accuracy"] for mode in (None, tta)}
+    return out
+
+
+def print_table(results: dict) -> None:
+    short = {c: c[:4] for c in LABELS}
+    for set_key, entry in results["sets"].items():
+        for view in ("fh", "all"):
+            rows = [(m, r[view]) for m, r in entry["models"].items() if view in r]
+            if not rows:
+                continue
+            n = rows[0][1]["n"]
+            print(f"\n{set_key} ({view}, {n} photos, fold {results['fold']} of {results['folds']}; "
+                  f"detector missed {entry['missed_by_detector']})")
+            print(f"  {'model':44s} {'acc':>6s} {'UAR':>6s}  " + " ".join(f"{short[c]:>5s}" for c in LABELS)
+                  + "   read as neutral")
+            for m, r in rows:
+                rec = " ".join("    -" if r["per_class_recall"][c] is None else f"{r['per_class_recall'][c]:5.2f}"
+                               for c in LABELS)
+                ran = ", ".join(f"{short[c]} {k}" for c, k in r["read_as_neutral"].items() if k)
+                extra = f" (no face {r['no_face']})" if "no_face" in r else ""
+                print(f"  {m[-44:]:44s} {r['accuracy']:6.3f} {r['uar']:6.3f}  {rec}   {ran}{extra}")
+    if "ferplus_majority" in results:
+        print("\nFER+ PublicTest majority accuracy, centre crop / flip TTA (the trainer's selection split: a guide)")
+        for m, a in results["ferplus_majority"].items():
+            print(f"  {m[-44:]:44s} {a['none']:.4f} / {a['flip']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", required=True, help="comma-separated registry names or .safetensors files")
+    ap.add_argument("--sets", default="faces/kdef,faces/ckplus48,faces/sfew",
+                    help="comma-separated photo folders / CSVs (relative names are under the data folder)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--fer", default="faces/fer2013/fer2013_publictest_3589.npz",
+                    help="FER2013-format .npz with FER+ votes beside it ('none' to skip)")
+    ap.add_argument("--peer", default=None)
+    ap.add_argument("--ensemble", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    results = run([m.strip() for m in args.models.split(",") if m.strip()],
+                  [s.strip() for s in args.sets.split(",") if s.strip()], folds=args.folds, fold=args.fold,
+                  fer=None if args.fer == "none" else args.fer, peer=args.peer, ensemble=args.ensemble)
+    if args.json:
+        from emotion_pipeline.fileio import atomic_write_text
+        atomic_write_text(Path(args.json), json.dumps(results, indent=1))
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

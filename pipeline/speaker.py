@@ -1,0 +1,388 @@
+"""Who speaks: each second, which visible person's mouth moves with the voice that is heard.
+
+    audio 16 kHz --> energy per 10 ms --band-pass ~1-12 Hz (syllables)--> envelope ----------------\\
+    video again at MOUTH_FPS (seconds with speech and a face to read) --> each face's box from the   |
+      face pass, interpolated --> MediaPipe face landmarker (VIDEO mode, one per face track) -->      |
+      jawOpen --minus its 1-s mean--> mouth signal ---------------------------------------------------+
+    the video's lag (LAG_RANGE_S): how late the voice comes after the mouths, where all the tracks'
+      mouths together agree best with it (one file, one offset); each track within LAG_REFINE_S of it
+    per second and person: the correlation of mouth and envelope over SYNC_WINDOW_S, at that lag
+    over the seconds: the most likely speaker sequence (Viterbi; states: each person on screen, or
+      nobody on screen), from how those correlations are distributed when a face speaks the voice
+      and when it does not (measured: bench/speaker_sync.py), with a cost for changing speaker
+
+A listener whose lips move, or a person talking on screen who is not the one heard, has no
+correlation with the heard voice at any lag; a voice from off screen correlates with nobody, and
+"nobody visible speaks" (null) is the answer. A second without speech (the VAD's voice rows are
+null) has no speaker. A second with one face only, in a video where no second has two faces and
+speech, is taken as that face's (basis "one face"; reading one face's mouth costs more than the
+face stage's budget allows, README "Speed").
+
+The mouth signal needs 10+ readings a second (the face pass samples 4): a second decode of the
+video, and MediaPipe at 7-12 ms per face and frame, is the cost of multi-person videos (`make bench`,
+bench/people_bench.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from emotion_pipeline.records import FaceBox, FaceObservation, Speaker
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_HZ = 100                 # voice energy frames per second (10 ms)
+ENVELOPE_RANGE_DB = 50.0          # frames more than 50 dB below the loud end (99th pct) are floored there
+BAND_S = (0.08, 1.0)              # band-pass as a difference of moving means: passes ~1-12 Hz (syllables)
+MOUTH_FPS = 12.5                  # mouth readings per second; on the shared talking clips (jawOpen against the
+                                  # own voice vs other clips' voices, 5-s windows, first measurement) AUC 0.966 at
+                                  # 12.5/s, 0.934 at 8.3/s, 0.825 at the face pass's 4/s; 25/s gained nothing
+MOUTH_CROP_PX = 128               # the face crop handed to the landmarker, framed by MOUTH_BORDER of its own edge
+MOUTH_BORDER = 0.25
+MAX_BOX_GAP_S = 0.6               # a face's box is interpolated between face-pass detections at most this far apart
+DETREND_S = 1.0                   # the mouth signal minus its centred 1-s mean (head movement, a smile held)
+LAG_RANGE_S = (-0.08, 0.44)       # how late the voice may come after the mouth: the shared clips' own offsets
+LAG_STEP_S = 0.04                 # measured 0.0 to 0.40 s (sources out of sync by up to 0.4 s); the mouth
+                                  # moves before the sound, so little room below 0
+LAG_REFINE_S = 0.08               # a track's own lag within this of the video's (a lag chosen per track alone
+                                  # would be the best of many noise correlations for a face that does not speak)
+SYNC_WINDOW_S = 4.0               # the correlation of a second is taken over this much around it (AUC of
+                                  # speaking against not speaking on the shared clips: 0.93 at 5 s, 0.87 at 3 s;
+                                  # on the built turn-taking clips 4 s placed the turns best: 82 of 106 seconds
+                                  # right against 72 at 5 s and 73 at 6 s)
+MIN_READINGS = 12                 # fewer mouth readings in a window: that face is not judged that second
+JAW_OPEN = 25                     # index of jawOpen among the landmarker's 52 blendshapes
+# Is any mouth on screen in sync with the voice at all? The mouths' agreement at the video's lag
+# against the same with the voice shifted by 2 s or more (sync destroyed, everything else kept; the
+# lag chosen the same way): z-score. On the built clips (bench/speaker_sync.py) videos whose voice
+# is on screen scored 1.7-3.5 (one pair -1.0: a face whose mouth the landmarker reads poorly), those
+# with only a voice from off screen -1.4-1.2. Below it every second with speech is "nobody visible".
+# Short videos have few shifts to compare with: two 8-10 s turn-taking clips scored 1.44 (missed).
+SYNC_MIN_Z = 1.5
+NULL_SHIFT_S = 2.0                # the shortest shift; shifts every 0.5 s up to the video's length - 2 s
+MAX_NULL_SHIFTS = 40
+
+# How the per-second correlation is distributed (bench/speaker_sync.py on the 5 shared talking clips:
+# a face against its own voice (81 seconds), and against the 4 other clips' voices at the lag their
+# own faces give (236), 4-s windows at 12.5/s): mean and standard deviation; AUC 0.92.
+SPEAKING = (0.372, 0.143)
+NOT_SPEAKING = (0.045, 0.182)
+SWITCH_LOG_P = np.log(0.05)       # a change of speaker from one second to the next (turns last seconds)
+EVIDENCE_WEIGHT = 1.0             # each second's log-likelihoods count this much; 0.5 (its window overlaps its
+                                  # neighbours') placed 8 fewer of the built clips' 106 seconds right
+
+
+# ---------------------------------------------------------------------------- the voice
+class Envelope:
+    """Voice energy at ENVELOPE_HZ, fed the audio as it streams (any chunking)."""
+
+    def __init__(self, sample_rate_hz: int = 16_000):
+        self.rate, self.frame = sample_rate_hz, sample_rate_hz // ENVELOPE_HZ
+        self._rest = np.zeros(0, np.float32)
+        self._energy: list[np.ndarray] = []
+
+    def push(self, samples: np.ndarray) -> None:
+        """In-band energy (vad.BAND_HZ, where voiced speech lies; hum and hiss left out) of each 10 ms frame."""
+        from emotion_pipeline.vad import BAND_HZ
+
+        x = np.concatenate([self._rest, np.asarray(samples, np.float32).reshape(-1)])
+        n = len(x) // self.frame * self.frame
+        if n:
+            frames = x[:n].reshape(-1, self.frame) * np.hanning(self.frame).astype(np.float32)
+            freqs = np.fft.rfftfreq(self.frame, 1.0 / self.rate)
+            band = (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])
+            power = (np.abs(np.fft.rfft(frames, axis=1)[:, band]) ** 2).sum(axis=1)
+            self._energy.append((10 * np.log10(power + 1e-10)).astype(np.float32))
+        self._rest = x[n:]
+
+    def band(self) -> np.ndarray:
+        """The band-passed envelope, one value per 1 / ENVELOPE_HZ s from the timeline's origin."""
+        e = np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32)
+        if len(e) == 0:
+            return e
+        e = np.maximum(e, np.percentile(e, 99) - ENVELOPE_RANGE_DB)
+        return _moving_mean(e, BAND_S[0] * ENVELOPE_HZ) - _moving_mean(e, BAND_S[1] * ENVELOPE_HZ)
+
+
+def _moving_mean(x: np.ndarray, width: float) -> np.ndarray:
+    k = max(1, int(round(width)))
+    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    idx = np.arange(len(x))
+    lo, hi = np.maximum(0, idx - k // 2), np.minimum(len(x), idx - k // 2 + k)
+    return ((c[hi] - c[lo]) / (hi - lo)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- the mouths
+class MouthReader:
+    """jawOpen of one face track's crops in time order: a MediaPipe FaceLandmarker in VIDEO mode per
+    track (it follows the face from frame to frame instead of finding it again)."""
+
+    def __init__(self, model_path: str | Path):
+        try:
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError as e:
+            from emotion_pipeline.errors import ModelUnavailableError
+            raise ModelUnavailableError(f"{model_path}: reading mouths needs mediapipe (pip install mediapipe==1.2.3; "
+                                        f"Debian: apt-get install libegl1 libgles2)") from e
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        self._mp, self._vision = mp, vision
+        self._options = lambda: vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path), delegate=BaseOptions.Delegate.CPU),
+            running_mode=vision.RunningMode.VIDEO, num_faces=1, output_face_blendshapes=True)
+        self._tasks: dict[int, object] = {}
+        self._last_ms: dict[int, int] = {}
+
+    def read(self, track: int, crop_bgr: np.ndarray, t_s: float) -> float | None:
+        task = self._tasks.get(track)
+        if task is None:
+            task = self._tasks[track] = self._vision.FaceLandmarker.create_from_options(self._options())
+        ms = max(int(round(t_s * 1000)), self._last_ms.get(track, -1) + 1)
+        self._last_ms[track] = ms
+        pad = int(round(MOUTH_BORDER * crop_bgr.shape[0]))
+        image = cv2.copyMakeBorder(crop_bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        result = task.detect_for_video(self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                                      data=np.ascontiguousarray(image[:, :, ::-1])), ms)
+        if not result.face_blendshapes:
+            return None
+        return float(result.face_blendshapes[0][JAW_OPEN].score)
+
+    def forget(self, keep: Iterable[int]) -> None:
+        """Close the landmarkers of tracks not in ``keep`` (a long video meets many faces)."""
+        keep = set(keep)
+        for track in [t for t in self._tasks if t not in keep]:
+            self._tasks.pop(track).close()
+
+    def close(self) -> None:
+        self.forget(())
+
+
+def load_mouth_reader(offline: bool = True, name: str = "face-landmarker") -> MouthReader:
+    from emotion_pipeline.models import registry
+
+    return MouthReader(registry.load(name, kind="detector", offline=offline).path)
+
+
+def _box_at(t: float, track_obs: list[FaceObservation]) -> FaceBox | None:
+    """The track's box at ``t``, interpolated between the face pass's detections around it."""
+    times = [o.t_s for o in track_obs]
+    k = int(np.searchsorted(times, t, side="right")) - 1
+    if k < 0 or k >= len(track_obs):
+        return None
+    a = track_obs[k]
+    if k + 1 == len(track_obs):
+        return a.box if t - a.t_s <= 0.5 / MOUTH_FPS else None
+    b = track_obs[k + 1]
+    if b.t_s - a.t_s > MAX_BOX_GAP_S:
+        return None
+    w = (t - a.t_s) / max(b.t_s - a.t_s, 1e-6)
+    mix = lambda p, q: (1 - w) * p + w * q
+    lm = None if a.box.landmarks is None or b.box.landmarks is None else mix(a.box.landmarks, b.box.landmarks)
+    return FaceBox(mix(a.box.x, b.box.x), mix(a.box.y, b.box.y), mix(a.box.w, b.box.w), mix(a.box.h, b.box.h),
+                   min(a.box.score, b.box.score), lm)
+
+
+@dataclass(frozen=True)
+class Mouths:
+    """Per face track: the times (seconds) and jawOpen values of its mouth readings."""
+    times: dict[int, np.ndarray]
+    values: dict[int, np.ndarray]
+    frames: int                   # video frames read
+
+
+def read_mouths(frames, observations: Sequence[FaceObservation], wanted: set[int], reader: MouthReader) -> Mouths:
+    """Read the mouths of every face track in the frames (``demux.iter_frames`` at MOUTH_FPS, the
+    face pass's frame size) that fall in a ``wanted`` second."""
+    from emotion_pipeline.faces import aligned_crop
+
+    by_track: dict[int, list[FaceObservation]] = defaultdict(list)
+    for o in sorted(observations, key=lambda o: o.t_s):
+        by_track[o.face_id].append(o)
+    spans = {fid: (obs[0].t_s, obs[-1].t_s) for fid, obs in by_track.items()}
+    times: dict[int, list[float]] = defaultdict(list)
+    values: dict[int, list[float]] = defaultdict(list)
+    last = max(wanted, default=-1)
+    n = 0
+    for frame in frames:
+        s = int(frame.t_s)
+        if s > last + 1:
+            break
+        if s not in wanted:
+            continue
+        n += 1
+        live = [fid for fid, (a, b) in spans.items() if a - 0.5 <= frame.t_s <= b + 0.5]
+        for fid in live:
+            box = _box_at(frame.t_s, by_track[fid])
+            if box is None:
+                continue
+            jaw = reader.read(fid, aligned_crop(frame.image, box, MOUTH_CROP_PX), frame.t_s)
+            if jaw is not None:
+                times[fid].append(frame.t_s)
+                values[fid].append(jaw)
+        if n % 64 == 0:
+            reader.forget(live)
+    return Mouths({k: np.asarray(v) for k, v in times.items()}, {k: np.asarray(v) for k, v in values.items()}, n)
+
+
+# ---------------------------------------------------------------------------- mouth against voice
+def _detrended(t: np.ndarray, v: np.ndarray) -> np.ndarray:
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    lo = np.searchsorted(t, t - DETREND_S / 2)
+    hi = np.searchsorted(t, t + DETREND_S / 2, side="right")
+    return v - (c[hi] - c[lo]) / np.maximum(hi - lo, 1)
+
+
+def _at(envelope: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return envelope[np.clip(np.round(t * ENVELOPE_HZ).astype(int), 0, max(len(envelope) - 1, 0))]
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    d = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / d) if d > 1e-9 else 0.0
+
+
+LAGS_S = np.round(np.arange(LAG_RANGE_S[0], LAG_RANGE_S[1] + 1e-9, LAG_STEP_S), 3)
+
+
+def lag_curves(mouths: Mouths, envelope: np.ndarray) -> dict[int, np.ndarray]:
+    """face_id -> correlation of its (detrended) mouth with the voice over all its readings, per LAGS_S."""
+    out = {}
+    for fid, t in mouths.times.items():
+        if len(t) >= MIN_READINGS:
+            m = _detrended(t, mouths.values[fid])
+            out[fid] = np.array([_corr(m, _at(envelope, t + lag)) for lag in LAGS_S])
+    return out
+
+
+def video_lag(mouths: Mouths, curves: dict[int, np.ndarray]) -> float:
+    """The lag at which the mouths on screen, weighted by their readings, agree best with the voice."""
+    if not curves:
+        return 0.0
+    total = sum(len(mouths.times[fid]) * c for fid, c in curves.items())
+    return float(LAGS_S[int(np.argmax(total))])
+
+
+def _agreement(mouths: Mouths, envelope: np.ndarray) -> float:
+    """The mouths' reading-weighted correlation with the voice at the lag where it is best."""
+    curves = lag_curves(mouths, envelope)
+    if not curves:
+        return 0.0
+    weights = {fid: len(mouths.times[fid]) for fid in curves}
+    return float(np.max(sum(weights[f] * c for f, c in curves.items()) / sum(weights.values())))
+
+
+def sync_z(mouths: Mouths, envelope: np.ndarray) -> float:
+    """How far the mouths' agreement with the voice stands above its agreement with the voice shifted
+    out of sync (see SYNC_MIN_Z), in standard deviations; 0 when there is too little to tell."""
+    n = len(envelope)
+    shifts = np.arange(NULL_SHIFT_S, n / ENVELOPE_HZ - NULL_SHIFT_S + 1e-9, 0.5)
+    if len(shifts) < 4:
+        return 0.0
+    if len(shifts) > MAX_NULL_SHIFTS:
+        shifts = shifts[np.linspace(0, len(shifts) - 1, MAX_NULL_SHIFTS).astype(int)]
+    null = np.array([_agreement(mouths, np.roll(envelope, int(round(d * ENVELOPE_HZ)))) for d in shifts])
+    return float((_agreement(mouths, envelope) - null.mean()) / max(float(null.std()), 1e-6))
+
+
+def sync_scores(mouths: Mouths, envelope: np.ndarray, seconds: Iterable[int], *,
+                lag_s: float | None = None) -> dict[int, dict[int, float]]:
+    """second -> {face_id: correlation of its mouth with the voice over SYNC_WINDOW_S around it}, each
+    track at its lag near the video's (``lag_s``: the video's lag given, else ``video_lag``)."""
+    out: dict[int, dict[int, float]] = defaultdict(dict)
+    seconds = sorted(seconds)
+    curves = lag_curves(mouths, envelope)
+    centre = video_lag(mouths, curves) if lag_s is None else lag_s
+    near = np.abs(LAGS_S - centre) <= LAG_REFINE_S + 1e-9
+    for fid, curve in curves.items():
+        t = mouths.times[fid]
+        m = _detrended(t, mouths.values[fid])
+        lag = float(LAGS_S[near][int(np.argmax(curve[near]))])
+        e = _at(envelope, t + lag)
+        for s in seconds:
+            lo = np.searchsorted(t, s + 0.5 - SYNC_WINDOW_S / 2)
+            hi = np.searchsorted(t, s + 0.5 + SYNC_WINDOW_S / 2)
+            if hi - lo >= MIN_READINGS and (t[lo] <= s + 1 and t[hi - 1] >= s):
+                out[s][fid] = _corr(m[lo:hi], e[lo:hi])
+    return out
+
+
+def _log_normal(x: float, mean_sd: tuple[float, float]) -> float:
+    m, sd = mean_sd
+    return -0.5 * ((x - m) / sd) ** 2 - np.log(sd)
+
+
+# ---------------------------------------------------------------------------- the seconds
+def decide(n_seconds: int, speech: Sequence[bool], on_screen: Sequence[Sequence[int]],
+           scores: dict[int, dict[int, float]] | None, person_of: dict[int, int], *,
+           in_sync: bool = True) -> list[Speaker]:
+    """Each second's Speaker. ``speech``: someone speaks (the VAD); ``on_screen``: the face_ids seen in
+    each second; ``scores``: sync_scores (None: mouths not read); ``in_sync``: some mouth on screen
+    moves with the voice (sync_z): without, nobody visible speaks in any second."""
+    out: list[Speaker | None] = [None] * n_seconds
+    run: list[int] = []
+
+    def close_run():
+        if run:
+            for s, sp in zip(run, _viterbi(run, on_screen, scores, person_of)):
+                out[s] = sp
+            run.clear()
+
+    for s in range(n_seconds):
+        persons = {person_of.get(f, f) for f in on_screen[s]}
+        if not speech[s]:
+            close_run()
+            out[s] = Speaker(None, "silence")
+        elif not persons:
+            close_run()
+            out[s] = Speaker(None, "no face")
+        elif scores is None:
+            close_run()
+            out[s] = Speaker(next(iter(persons)), "one face") if len(persons) == 1 else Speaker(None, "unread")
+        elif not in_sync:
+            out[s] = Speaker(None, "lips")
+        else:
+            run.append(s)
+    close_run()
+    return out   # type: ignore[return-value]
+
+
+def _viterbi(run: list[int], on_screen, scores, person_of) -> list[Speaker]:
+    """The most likely speaker of each second of a stretch of speech (states: a person, or None)."""
+    states = sorted({person_of.get(f, f) for s in run for f in on_screen[s]}) + [None]
+    n, k = len(run), len(states)
+    emit = np.full((n, k), -np.inf)
+    read_any = np.zeros(n, bool)
+    for i, s in enumerate(run):
+        present = {person_of.get(f, f) for f in on_screen[s]}
+        per_person: dict[int, float] = {}
+        for fid, r in (scores.get(s) or {}).items():
+            pid = person_of.get(fid, fid)
+            per_person[pid] = max(per_person.get(pid, -1.0), r)
+        read_any[i] = bool(per_person)
+        base = sum(_log_normal(r, NOT_SPEAKING) for r in per_person.values())
+        for j, pid in enumerate(states):
+            if pid is None:
+                emit[i, j] = base
+            elif pid in present:
+                r = per_person.get(pid)
+                emit[i, j] = base if r is None else base - _log_normal(r, NOT_SPEAKING) + _log_normal(r, SPEAKING)
+    emit = EVIDENCE_WEIGHT * emit
+    stay = np.where(np.eye(k, dtype=bool), 0.0, SWITCH_LOG_P)
+    score, back = emit[0].copy(), np.zeros((n, k), int)
+    for i in range(1, n):
+        total = score[:, None] + stay
+        back[i] = np.argmax(total, axis=0)
+        score = total[back[i], np.arange(k)] + emit[i]
+    path = [int(np.argmax(score))]
+    for i in range(n - 1, 0, -1):
+        path.append(int(back[i][path[-1]]))
+    path.reverse()
+    return [Speaker(states[j], "lips") if read_any[i] else Speaker(None, "unread") for i, j in enumerate(path)]
