@@ -274,7 +274,7 @@ class AnalyzeConfig:
                                              # second): auto (when mediapipe and its model are there, else said why), on, off
     face_expert: str = "none"                # blendshape-expert: combined with face_model's scores where the landmarker reads the face (no gain with face-cnn 3.0.0: blendshape_expert.md)
     face_expert_weight: float | None = None  # the expert's weight in that combination; null: the one chosen at training
-    face_expression_per_second: int = 2      # frames of each face the landmarker reads per second, at most (its cost)
+    face_expression_per_second: int = 1      # frames of each face the landmarker reads per second, at most (its cost)
     identity_model: str = "sface"            # face embeddings that join face tracks into people across gaps and cuts
                                              # (pipeline/people.py); none: every face track is its own person
     speaker: str = "auto"                    # who speaks each second (pipeline/speaker.py): auto (mouths read against the
