@@ -7,9 +7,10 @@ behind pipeline/speaker.py (SPEAKING, NOT_SPEAKING), and the active speaker foun
    4 frames/s, mouths at MOUTH_FPS) against its own voice (speaking) and against each other clip's
    voice at the same times (not speaking): the per-second correlations, their mean and standard
    deviation, and the AUC of the two.
-2. ``--clips``: videos built with ffmpeg (tests/people_clips.py): two people side by side taking
-   turns, only one heard at a time, for every ordered pair of the clips that are long enough; a
-   two-shot under a third person's voice. The speaker right in what share of the speech seconds,
+2. ``--clips``: videos built with ffmpeg: two people side by side taking turns, only one heard at a
+   time (CHOSEN_ON: the pairs and turns the settings were chosen on; HELD_OUT: other stretches of the
+   clips, other pairs, 2-5 s turns); two-shots under a third person's voice. ``--aligned``: the same
+   with every source's audio moved to one common lag (SOURCE_LAG_S), as in one real recording. The speaker right in what share of the speech seconds,
    and how many seconds of the off-screen voice were given to someone on screen.
 Credit the talking clips' sources when quoting the figures.
 """
@@ -74,24 +75,72 @@ def distributions(clips: list[Path], detector, reader_factory) -> dict:
             "in_code": {"speaking": speaker.SPEAKING, "not_speaking": speaker.NOT_SPEAKING}}
 
 
-def built_clips(analyzer) -> dict:
+# Each talking clip's own audio-to-picture lag (how late its voice comes after its mouth; jawOpen
+# against the clip's own voice over -0.4..0.8 s): a built clip mixes sources with different lags, which
+# one real recording does not have. ``--aligned`` moves each source's audio to SAME_LAG_S.
+SOURCE_LAG_S = {"Obama_clip1": 0.18, "KristiNoem": 0.12, "andrew_clip_1": 0.04, "WDA_KatieHill_000": 0.38,
+                "feifeili_clip1": 0.50}
+SAME_LAG_S = 0.12
+O, N, AN, K, F = "Obama_clip1", "KristiNoem", "andrew_clip_1", "WDA_KatieHill_000", "feifeili_clip1"
+# (left, its start s, right, its start s, turn s, turns): the speaker's settings were chosen on CHOSEN_ON
+CHOSEN_ON = [(O, 0, N, 0, 6, 3), (N, 0, O, 0, 6, 3), (O, 0, AN, 0, 6, 3), (AN, 0, O, 0, 6, 3), (N, 0, AN, 0, 6, 3),
+             (AN, 0, N, 0, 6, 3), (F, 0, K, 0, 4, 2), (K, 0, F, 0, 4, 2), (F, 0, O, 0, 4, 2), (N, 0, K, 0, 4, 2)]
+CHOSEN_ON_OFF = [(O, 0, N, 0, AN, 0, 15), (AN, 0, N, 0, O, 0, 15), (O, 0, AN, 0, N, 0, 15), (O, 0, N, 0, F, 0, 10),
+                 (N, 0, AN, 0, K, 0, 8)]
+# held out: other stretches of the clips, other pairs, other turn lengths
+HELD_OUT = [(O, 6, AN, 8, 3, 4), (AN, 10, N, 4, 3, 4), (N, 6, O, 8, 3, 4), (AN, 8, O, 4, 5, 3), (O, 5, N, 3, 5, 3),
+            (N, 2, AN, 9, 5, 3), (K, 0, O, 10, 4, 2), (F, 2, AN, 12, 4, 2), (AN, 15, F, 0, 4, 2), (O, 12, K, 0, 4, 2),
+            (N, 10, F, 1, 4, 2), (O, 10, N, 8, 2, 4), (AN, 5, K, 0, 2, 4), (AN, 12, O, 10, 2.5, 4)]
+HELD_OUT_OFF = [(AN, 10, O, 5, N, 5, 12), (F, 0, K, 0, O, 10, 8), (N, 5, F, 0, AN, 5, 10), (K, 0, AN, 12, F, 0, 8),
+                (O, 8, F, 0, K, 0, 8), (AN, 3, N, 3, O, 3, 15)]
+
+
+def _audio_in(talking, clip, start, aligned):
+    """ffmpeg input args and filter prefix for a source's audio from ``start``, moved to SAME_LAG_S if aligned."""
+    s = start + (SOURCE_LAG_S[clip] - SAME_LAG_S if aligned else 0.0)
+    if s >= 0:
+        return ["-ss", f"{s:.2f}", "-i", str(talking[clip])], ""
+    return ["-ss", f"{start}", "-i", str(talking[clip])], f"adelay={int(round(-s * 1000))},"
+
+
+def build_turns(folder, talking, a, oa, b, ob, turn_s, turns, aligned=False):
+    """a (left, from oa s) and b (right, from ob s), both talking on screen, only one heard at a time."""
+    from conftest import ffmpeg
+    import people_clips as pc
+    out = folder / f"turns_{a}{oa}_{b}{ob}_{turn_s:g}x{turns}{'_aligned' if aligned else ''}.mp4"
+    b_on = "+".join(f"between(t,{k * turn_s},{(k + 1) * turn_s})" for k in range(1, turns, 2))
+    (ia, fa), (ib, fb) = _audio_in(talking, a, oa, aligned), _audio_in(talking, b, ob, aligned)
+    ffmpeg("-ss", str(oa), "-i", str(talking[a]), "-ss", str(ob), "-i", str(talking[b]), *ia, *ib, "-filter_complex",
+           f"[0:v]{pc._V}[l];[1:v]{pc._V}[r];[l][r]hstack[v];"
+           f"[2:a]{fa}{pc._A},volume='1-({b_on})':eval=frame[a0];[3:a]{fb}{pc._A},volume='{b_on}':eval=frame[a1];"
+           "[a0][a1]amix=inputs=2:normalize=0[a]", "-map", "[v]", "-map", "[a]", "-t", str(turn_s * turns), *pc.X264,
+           str(out))
+    return out, [(k * turn_s, (k + 1) * turn_s, "A" if k % 2 == 0 else "B") for k in range(turns)]
+
+
+def build_off_screen(folder, talking, a, oa, b, ob, c, oc, seconds, aligned=False):
+    """a and b side by side, both talking on screen; the only voice c's (not on screen)."""
+    from conftest import ffmpeg
+    import people_clips as pc
+    out = folder / f"off_{a}{oa}_{b}{ob}_{c}{oc}{'_aligned' if aligned else ''}.mp4"
+    ic, fc = _audio_in(talking, c, oc, aligned)
+    ffmpeg("-ss", str(oa), "-i", str(talking[a]), "-ss", str(ob), "-i", str(talking[b]), *ic, "-filter_complex",
+           f"[0:v]{pc._V}[l];[1:v]{pc._V}[r];[l][r]hstack[v];[2:a]{fc}{pc._A}[a]", "-map", "[v]", "-map", "[a]",
+           "-t", str(seconds), *pc.X264, str(out))
+    return out
+
+
+def built_clips(analyzer, aligned: bool = False) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import people_clips as pc
     folder = Path(tempfile.mkdtemp(prefix="speaker-"))
     talking = {p.stem: p for p in sorted(pc.TALKING.glob("*.mp4"))}
-    long_enough = [k for k in ("Obama_clip1", "KristiNoem", "andrew_clip_1") if k in talking]
-    # 6-s turns of the 3 clips long enough (the speaker's settings were chosen on these), and 4-s
-    # turns of pairs with the 2 short clips, which no setting was chosen on
-    pairs = [(a, b, 6.0, 3) for a in long_enough for b in long_enough if a != b]
-    pairs += [(a, b, 4.0, 2) for a, b in (("feifeili_clip1", "WDA_KatieHill_000"), ("WDA_KatieHill_000", "feifeili_clip1"),
-                                          ("feifeili_clip1", "Obama_clip1"), ("KristiNoem", "WDA_KatieHill_000"))]
     results = {}
-    for a, b, turn_s, turns in pairs:
-        if a in talking and b in talking:
-            pc.A, pc.B = talking[a], talking[b]
-            for old in folder.glob("turns_*.mp4"):
-                old.unlink()
-            video, truth = pc.taking_turns(folder, turn_s, turns)
+    for split, turn_set, off_set in (("chosen on", CHOSEN_ON, CHOSEN_ON_OFF), ("held out", HELD_OUT, HELD_OUT_OFF)):
+        part: dict = {}
+        right_all = total_all = 0
+        for a, oa, b, ob, turn_s, turns in turn_set:
+            video, truth = build_turns(folder, talking, a, oa, b, ob, turn_s, turns, aligned)
             doc = analyzer.analyze(video)
             people = _left_right(doc)
             right = total = 0
@@ -101,17 +150,19 @@ def built_clips(analyzer) -> dict:
                 who = next(w for s0, s1, w in truth if s0 <= e["start_s"] < s1)
                 total += 1
                 right += e.get("speaker") == people.get(who)
-            results[f"{a} | {b} ({turns} turns of {turn_s:g} s)"] = {"speech_seconds": total, "right": right,
-                                                                     "share": round(right / max(total, 1), 3)}
-    for a, b, c in (("Obama_clip1", "KristiNoem", "andrew_clip_1"), ("andrew_clip_1", "KristiNoem", "Obama_clip1"),
-                    ("Obama_clip1", "andrew_clip_1", "KristiNoem"), ("Obama_clip1", "KristiNoem", "feifeili_clip1"),
-                    ("KristiNoem", "andrew_clip_1", "WDA_KatieHill_000")):
-        pc.A, pc.B, pc.C = talking[a], talking[b], talking[c]
-        (folder / "offscreen.mp4").unlink(missing_ok=True)
-        doc = analyzer.analyze(pc.off_screen_voice(folder, 8.0 if "Katie" in c else 10.0 if "feifei" in c else 15.0))
-        speech = [e for e in doc["timeline"] if e["audio"] is not None]
-        results[f"off screen: {c}'s voice over {a} | {b}"] = {
-            "speech_seconds": len(speech), "given_to_someone_on_screen": sum(e.get("speaker") is not None for e in speech)}
+            right_all, total_all = right_all + right, total_all + total
+            part[f"{a}@{oa} | {b}@{ob} ({turns} turns of {turn_s:g} s)"] = {"speech_seconds": total, "right": right}
+        part["turns, all"] = {"speech_seconds": total_all, "right": right_all}
+        given_all = speech_all = 0
+        for a, oa, b, ob, c, oc, seconds in off_set:
+            doc = analyzer.analyze(build_off_screen(folder, talking, a, oa, b, ob, c, oc, seconds, aligned))
+            speech = [e for e in doc["timeline"] if e["audio"] is not None]
+            given = sum(e.get("speaker") is not None for e in speech)
+            given_all, speech_all = given_all + given, speech_all + len(speech)
+            part[f"off screen: {c}@{oc}'s voice over {a}@{oa} | {b}@{ob}"] = {
+                "speech_seconds": len(speech), "given_to_someone_on_screen": given}
+        part["off screen, all"] = {"speech_seconds": speech_all, "given_to_someone_on_screen": given_all}
+        results[split] = part
     return results
 
 
@@ -129,6 +180,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--clips", action="store_true", help="also the built multi-person clips (slower)")
+    parser.add_argument("--aligned", action="store_true", help="with --clips: each source's audio moved to one common "
+                                                                 "lag (SAME_LAG_S), as in one real recording")
     args = parser.parse_args()
     from emotion_pipeline.data import data_path
     from emotion_pipeline.faces import FaceDetector
@@ -142,7 +195,7 @@ def main() -> int:
         from emotion_pipeline.analyze import Analyzer
         from emotion_pipeline.config import AnalyzeConfig
         report["built_clips"] = built_clips(Analyzer(AnalyzeConfig(whisper_model="none", offline=True, progress=False,
-                                                                   face_expression="off")))
+                                                                   face_expression="off")), aligned=args.aligned)
     print(json.dumps(report, indent=1))   # the benchmark's report is its output
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -44,6 +44,32 @@ def test_decide_silence_no_face_one_face_and_the_sticky_speaker():
     assert all(g.person_id is None for g in apart)
 
 
+def _synthetic_mouths(seed: int, turns: bool, n_s: float = 8.0):
+    """Two faces, each mouth following its own syllable-like voice 0.12 s ahead of it, plus noise;
+    heard: face 0's voice then face 1's (turns), or a third voice only (off screen)."""
+    rng = np.random.default_rng(seed)
+    n = int(n_s * speaker.ENVELOPE_HZ)
+
+    def syllables():
+        x = rng.standard_normal(n)
+        return speaker._moving_mean(x, 8) - speaker._moving_mean(x, 100)
+
+    voices = [syllables() for _ in range(3)]
+    heard = np.concatenate([voices[0][:n // 2], voices[1][n // 2:]]) if turns else voices[2]
+    t = np.arange(0, n_s, 1 / speaker.MOUTH_FPS)
+    at = np.clip(np.round((t + 0.12) * speaker.ENVELOPE_HZ).astype(int), 0, n - 1)
+    values = {f: voices[f][at] / voices[f].std() + rng.standard_normal(len(t)) for f in (0, 1)}
+    return speaker.Mouths({0: t, 1: t}, values, len(t)), heard.astype(np.float32)
+
+
+def test_the_sync_check_holds_for_short_turns_and_not_for_a_voice_off_screen():
+    """8 s, each face heard for 4 s only: in sync (25 shifted voices to compare with, not 8); a third
+    person's voice: no better than the voice shifted out of sync."""
+    assert all(speaker.sync_z(*_synthetic_mouths(seed, True)) >= speaker.SYNC_MIN_Z for seed in range(5))
+    off = [speaker.sync_z(*_synthetic_mouths(seed, False)) for seed in range(10)]
+    assert np.median(off) < speaker.SYNC_MIN_Z - 0.5 and abs(np.mean(off)) < 1.0
+
+
 # ------------------------------------------------------------------ built videos
 @pytest.fixture(scope="module")
 def analyzer():
