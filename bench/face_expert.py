@@ -30,10 +30,6 @@ SETS = ("faces/kdef", "faces/ckplus48", "faces/sfew")
 FER_SEED = 1   # the expert trainer's PublicTest pick (its config's seed 0, + 1)
 
 
-def _cnn_probs(predictor, crops: np.ndarray) -> np.ndarray:
-    return np.concatenate([predictor.predict(crops[i:i + 256])[0] for i in range(0, len(crops), 256)])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--face-model", default="face-cnn", help="face CNN: registry name or .safetensors (default face-cnn)")
@@ -54,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       photo_expressions)
     from emotion_pipeline.corpora.face_images import PROFILE_ANGLES
     from emotion_pipeline.data import data_path
-    from emotion_pipeline.encoders import load_predictor
+    from emotion_pipeline.encoders import load_predictor, probabilities
     from emotion_pipeline.evaluate.faces import expert_reports
     from emotion_pipeline.landmarks import load_landmarker
     from emotion_pipeline.models import registry
@@ -67,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     with load_landmarker() as landmarker:
         for name in SETS:
             ph = photo_expressions(data_path(name), n_folds=args.folds, landmarker=landmarker)
-            cnn = _cnn_probs(predictor, ph.crops)
+            cnn = probabilities(predictor, ph.crops)
             r = ph.readings
             exp = probs_of_readings(expert.module, r.blendshapes, r.landmarks, r.found)
             frontal = np.asarray([a not in PROFILE_ANGLES for a in ph.images.angles])
@@ -80,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 views["KDEF all angles" if ph.name == "kdef" else f"{label} all"] = (held, ph.labels, cnn, exp, r.found)
         fer = fer_expressions(data_path(FER_SELECT_NPZ), max_faces=FER_SELECT_MAX, seed=FER_SEED, landmarker=landmarker)
         r = fer.readings
-        cnn, exp = _cnn_probs(predictor, fer.images), probs_of_readings(expert.module, r.blendshapes, r.landmarks, r.found)
+        cnn, exp = probabilities(predictor, fer.images), probs_of_readings(expert.module, r.blendshapes, r.landmarks, r.found)
         choosing = choosing_rows(len(fer.majority)) & (fer.majority >= 0)
         select.append((cnn[choosing], exp[choosing], r.found[choosing], fer.majority[choosing]))
         views["FER+ PublicTest (odd)"] = (~choosing_rows(len(fer.majority)) & (fer.majority >= 0), fer.majority, cnn, exp,

@@ -36,7 +36,8 @@ def _summary(labels: np.ndarray, pred: np.ndarray) -> dict:
     return {k: r[k] for k in ("n", "accuracy", "uar", "per_class_recall", "read_as_neutral")}
 
 
-def photo_probabilities(model: str, crops: np.ndarray, tta: str = "flip") -> np.ndarray:
+def face_predictor(model: str, tta: str = "flip"):
+    """The face model as ``analyze`` builds it, with the pipeline's flip TTA."""
     import torch
 
     from emotion_pipeline.encoders import ShippedFace, load_predictor
@@ -45,7 +46,7 @@ def photo_probabilities(model: str, crops: np.ndarray, tta: str = "flip") -> np.
     predictor = load_predictor("face", model, device=torch.device("cpu"), offline=True)
     if isinstance(predictor, ShippedFace):
         predictor.tta = tta_mode(tta)
-    return np.concatenate([predictor.predict(crops[i:i + 256])[0] for i in range(0, len(crops), 256)])
+    return predictor
 
 
 def views(images) -> dict[str, np.ndarray]:
@@ -61,7 +62,10 @@ def run(models: list[str], sets: list[str], *, folds: int, fold: int, fer: str |
     from emotion_pipeline.corpora.face_images import face_crops, labelled_images, person_folds, pipeline_detector
     from emotion_pipeline.faces import FACE_CROP_PX
 
+    from emotion_pipeline.encoders import probabilities
+
     detector = pipeline_detector()
+    predictors = {m: face_predictor(m) for m in models}   # loaded once, used for every set
     peer_preds = json.loads(Path(peer).read_text()) if peer else {}
     results: dict = {"folds": folds, "fold": fold, "detector": detector.name, "sets": {}}
     for name in sets:
@@ -70,7 +74,7 @@ def run(models: list[str], sets: list[str], *, folds: int, fold: int, fer: str |
         if folds:
             images = images.take(person_folds(images.person_ids, folds) == fold)
         crops = face_crops(images, detector, FACE_CROP_PX, progress=True)
-        probs = {m: photo_probabilities(m, crops.crops) for m in models}
+        probs = {m: probabilities(p, crops.crops) for m, p in predictors.items()}
         if ensemble and len(models) > 1:
             probs["mean(" + " + ".join(models) + ")"] = np.mean([probs[m] for m in models], axis=0)
         set_key = path.name

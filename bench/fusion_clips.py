@@ -18,19 +18,18 @@ import logging
 import subprocess
 from pathlib import Path
 
+from emotion_pipeline.corpora.clips import mead_files
 from emotion_pipeline.corpora.speech import speech_items
 from emotion_pipeline.data import data_path
 
 log = logging.getLogger("bench.fusion_clips")
-MEAD_EMOTION = {"angry": "angry", "disgusted": "disgusted", "fear": "fearful", "happy": "happy",
-                "neutral": "neutral", "sad": "sad", "surprised": "surprised"}   # contempt: no Ekman class
 
 
 def build(out: Path, actors: list[str]) -> Path:
     """The muxed clips and their manifest (path,label,speaker); existing clips are reused."""
     out.mkdir(parents=True, exist_ok=True)
-    mead = {MEAD_EMOTION[p.name.split("_")[2]]: p for p in sorted(data_path("video", "mead").glob("*.mp4"))
-            if p.name.split("_")[2] in MEAD_EMOTION}
+    # the project's MEAD mapping (corpora.clips.mead_files); contempt has no Ekman class
+    mead = {label: f for f, label in sorted(mead_files(data_path("video", "mead"))) if label is not None}
     rows = []
     for actor in actors:
         for item in speech_items(data_path("speech", "ravdess", f"Actor_{int(actor):02d}")):

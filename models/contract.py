@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from emotion_pipeline.labels import LABELS
 
-SAMPLE_RATE_HZ = 16_000   # the demuxer's rate (models.SAMPLE_RATE_HZ); every speech model here takes it
+from emotion_pipeline.models import SAMPLE_RATE_HZ   # the demuxer's rate; every speech model here takes it
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Models load once per ``Analyzer``; ``analyze`` streams one video through them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import platform
@@ -103,7 +104,8 @@ class Analyzer:
         self.embedder = cast.load_identity(cfg.identity_model, offline=offline)
         self.models["identity"] = self.embedder.describe() if self.embedder else None
         # who speaks: mouths read (MediaPipe face landmarker, in a second pass at speaker.MOUTH_FPS) against the voice
-        self.mouth_reader = None if cfg.speaker == "off" else (lambda: speaker.load_mouth_reader(offline=offline))
+        # loaded on the first video that needs it, then kept (cast closes only its per-track tasks)
+        self.mouth_reader = None if cfg.speaker == "off" else functools.cache(lambda: speaker.load_mouth_reader(offline=offline))
         self.models["speaker"] = None if cfg.speaker == "off" else {
             "mode": cfg.speaker, "mouths": "face-landmarker (jawOpen)", "mouth_fps": speaker.MOUTH_FPS,
             "window_s": speaker.SYNC_WINDOW_S}

@@ -7,21 +7,20 @@ Emotion in speech needs a few seconds of context, so audio is scored on windows 
   by default), the last one aligned to the end of the input so no tail is left unscored; an
   input shorter than one window is scored whole. Clip-level probabilities are the mean of the
   windows' softmax outputs (evaluation, training, the fusion head's features);
-- a stream (``second_windows``): one window centred on each second of the timeline, cut from
-  chunks as they come with a bounded buffer (the analyzer and the live mode).
+- a stream (``SecondCutter``): one window centred on each second of the timeline, cut from
+  chunks as they come with a bounded buffer (``seconds.VoiceSeconds``: the analyzer and live).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
 from emotion_pipeline.errors import InputError
 from emotion_pipeline.models import SAMPLE_RATE_HZ
-from emotion_pipeline.records import AudioChunk
 
 DEFAULT_HOP_S = 1.0   # one score per second matches the pipeline's per-second timeline
 BATCH_WINDOWS = 32    # windows per forward pass: 32 x 3 s x 16 kHz floats is ~6 MB of input
@@ -202,21 +201,3 @@ class SecondCutter:
         return out
 
 
-def second_windows(chunks: Iterable[AudioChunk], n_seconds: int,
-                   window_s: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(second, the window of ``window_s`` centred on it, the second's own samples) for each second
-    of a stream of chunks (``SecondCutter`` without VAD), the first ``n_seconds`` only."""
-    cutter = None
-    for chunk in chunks:
-        cutter = cutter or SecondCutter(window_s, chunk.sample_rate_hz)
-        for w in cutter.push(chunk.samples):
-            if w.second < n_seconds:
-                yield w.second, w.window, _own(w, cutter.sr)
-    if cutter is not None:
-        for w in cutter.finish():
-            if w.second < n_seconds:
-                yield w.second, w.window, _own(w, cutter.sr)
-
-
-def _own(w: VoiceWindow, sr: int) -> np.ndarray:
-    return w.window[max(0, w.second * sr - w.start_sample): max(0, (w.second + 1) * sr - w.start_sample)]

@@ -43,7 +43,6 @@ class Options:
     """Per-video options that are not analysis settings."""
     transcript: str | None = None     # a transcript file (one video only)
     strict: bool = False              # a partial result is a failure
-    plot: bool = False                # also draw OUT/<stem>.png
     formats: tuple[str, ...] = ("json",)   # outputs beside the JSON: csv, png, mp4, html, srt (pipeline.exports)
     blur_faces: bool = False          # the annotated MP4 blurs every face
 
@@ -110,7 +109,7 @@ def analyze_doc(analyzer, job: Job, options: Options) -> tuple[Outcome, dict[str
         if options.strict and not doc["complete"]:
             raise InputError(f"{job.video}: {'; '.join(doc['warnings'])} (--strict)")
         writers.validate(doc)
-        formats = tuple(options.formats) + (("png",) if options.plot else ())
+        formats = tuple(options.formats)
         from emotion_pipeline.exports import check_not_source, write_formats
         check_not_source(job.video, job.out, formats)
         written.append(writers.write_json_atomic(job.out, doc))

@@ -47,12 +47,6 @@ def _analysis_config(args: argparse.Namespace, *, progress: bool):
     return cfg
 
 
-def collect_videos(paths: list[str], manifests: list[str] = (), out_dir: str | None = None):
-    """(video, base folder) for the inputs: ``pipeline.jobs.collect``."""
-    from emotion_pipeline import jobs
-    return jobs.collect(paths, manifests, out_dir)
-
-
 def _error(message: str) -> None:
     print(f"error: {printable(message)}", file=sys.stderr)
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
 
-from emotion_pipeline.audio_windows import second_windows
-from emotion_pipeline.models import SAMPLE_RATE_HZ, face_cnn, registry
+from emotion_pipeline.models import face_cnn, registry
 from emotion_pipeline.models.contract import InputContract
 from emotion_pipeline.faces import FACE_CROP_PX, FaceDetector, FaceTracker, aligned_crop
 from emotion_pipeline.labels import LABELS
-from emotion_pipeline.records import AudioChunk, FaceObservation, Frame, ModalityScores, Transcript
+from emotion_pipeline.records import FaceObservation, Frame, ModalityScores, Transcript
 
 if TYPE_CHECKING:
     from emotion_pipeline.landmarks import FaceLandmarker
@@ -36,6 +35,12 @@ log = logging.getLogger(__name__)
 class Predictor(Protocol):
     def predict(self, batch: Any) -> tuple[np.ndarray, np.ndarray]: ...
     def describe(self) -> dict[str, Any]: ...
+
+
+def probabilities(predictor: Predictor, batch: Any, batch_size: int = 256) -> np.ndarray:
+    """float32 (N, 7): ``predictor``'s probabilities for every item of ``batch`` (face crops,
+    windows, texts), ``batch_size`` at a time (the evaluators', trainers' and benches' one loop)."""
+    return np.concatenate([predictor.predict(batch[i:i + batch_size])[0] for i in range(0, len(batch), batch_size)])
 
 
 def _softmax(logits: torch.Tensor) -> np.ndarray:
@@ -310,48 +315,12 @@ class FaceEncoder:
 
 
 class AudioEncoder:
-    """Per-second audio scores: VAD over each streamed chunk (its statistics need seconds of
-    context, so it never judges one second alone), then the model on a window centred on
-    every second with enough speech. Windows of equal length are batched together: zero-padding
-    would shift the model's per-window normalisation."""
+    """The voice model with its window and speech threshold; ``seconds.VoiceSeconds`` scores the
+    seconds (VAD over streamed chunks, one window centred on each second with enough speech)."""
 
     def __init__(self, predictor: Predictor, *, window_s: float, min_speech_fraction: float, batch_size: int = 16):
         self.predictor, self.window_s = predictor, window_s
         self.min_speech_fraction, self.batch_size = min_speech_fraction, batch_size
-
-    def per_second(self, chunks: Iterable[AudioChunk], n_seconds: int) -> list[ModalityScores | None]:
-        from emotion_pipeline.vad import speech_fraction_per_second
-
-        out: list[ModalityScores | None] = [None] * n_seconds
-        fractions = np.zeros(n_seconds, dtype=np.float32)
-        pending: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)   # window length -> items
-
-        def with_vad(stream: Iterable[AudioChunk]) -> Iterator[AudioChunk]:
-            for chunk in stream:
-                first = int(round(chunk.start_s))
-                frac = speech_fraction_per_second(chunk.samples, chunk.sample_rate_hz,
-                                                  len(chunk.samples) / chunk.sample_rate_hz)
-                frac = frac[:max(0, n_seconds - first)]
-                fractions[first:first + len(frac)] = frac
-                yield chunk
-
-        def flush(length: int):
-            items = pending.pop(length, [])
-            if not items:
-                return
-            probs, embs = self.predictor.predict(np.stack([w for _, w in items]))
-            for (sec, _), p, e in zip(items, probs, embs):
-                out[sec] = _entry(p, e, speech_fraction=round(float(fractions[sec]), 3))
-
-        for second, window, own in second_windows(with_vad(chunks), n_seconds, self.window_s):
-            if len(own) < SAMPLE_RATE_HZ // 10 or fractions[second] < self.min_speech_fraction:
-                continue  # silence, music, noise, or a sliver of a second: audio stays null
-            pending[len(window)].append((second, window))
-            if len(pending[len(window)]) >= self.batch_size:
-                flush(len(window))
-        for length in list(pending):
-            flush(length)
-        return out
 
 
 def words_per_second(transcript: Transcript, n_seconds: int) -> list[list[str]]:

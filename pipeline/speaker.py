@@ -150,7 +150,9 @@ class MouthReader:
     def read(self, track: int, crop_bgr: np.ndarray, t_s: float) -> float | None:
         task = self._tasks.get(track)
         if task is None:
-            task = self._tasks[track] = self._vision.FaceLandmarker.create_from_options(self._options())
+            from emotion_pipeline.landmarks import _native_stderr_quiet   # MediaPipe's start-up lines off stderr
+            with _native_stderr_quiet():
+                task = self._tasks[track] = self._vision.FaceLandmarker.create_from_options(self._options())
         ms = max(int(round(t_s * 1000)), self._last_ms.get(track, -1) + 1)
         self._last_ms[track] = ms
         pad = int(round(MOUTH_BORDER * crop_bgr.shape[0]))

@@ -62,7 +62,7 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", tta: str | 
     import torch
 
     from emotion_pipeline.corpora.face_images import face_crops, labelled_images, person_folds, pipeline_detector
-    from emotion_pipeline.encoders import ShippedFace, load_predictor
+    from emotion_pipeline.encoders import ShippedFace, load_predictor, probabilities
     from emotion_pipeline.faces import FACE_CROP_PX
     from emotion_pipeline.metrics import report
     from emotion_pipeline.models.face_cnn import tta_mode
@@ -85,8 +85,7 @@ def run(data: Path, *, model: str = "face-cnn", device: str = "cpu", tta: str | 
     t0 = time.time()
     crops = face_crops(images, detector, FACE_CROP_PX, cache_dir=cache_dir, progress=True)
     t1 = time.time()
-    probs = np.concatenate([predictor.predict(crops.crops[i:i + batch_size])[0]
-                            for i in range(0, len(images), batch_size)])
+    probs = probabilities(predictor, crops.crops, batch_size)
     t2 = time.time()
     pred = probs.argmax(1)
     result = report(images.labels, pred, LABELS)

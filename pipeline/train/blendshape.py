@@ -141,12 +141,12 @@ def evaluate(model: BlendshapeExpert, photos: tuple[PhotoExpressions, ...], fold
     return out
 
 
-def cnn_probs(face_model: str, crops: list[np.ndarray]) -> list[np.ndarray]:
-    """The face CNN's probabilities (as ``analyze`` builds it) for each array of face crops."""
-    from emotion_pipeline.encoders import load_predictor
+def cnn_probs(face_model: str, crops: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
+    """The face CNN's probabilities (as ``analyze`` builds it) for each array of face crops, and its ``describe()``."""
+    from emotion_pipeline.encoders import load_predictor, probabilities
 
     predictor = load_predictor("face", face_model, device=torch.device("cpu"), offline=True)
-    return [np.concatenate([predictor.predict(c[i:i + 256])[0] for i in range(0, len(c), 256)]) for c in crops]
+    return [probabilities(predictor, c) for c in crops], predictor.describe()
 
 
 def run(cfg: BlendshapeConfig, command: str = "") -> dict:
@@ -186,7 +186,7 @@ def finish(model: BlendshapeExpert, cfg: BlendshapeConfig, data: ExpertData, com
     keys = ("n", "accuracy", "uar", "per_class_recall", "read_as_neutral")
     select = evaluate(model, data.photos, cfg.select_fold)
     fs = data.fer_select
-    cnn = cnn_probs(cfg.face_model, [ph.crops for ph in data.photos] + ([fs.images] if fs is not None else []))
+    cnn, face = cnn_probs(cfg.face_model, [ph.crops for ph in data.photos] + ([fs.images] if fs is not None else []))
     sets = [(c[rows], expert_probs(model, ph)[rows], ph.readings.found[rows], ph.labels[rows])
             for ph, c in zip(data.photos, cnn) for rows in [scored_rows(ph, cfg.select_fold)]]
     if fs is not None:
@@ -195,15 +195,12 @@ def finish(model: BlendshapeExpert, cfg: BlendshapeConfig, data: ExpertData, com
         sets.append((cnn[-1][rows], probs_of_readings(model, r.blendshapes, r.landmarks, r.found)[rows], r.found[rows],
                      fs.majority[rows]))
     weight, by_weight = choose_weight(sets)
-    from emotion_pipeline.models import registry
-
-    face = registry.load(cfg.face_model, kind="face")
     combination = {"weight": weight, "rule": "(1 - weight) * face CNN + weight * expert, per face crop read by the "
                                               "landmarker (the CNN alone elsewhere)",
                    "chosen_on": f"mean accuracy over the photo sets' people of fold {cfg.select_fold} of {cfg.n_folds}"
                                 + (f" and the even rows of a {cfg.fer_select_max}-face pick of {cfg.fer_select_npz} "
                                    f"(FER+ majority labels)" if fs is not None else ""),
-                   "face_model": {"name": face.name, "sha256": face.sha256, "version": face.meta.get("version")},
+                   "face_model": {"name": face["name"], "sha256": face["sha256"], "version": face.get("version")},
                    "mean_accuracy_by_weight": {f"{w:.2f}": round(a, 4) for w, a in zip(WEIGHT_GRID, by_weight)}}
     log.info("combination weight %.2f (mean select-fold accuracy %.4f; CNN alone %.4f, expert alone %.4f)",
              weight, max(by_weight), by_weight[0], by_weight[-1])
