@@ -2,16 +2,17 @@
 
     python -m bench.face_models --models face-cnn,runs/face_mixed/export.safetensors \
         [--sets faces/kdef,faces/ckplus48,faces/sfew] [--folds 5 --fold 0] [--peer runs/peer/fer_preds.json] \
-        [--ensemble] [--json out.json]
+        [--ensemble [--mix 0.5,0.6,0.7]] [--json out.json]
 
 For each model (a registry name or a face_cnn .safetensors) and each labelled photo set (any folder
 or CSV that ``evaluate faces`` reads; with ``--folds`` only the people of ``--fold``, the ones the
 trainer holds out): accuracy, UAR, per-class recall and how many of each class are read as neutral,
 with the photos detected and cropped exactly as the video pipeline crops faces (flip TTA, as
-``analyze`` scores faces). KDEF-style sets with head angles are reported twice: frontal + half
+``analyze`` scores faces; ``--tta none`` for the centre crop). KDEF-style sets with head angles are reported twice: frontal + half
 profile ("fh") and all angles. FER+ PublicTest majority accuracy (the trainer's selection split,
 so a guide, not a result) when ``--fer`` names the .npz. ``--ensemble``: the mean of all models'
-probabilities as one more row. ``--peer``: another tool's predictions on the same photos
+probabilities as one more row; with ``--mix`` (two models), one row per weight w of the second
+model's probabilities ((1 - w) p1 + w p2). ``--peer``: another tool's predictions on the same photos
 (``{set: {"rows": [{"path", "label"}], "preds": [label or null]}}``, null = no face found = wrong).
 """
 from __future__ import annotations
@@ -52,22 +53,34 @@ def face_predictor(model: str, tta: str = "flip"):
 def views(images) -> dict[str, np.ndarray]:
     """The row masks reported for one set: all photos, and frontal + half profile where angles are known."""
     out = {"all": np.ones(len(images), bool)}
-    if set(images.angles) - set(FH) - {""}:
-        out["fh"] = np.asarray([a in FH for a in images.angles])
+    fh = np.asarray([a in FH for a in images.angles], bool)
+    if set(images.angles) - set(FH) - {""} and fh.any():
+        out["fh"] = fh
     return out
 
 
+def mixtures(models: list[str], mix: list[float] | None) -> dict[str, list[float]]:
+    """Row name -> weight per model: the plain mean, or (two models) one row per weight of the second."""
+    if len(models) < 2:
+        return {}
+    if not mix:
+        return {"mean(" + " + ".join(models) + ")": [1 / len(models)] * len(models)}
+    if len(models) != 2:
+        raise SystemExit("--mix needs exactly two --models")
+    return {f"{1 - w:.2f} {models[0]} + {w:.2f} {models[1]}": [1 - w, w] for w in mix}
+
+
 def run(models: list[str], sets: list[str], *, folds: int, fold: int, fer: str | None, peer: str | None,
-        ensemble: bool) -> dict:
+        ensemble: bool, mix: list[float] | None = None, tta: str = "flip") -> dict:
     from emotion_pipeline.corpora.face_images import face_crops, labelled_images, person_folds, pipeline_detector
     from emotion_pipeline.faces import FACE_CROP_PX
 
     from emotion_pipeline.encoders import probabilities
 
     detector = pipeline_detector()
-    predictors = {m: face_predictor(m) for m in models}   # loaded once, used for every set
+    predictors = {m: face_predictor(m, tta) for m in models}   # loaded once, used for every set
     peer_preds = json.loads(Path(peer).read_text()) if peer else {}
-    results: dict = {"folds": folds, "fold": fold, "detector": detector.name, "sets": {}}
+    results: dict = {"folds": folds, "fold": fold, "detector": detector.name, "tta": tta, "sets": {}}
     for name in sets:
         path = Path(name) if Path(name).exists() else data_path(name)
         images = labelled_images(path)
@@ -75,8 +88,9 @@ def run(models: list[str], sets: list[str], *, folds: int, fold: int, fer: str |
             images = images.take(person_folds(images.person_ids, folds) == fold)
         crops = face_crops(images, detector, FACE_CROP_PX, progress=True)
         probs = {m: probabilities(p, crops.crops) for m, p in predictors.items()}
-        if ensemble and len(models) > 1:
-            probs["mean(" + " + ".join(models) + ")"] = np.mean([probs[m] for m in models], axis=0)
+        if ensemble:
+            for row, ws in mixtures(models, mix).items():
+                probs[row] = sum(w * probs[m] for w, m in zip(ws, models))
         set_key = path.name
         entry: dict = {"n": len(images), "missed_by_detector": int((~crops.detected).sum()), "models": {}}
         for label, p in probs.items():
@@ -97,11 +111,13 @@ def run(models: list[str], sets: list[str], *, folds: int, fold: int, fer: str |
                 log.warning("%s: the peer predictions do not cover these photos; left out", set_key)
         results["sets"][set_key] = entry
     if fer:
-        results["ferplus_majority"] = ferplus_majority(models, fer, ensemble=ensemble)
+        results["ferplus_majority"] = ferplus_majority(models, fer, ensemble=ensemble, mix=mix,
+                                                       tta="flip" if tta == "none" else tta)
     return results
 
 
-def ferplus_majority(models: list[str], fer: str, *, ensemble: bool, tta: str = "flip") -> dict[str, dict]:
+def ferplus_majority(models: list[str], fer: str, *, ensemble: bool, tta: str = "flip",
+                     mix: list[float] | None = None) -> dict[str, dict]:
     """FER+ majority accuracy per model (centre crop and the pipeline's flip TTA), and of the mean of
     the models' probabilities with ``ensemble``."""
     import torch
@@ -122,10 +138,10 @@ def ferplus_majority(models: list[str], fer: str, *, ensemble: bool, tta: str = 
             probs[(m, mode)] = torch.softmax(logits, 1).numpy()
         out[m] = {mode or "none": ferplus_report(np.log(probs[(m, mode)] + 1e-9), votes, faces.labels)["majority"]["accuracy"]
                   for mode in (None, tta)}
-    if ensemble and len(models) > 1:
-        out["mean(" + " + ".join(models) + ")"] = {
-            mode or "none": ferplus_report(np.log(np.mean([probs[(m, mode)] for m in models], 0) + 1e-9), votes,
-                                           faces.labels)["majority"]["accuracy"] for mode in (None, tta)}
+    if ensemble:
+        for row, ws in mixtures(models, mix).items():
+            out[row] = {mode or "none": ferplus_report(np.log(sum(w * probs[(m, mode)] for w, m in zip(ws, models)) + 1e-9),
+                                                       votes, faces.labels)["majority"]["accuracy"] for mode in (None, tta)}
     return out
 
 
@@ -164,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="FER2013-format .npz with FER+ votes beside it ('none' to skip)")
     ap.add_argument("--peer", default=None)
     ap.add_argument("--ensemble", action="store_true")
+    ap.add_argument("--mix", default=None, help="with --ensemble and two models: comma-separated weights of the second")
+    ap.add_argument("--tta", default="flip", help="the photo sets' test-time augmentation: flip (the pipeline's), none, crops10")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     results = run([m.strip() for m in args.models.split(",") if m.strip()],
                   [s.strip() for s in args.sets.split(",") if s.strip()], folds=args.folds, fold=args.fold,
-                  fer=None if args.fer == "none" else args.fer, peer=args.peer, ensemble=args.ensemble)
+                  fer=None if args.fer == "none" else args.fer, peer=args.peer, ensemble=args.ensemble,
+                  mix=[float(w) for w in args.mix.split(",")] if args.mix else None, tta=args.tta)
     if args.json:
         from emotion_pipeline.fileio import atomic_write_text
         atomic_write_text(Path(args.json), json.dumps(results, indent=1))

@@ -13,7 +13,7 @@ Logits come out in ``pipeline.labels.LABELS`` order (training remaps FER2013's c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -41,6 +41,11 @@ class FaceCNNConfig:
     embed_dim: int = 256            # width of the embedding handed to the fusion head
     dropout: float = 0.3            # before the embedding and the classifier; FER2013 overfits fast
     num_classes: int = NUM_LABELS   # 7, in LABELS order
+    # An output ensemble (face-cnn 4.0.0): ``members`` networks of this shape in one file, their class
+    # probabilities mixed with ``member_weights`` (normalised to sum 1); the embedding is the members'
+    # embeddings side by side. 1: one network.
+    members: int = 1
+    member_weights: tuple[float, ...] = ()
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -53,9 +58,18 @@ class FaceCNN(nn.Module):
         super().__init__()
         if config is None:
             config = FaceCNNConfig()
-        if isinstance(config.widths, list):  # a config rebuilt from JSON metadata carries lists
-            config = FaceCNNConfig(**{**config.__dict__, "widths": tuple(config.widths)})
+        # a config rebuilt from JSON metadata carries lists
+        config = replace(config, widths=tuple(config.widths), member_weights=tuple(config.member_weights))
         self.config = config
+        if config.members > 1:
+            w = config.member_weights
+            if len(w) != config.members or min(w) < 0 or sum(w) <= 0:
+                raise ValueError(f"FaceCNN ensemble: {config.members} members need as many non-negative "
+                                 f"member_weights, got {w}")
+            one = replace(config, members=1, member_weights=())
+            self.nets = nn.ModuleList(FaceCNN(one) for _ in range(config.members))
+            self.register_buffer("mix", torch.tensor(w, dtype=torch.float32) / sum(w), persistent=False)
+            return
         layers: list[nn.Module] = []
         cin = config.in_channels
         for i, width in enumerate(config.widths):
@@ -84,8 +98,17 @@ class FaceCNN(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embed_dim * max(1, self.config.members)
+
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (N, in_channels, S, S) as made by ``prepare``; returns (logits (N,7), embedding (N,embed_dim))."""
+        """x: (N, in_channels, S, S) as made by ``prepare``; returns (logits (N,7), embedding
+        (N, embedding_dim)). An ensemble's logits are the log of its mixed probabilities."""
+        if self.config.members > 1:
+            outs = [net.forward_with_embedding(x) for net in self.nets]
+            probs = sum(w * torch.softmax(o[0].float(), 1) for w, o in zip(self.mix, outs))
+            return torch.log(probs.clamp_min(1e-12)), torch.cat([o[1] for o in outs], 1)
         emb = self.embed(self.pool(self.features(x)))
         return self.classifier(self.drop(emb)), emb
 
@@ -97,7 +120,8 @@ def _as_config(config: FaceCNNConfig | dict | None) -> FaceCNNConfig:
     if config is None:
         return FaceCNNConfig()
     if isinstance(config, dict):
-        return FaceCNNConfig(**{**config, "widths": tuple(config.get("widths", FaceCNNConfig.widths))})
+        return FaceCNNConfig(**{**config, "widths": tuple(config.get("widths", FaceCNNConfig.widths)),
+                                "member_weights": tuple(config.get("member_weights", ()))})
     return config
 
 
@@ -260,14 +284,14 @@ DEFAULT_TTA: str | None = "flip"
 @torch.no_grad()
 def predict(model: FaceCNN, crops: np.ndarray | torch.Tensor, tta: str | None = DEFAULT_TTA, *,
             batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Face crops -> (logits (N,7) in LABELS order, embedding (N,embed_dim)), float32 on the CPU,
+    """Face crops -> (logits (N,7) in LABELS order, embedding (N,embedding_dim)), float32 on the CPU,
     both averaged over the TTA views; the one face inference of the video pipeline, ``evaluate``,
     ``predict`` and training's validation. ``crops``: grey (or BGR) uint8 crops (N,H,W) of any
     size, brought to 48 px by ``to_source_size``, or a uint8 tensor (N,1,48,48) as it is;
     ``batch_size`` faces at a time through the network (None: all at once). Model in eval mode."""
     images = crops if isinstance(crops, torch.Tensor) else to_source_size(crops, model.config)
     device, cl = next(model.parameters()).device, torch.channels_last  # 1.5x faster convs on CPU (oneDNN), same results
-    logits, embs = [torch.zeros(0, model.config.num_classes)], [torch.zeros(0, model.config.embed_dim)]
+    logits, embs = [torch.zeros(0, model.config.num_classes)], [torch.zeros(0, model.embedding_dim)]
     step = batch_size or max(1, len(images))
     for i in range(0, len(images), step):
         outs = [model.forward_with_embedding(v.to(device, memory_format=cl))
@@ -281,3 +305,18 @@ def predict_logits(model: FaceCNN, crops: np.ndarray | torch.Tensor, tta: str | 
                    batch_size: int | None = None) -> torch.Tensor:
     """The logits of ``predict`` (no TTA by default)."""
     return predict(model, crops, tta, batch_size=batch_size)[0]
+
+
+def ensemble_state(members: list[tuple[FaceCNNConfig, dict[str, torch.Tensor]]],
+                   weights: list[float]) -> tuple[FaceCNNConfig, dict[str, torch.Tensor]]:
+    """Single networks (config, state dict) of one shape -> the config and state dict of their
+    output ensemble (``FaceCNNConfig.members``), mixed with ``weights``."""
+    shapes = {replace(c, members=1, member_weights=()) for c, _ in members}
+    if len(shapes) != 1 or any(c.members != 1 for c, _ in members):
+        raise ValueError("an ensemble is made of single networks of one config")
+    if len(weights) != len(members):
+        raise ValueError(f"{len(members)} members, {len(weights)} weights")
+    config = replace(shapes.pop(), members=len(members), member_weights=tuple(float(w) for w in weights))
+    state = {f"nets.{i}.{k}": v for i, (_, sd) in enumerate(members) for k, v in sd.items()}
+    FaceCNN(config).load_state_dict(state)   # refuses anything that does not fit
+    return config, state

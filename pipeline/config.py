@@ -272,7 +272,7 @@ class AnalyzeConfig:
     face_batch_size: int = 64
     face_expression: str = "auto"            # MediaPipe face landmarker on the face crops (blendshapes per face and
                                              # second): auto (when mediapipe and its model are there, else said why), on, off
-    face_expert: str = "none"                # blendshape-expert: combined with face_model's scores where the landmarker reads the face (no gain with face-cnn 3.0.0: blendshape_expert.md)
+    face_expert: str = "none"                # blendshape-expert: combined with face_model's scores where the landmarker reads the face (no gain with face-cnn 3.0.0, measured before the 4.0.0 ensemble: blendshape_expert.md)
     face_expert_weight: float | None = None  # the expert's weight in that combination; null: the one chosen at training
     face_expression_per_second: int = 1      # frames of each face the landmarker reads per second, at most (its cost)
     identity_model: str = "sface"            # face embeddings that join face tracks into people across gaps and cuts

@@ -192,7 +192,7 @@ def test_pipeline_face_predictor_averages_the_mirror():
     mean_log = (np.log(a) + np.log(b)) / 2
     expected = np.exp(mean_log) / np.exp(mean_log).sum(1, keepdims=True)
     np.testing.assert_allclose(p_flip, expected, atol=1e-4)
-    assert e_flip.shape == (5, loaded.module.config.embed_dim)
+    assert e_flip.shape == (5, loaded.module.embedding_dim)
 
 
 def test_swa_average_and_batchnorm_recalibration(tmp_path):
@@ -251,3 +251,51 @@ def test_weighted_average_of_a_run_and_a_weights_file(tmp_path):
                                        rtol=1e-3, atol=1e-3)   # the file may be float16
     with pytest.raises(SettingError, match="average_weights"):
         FaceConfig(mode="average", average_of=("a", "b"), average_weights=(1.0,))
+
+
+def test_output_ensemble_mixes_member_probabilities_and_round_trips(tmp_path):
+    """An ensemble file (FaceCNNConfig.members, trainer mode ensemble) gives the weighted mean of its
+    members' probabilities and their embeddings side by side, through save, registry load and the
+    pipeline's predictor; an ensemble is refused as a network to fine-tune, and weights that do not
+    match the members are refused."""
+    from emotion_pipeline.encoders import ShippedFace
+    from emotion_pipeline.errors import TrainingError
+    from emotion_pipeline.models.face_cnn import ensemble_state
+    from emotion_pipeline.train.face import FaceConfig, ensemble, initial_weights
+    torch.manual_seed(2)
+    a, b = FaceCNN(SMALL).eval(), FaceCNN(SMALL).eval()
+    with torch.no_grad():
+        for net in (a, b):   # members that disagree clearly
+            net.classifier.weight.normal_(0, 0.5)
+            net.classifier.bias.normal_(0, 1.0)
+    for name, net in (("a", a), ("b", b)):
+        weights_io.save(tmp_path / f"{name}.safetensors", net, arch="face_cnn", config=SMALL)
+    cfg = FaceConfig(model=SMALL, mode="ensemble", augment=None, out_dir=str(tmp_path / "ens"),
+                     average_of=(str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")),
+                     average_weights=(1.0, 3.0), export=None)
+    model = ensemble(cfg)
+    x = torch.randn(4, 1, SMALL.input_size, SMALL.input_size)
+    with torch.no_grad():
+        logits, emb = model.forward_with_embedding(x)
+        (la, ea), (lb, eb) = a.forward_with_embedding(x), b.forward_with_embedding(x)
+    mixed = 0.25 * torch.softmax(la, 1) + 0.75 * torch.softmax(lb, 1)
+    torch.testing.assert_close(torch.softmax(logits, 1), mixed, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(mixed, torch.softmax(lb, 1), atol=1e-3)   # both members count
+    torch.testing.assert_close(emb, torch.cat([ea, eb], 1))
+    assert model.embedding_dim == 2 * SMALL.embed_dim == emb.shape[1]
+    # one file, loaded by path like any face model, scored by the pipeline's predictor
+    weights_io.save(tmp_path / "ens.safetensors", model, arch="face_cnn", config=model.config)
+    loaded = registry.load(tmp_path / "ens.safetensors", kind="face")
+    assert loaded.module.config.members == 2 and loaded.module.config.member_weights == (1.0, 3.0)
+    crops = np.random.default_rng(0).integers(0, 256, (3, 60, 60), dtype=np.uint8)
+    probs, embs = ShippedFace(loaded, torch.device("cpu"), tta=None).predict(crops)
+    with torch.no_grad():
+        la, lb = a(prepare(crops, SMALL)), b(prepare(crops, SMALL))
+    np.testing.assert_allclose(probs, (0.25 * torch.softmax(la, 1) + 0.75 * torch.softmax(lb, 1)).numpy(), atol=1e-5)
+    assert embs.shape == (3, 2 * SMALL.embed_dim)
+    with pytest.raises(TrainingError, match="ensemble of 2"):
+        initial_weights(str(tmp_path / "ens.safetensors"))
+    with pytest.raises(ValueError, match="weights"):
+        ensemble_state([(SMALL, a.state_dict()), (SMALL, b.state_dict())], [1.0])
+    with pytest.raises(ValueError, match="member_weights"):
+        FaceCNN(dataclasses.replace(SMALL, members=2, member_weights=(1.0, -1.0)))

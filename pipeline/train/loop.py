@@ -50,7 +50,7 @@ class RunConfig:
     task: str = ""                  # face | audio | text | fusion (``train CONFIG`` reads it from here)
     name: str = ""
     out_dir: str = "runs/run"       # the run folder: config.json, metrics.jsonl, last.pt, best.pt, figures
-    mode: str = "train"             # train; export (best.pt of out_dir, no training); average (face, text)
+    mode: str = "train"             # train; export (best.pt of out_dir, no training); average (face, text); ensemble (face)
     seed: int = 0
     device: str = "auto"            # auto: CUDA when present
     threads: int = 0                # torch CPU threads; 0: torch's default
@@ -59,8 +59,8 @@ class RunConfig:
     resume: bool = False            # continue from out_dir/last.pt
     export: str | None = None       # write the best model here (.safetensors + a .md card stub)
     version: str = ""               # recorded in the exported file
-    average_of: tuple[str, ...] = ()  # mode=average: the run folders (or a run's best.pt / last.pt, or a weights file) averaged
-    average_weights: tuple[float, ...] = ()  # mode=average: one weight per entry of average_of (normalised); empty: equal
+    average_of: tuple[str, ...] = ()  # mode=average / ensemble: the run folders (or a run's best.pt / last.pt, or a weights file) combined
+    average_weights: tuple[float, ...] = ()  # one weight per entry of average_of (normalised); empty: equal
     progress: bool = True
 
     def __post_init__(self):
@@ -69,8 +69,8 @@ class RunConfig:
             ("epochs", self.epochs >= 1, "must be at least 1"),
             ("patience", self.patience >= 0, "must be >= 0 (0: no early stopping)"),
             ("threads", self.threads >= 0, "must be >= 0 (0: torch's default)"),
-            ("average_of", (self.mode == "average") == bool(self.average_of),
-             "lists the run folders to average, with mode: average (and only then)"),
+            ("average_of", (self.mode in ("average", "ensemble")) == bool(self.average_of),
+             "lists the runs or weight files to combine, with mode: average or ensemble (and only then)"),
             ("average_weights", not self.average_weights or (len(self.average_weights) == len(self.average_of)
                                                            and all(w >= 0 for w in self.average_weights)
                                                            and sum(self.average_weights) > 0),
