@@ -307,16 +307,14 @@ def predict_logits(model: FaceCNN, crops: np.ndarray | torch.Tensor, tta: str | 
     return predict(model, crops, tta, batch_size=batch_size)[0]
 
 
-def ensemble_state(members: list[tuple[FaceCNNConfig, dict[str, torch.Tensor]]],
-                   weights: list[float]) -> tuple[FaceCNNConfig, dict[str, torch.Tensor]]:
-    """Single networks (config, state dict) of one shape -> the config and state dict of their
-    output ensemble (``FaceCNNConfig.members``), mixed with ``weights``."""
+def ensemble_of(members: list[tuple[FaceCNNConfig, dict[str, torch.Tensor]]], weights: list[float]) -> FaceCNN:
+    """Single networks (config, state dict) of one shape -> their output ensemble
+    (``FaceCNNConfig.members``, mixed with ``weights``), weights loaded, in eval mode."""
     shapes = {replace(c, members=1, member_weights=()) for c, _ in members}
     if len(shapes) != 1 or any(c.members != 1 for c, _ in members):
         raise ValueError("an ensemble is made of single networks of one config")
     if len(weights) != len(members):
         raise ValueError(f"{len(members)} members, {len(weights)} weights")
-    config = replace(shapes.pop(), members=len(members), member_weights=tuple(float(w) for w in weights))
-    state = {f"nets.{i}.{k}": v for i, (_, sd) in enumerate(members) for k, v in sd.items()}
-    FaceCNN(config).load_state_dict(state)   # refuses anything that does not fit
-    return config, state
+    model = FaceCNN(replace(shapes.pop(), members=len(members), member_weights=tuple(float(w) for w in weights)))
+    model.load_state_dict({f"nets.{i}.{k}": v for i, (_, sd) in enumerate(members) for k, v in sd.items()})
+    return model.eval()

@@ -260,7 +260,7 @@ def test_output_ensemble_mixes_member_probabilities_and_round_trips(tmp_path):
     match the members are refused."""
     from emotion_pipeline.encoders import ShippedFace
     from emotion_pipeline.errors import TrainingError
-    from emotion_pipeline.models.face_cnn import ensemble_state
+    from emotion_pipeline.models.face_cnn import ensemble_of
     from emotion_pipeline.train.face import FaceConfig, ensemble, initial_weights
     torch.manual_seed(2)
     a, b = FaceCNN(SMALL).eval(), FaceCNN(SMALL).eval()
@@ -296,6 +296,6 @@ def test_output_ensemble_mixes_member_probabilities_and_round_trips(tmp_path):
     with pytest.raises(TrainingError, match="ensemble of 2"):
         initial_weights(str(tmp_path / "ens.safetensors"))
     with pytest.raises(ValueError, match="weights"):
-        ensemble_state([(SMALL, a.state_dict()), (SMALL, b.state_dict())], [1.0])
+        ensemble_of([(SMALL, a.state_dict()), (SMALL, b.state_dict())], [1.0])
     with pytest.raises(ValueError, match="member_weights"):
         FaceCNN(dataclasses.replace(SMALL, members=2, member_weights=(1.0, -1.0)))

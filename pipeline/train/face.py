@@ -30,7 +30,7 @@ from emotion_pipeline.errors import TrainingError
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.metrics import ferplus_report, report
 from emotion_pipeline.models.face_cnn import (TTA_MODES, FaceAugment, FaceCNN, FaceCNNConfig, center_view,
-                                              ensemble_state, predict_logits, random_view)
+                                              ensemble_of, predict_logits, random_view)
 from emotion_pipeline.preflight import select_device
 from emotion_pipeline.train import loop
 from emotion_pipeline.train.loop import Evaluation, RunConfig, RunDir
@@ -208,9 +208,10 @@ def run(cfg: FaceConfig, command: str = "") -> dict:
     elif cfg.mode == "ensemble":
         model = ensemble(cfg, command).to(device)
     elif cfg.mode == "export":
-        if (members := RunDir(cfg.out_dir).checkpoint("best").get("ensemble")):
-            model = FaceCNN(FaceCNNConfig(**members)).to(device)
-        RunDir(cfg.out_dir).load(model)
+        ckpt = RunDir(cfg.out_dir).checkpoint("best")
+        if ckpt.get("ensemble"):   # a mode-ensemble run: its own config, not cfg.model's
+            model = FaceCNN(FaceCNNConfig(**ckpt["ensemble"])).to(device)
+        loop.load_weights(model, ckpt["model"], Path(cfg.out_dir) / "best.pt")
     else:
         train(cfg, model, data, device, command)
     return finish(model, cfg, data, command)
@@ -222,19 +223,17 @@ def ensemble(cfg: FaceConfig, command: str = "") -> FaceCNN:
         raise TrainingError(f"average_of: an ensemble needs at least two networks, got {list(cfg.average_of)}")
     weights = list(cfg.average_weights or [1.0] * len(cfg.average_of))
     try:
-        config, state = ensemble_state([(cfg.model, initial_weights(e)) for e in cfg.average_of], weights)
+        model = ensemble_of([(cfg.model, initial_weights(e)) for e in cfg.average_of], weights)
     except (RuntimeError, ValueError) as e:
         raise TrainingError(f"average_of: these networks cannot be one ensemble ({str(e).splitlines()[0]})") from e
-    model = FaceCNN(config)
-    model.load_state_dict(state)
     members = [{"weights": e, "weight": round(w / sum(weights), 6)} for e, w in zip(cfg.average_of, weights)]
     run = RunDir(cfg.out_dir).start(cfg, command, ensemble=members)
     (run.path / "metrics.jsonl").unlink(missing_ok=True)
     run.save("best", {"model": model.state_dict(), "epoch": 0, "best_metric": math.nan, "best_epoch": 0,
-                      "ensemble": {**config.__dict__}})
+                      "ensemble": {**model.config.__dict__}})
     log.info("ensemble of %s into %s", ", ".join(f"{m['weights']} x {m['weight']:.3g}" for m in members),
              run.path / "best.pt")
-    return model.eval()
+    return model
 
 
 def train(cfg: FaceConfig, model: FaceCNN, data: FaceData, device: torch.device, command: str) -> None:
