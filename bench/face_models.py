@@ -7,7 +7,7 @@
 For each model (a registry name or a face_cnn .safetensors) and each labelled photo set (any folder
 or CSV that ``evaluate faces`` reads; with ``--folds`` only the people of ``--fold``, the ones the
 trainer holds out): accuracy, UAR, per-class recall and how many of each class are read as neutral,
-with the photos detected and cropped exactly as the video pipeline crops faces (flip TTA, as
+with the photos detected and cropped exactly as the video pipeline crops faces (its precision, flip TTA, as
 ``analyze`` scores faces; ``--tta none`` for the centre crop). KDEF-style sets with head angles are reported twice: frontal + half
 profile ("fh") and all angles. FER+ PublicTest majority accuracy (the trainer's selection split,
 so a guide, not a result) when ``--fer`` names the .npz. ``--ensemble``: the mean of all models'
@@ -37,16 +37,25 @@ def _summary(labels: np.ndarray, pred: np.ndarray) -> dict:
     return {k: r[k] for k in ("n", "accuracy", "uar", "per_class_recall", "read_as_neutral")}
 
 
+def model_spec(model: str) -> tuple[str, str]:
+    """``NAME[@PRECISION]`` -> (registry name or file, face_cnn precision: auto when not given)."""
+    name, _, precision = model.partition("@")
+    return name, precision or "auto"
+
+
 def face_predictor(model: str, tta: str = "flip"):
-    """The face model as ``analyze`` builds it, with the pipeline's flip TTA."""
+    """The face model as ``analyze`` builds it, with the pipeline's flip TTA; ``model`` may end in
+    ``@float32`` or ``@bfloat16`` (default: analyze's ``face_precision: auto``)."""
     import torch
 
     from emotion_pipeline.encoders import ShippedFace, load_predictor
-    from emotion_pipeline.models.face_cnn import tta_mode
+    from emotion_pipeline.models.face_cnn import resolve_precision, tta_mode
 
-    predictor = load_predictor("face", model, device=torch.device("cpu"), offline=True)
+    name, precision = model_spec(model)
+    predictor = load_predictor("face", name, device=torch.device("cpu"), offline=True)
     if isinstance(predictor, ShippedFace):
         predictor.tta = tta_mode(tta)
+        predictor.precision = resolve_precision(precision)
     return predictor
 
 
@@ -132,9 +141,10 @@ def ferplus_majority(models: list[str], fer: str, *, ensemble: bool, tta: str = 
     votes = ferplus_votes(ferplus_votes_path(path), filenames=faces.filenames, n_rows=len(faces.labels))
     out, probs = {}, {}
     for m in models:
-        module = load(m, device="cpu", kind="face").module
+        name, precision = model_spec(m)
+        module = load(name, device="cpu", kind="face").module
         for mode in (None, tta):
-            logits = predict_logits(module, faces.images, mode, batch_size=512)
+            logits = predict_logits(module, faces.images, mode, batch_size=512, precision=precision)
             probs[(m, mode)] = torch.softmax(logits, 1).numpy()
         out[m] = {mode or "none": ferplus_report(np.log(probs[(m, mode)] + 1e-9), votes, faces.labels)["majority"]["accuracy"]
                   for mode in (None, tta)}
@@ -171,7 +181,8 @@ def print_table(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", required=True, help="comma-separated registry names or .safetensors files")
+    ap.add_argument("--models", required=True, help="comma-separated registry names or .safetensors files, each "
+                    "optionally NAME@float32 or NAME@bfloat16 (default: auto, as analyze)")
     ap.add_argument("--sets", default="faces/kdef,faces/ckplus48,faces/sfew",
                     help="comma-separated photo folders / CSVs (relative names are under the data folder)")
     ap.add_argument("--folds", type=int, default=5)

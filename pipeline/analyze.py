@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emotion_pipeline.models import registry, sources
+from emotion_pipeline.models import face_cnn, registry, sources
 from emotion_pipeline import cast, demux, fuse, preflight, seconds, speaker, transcribe
 from emotion_pipeline.config import AnalyzeConfig, to_dict
-from emotion_pipeline.encoders import (AudioEncoder, FaceEncoder, TextEncoder, audio_window_s, load_expressions,
-                                       load_predictor)
+from emotion_pipeline.encoders import (AudioEncoder, FaceEncoder, ShippedFace, TextEncoder, audio_window_s,
+                                       load_expressions, load_predictor)
 from emotion_pipeline.faces import FACE_CROP_PX, FaceDetector
 from emotion_pipeline.languages import normalise_language
 from emotion_pipeline.models import SAMPLE_RATE_HZ
@@ -89,6 +89,8 @@ class Analyzer:
         self.models["face_detector"] = {"name": detector.name, "sha256": (
             sources.sha256_file(detector_file) if detector_file else None)}
         face = load_predictor("face", cfg.face_model, device=self.device, offline=offline)
+        if isinstance(face, ShippedFace):   # a hub model keeps its own precision
+            face.precision = face_cnn.resolve_precision(cfg.face_precision, self.device)
         # the face landmarker on the same crops (blendshapes) and the blendshape expert combined with the CNN;
         # without mediapipe or the landmarker's file the face modality is the CNN's alone, and the JSON says why
         expressions, self.expression_problem = load_expressions(
@@ -97,7 +99,7 @@ class Analyzer:
         # primary_face speaker: the speaker's face where a visible person speaks (cast.py), else the dominant one
         self.face = FaceEncoder(face, detector, batch_size=cfg.face_batch_size,
                                 primary_face="dominant" if cfg.primary_face == "speaker" else cfg.primary_face,
-                                expressions=expressions)
+                                expressions=expressions, detect_face_px=cfg.detect_face_px)
         self.models["face"] = face.describe()
         self.models["face_expression"] = expressions.describe() if expressions else None
         # face identity (SFace): face tracks joined into people; without it every track is its own person

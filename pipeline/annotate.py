@@ -75,16 +75,17 @@ def detector_for(doc: dict[str, Any]):
 def face_tracks(doc: dict[str, Any], video: str | Path, detector) -> tuple[list[float], list[list[tuple[int, tuple]]]]:
     """(sample times, per sample [(face_id, (x, y, w, h) in display pixels of the source)])."""
     from emotion_pipeline import demux
-    from emotion_pipeline.faces import FaceTracker
+    from emotion_pipeline.faces import FaceTracker, ScaledDetection
 
     cfg = doc.get("config", {})
     times, faces = [], []
     tracker = FaceTracker()
+    detection = ScaledDetection(detector, int(cfg.get("detect_face_px", 0)))   # as the analysis searched (0: before it had a setting)
     width = doc["video"]["width"]
     for frame in demux.iter_frames(video, sample_fps=float(cfg.get("frames_per_second", 4.0)),
                                    max_side_px=int(cfg.get("max_frame_side_px", 640))):
         scale = width / frame.image.shape[1]
-        boxes = detector.detect(frame.image)
+        boxes = detection.detect(frame.image, frame.t_s)
         ids = tracker.update(frame.t_s, boxes, image=frame.image)   # cuts end tracks, as in the analysis
         times.append(frame.t_s)
         faces.append([(fid, (b.x * scale, b.y * scale, b.w * scale, b.h * scale)) for fid, b in zip(ids, boxes)])

@@ -265,7 +265,12 @@ class AnalyzeConfig:
     frames_per_second: float = 4.0           # sampled frames per second of video; faces change slower than 4 Hz
     max_frame_side_px: int = 640             # frames are downscaled to this before detection
     face_detector: str = "auto"              # auto (YuNet if its file is found, else Haar), yunet, haar, or a .onnx path
+    detect_face_px: int = 64                 # between full-size searches (one frame a second), frames are shrunk so the
+                                             # smallest face is this high before YuNet looks (pipeline/faces.py
+                                             # ScaledDetection); 0: every frame at full size
     face_model: str = "face-cnn"
+    face_precision: str = "auto"             # the shipped face CNN's arithmetic: auto (bfloat16 on a CPU that computes it
+                                             # natively, about 2x faster; else float32), float32, bfloat16 (face_cnn.md)
     primary_face: str = "speaker"            # face fused with the voice and words: speaker (the visible person speaking;
                                              # in seconds without one, dominant), dominant (largest x longest), largest,
                                              # or a face_id
@@ -304,7 +309,10 @@ class AnalyzeConfig:
               ("frames_per_second", 0 < self.frames_per_second <= 60, "must be > 0 and at most 60"),
               ("max_frame_side_px", 64 <= self.max_frame_side_px <= 8192,
                "must be 64..8192 pixels (smaller frames leave no face to find)"),
+              ("detect_face_px", self.detect_face_px == 0 or 24 <= self.detect_face_px <= 4096,
+               "must be 0 (full size) or 24..4096 pixels"),
               ("face_batch_size", 1 <= self.face_batch_size <= 4096, "must be 1..4096"),
+              ("face_precision", self.face_precision in ("auto", "float32", "bfloat16"), "must be auto, float32 or bfloat16"),
               ("face_expression", self.face_expression in ("auto", "on", "off"), "must be auto, on or off"),
               ("face_expert_weight", self.face_expert_weight is None or 0 <= self.face_expert_weight <= 1,
                "must be null (the expert file's) or 0..1"),

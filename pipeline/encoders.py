@@ -22,7 +22,7 @@ import torch
 
 from emotion_pipeline.models import face_cnn, registry
 from emotion_pipeline.models.contract import InputContract
-from emotion_pipeline.faces import FACE_CROP_PX, FaceDetector, FaceTracker, aligned_crop
+from emotion_pipeline.faces import DETECT_FACE_PX, FACE_CROP_PX, FaceDetector, FaceTracker, ScaledDetection, aligned_crop
 from emotion_pipeline.labels import LABELS
 from emotion_pipeline.records import FaceObservation, Frame, ModalityScores, Transcript
 
@@ -66,15 +66,17 @@ class ShippedFace(_Shipped):
     """The face CNN through ``models.face_cnn.predict`` (grey conversion, 48 px, centre crop, and
     the test-time augmentation ``tta``: by default ``DEFAULT_TTA``, the crop and its mirror)."""
     tta: str | None = face_cnn.DEFAULT_TTA
+    precision: str = "auto"    # face_cnn.PRECISIONS; the one used is recorded ("auto" resolved here)
 
     def __post_init__(self):
         self.tta = face_cnn.tta_mode(self.tta)
+        self.precision = face_cnn.resolve_precision(self.precision, self.device)
 
     def describe(self) -> dict[str, Any]:
-        return {**self.loaded.describe(), "tta": self.tta}
+        return {**self.loaded.describe(), "tta": self.tta, "precision": self.precision}
 
     def predict(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, emb = face_cnn.predict(self.loaded.module, crops_bgr, tta=self.tta)
+        logits, emb = face_cnn.predict(self.loaded.module, crops_bgr, tta=self.tta, precision=self.precision)
         return _softmax(logits), emb.float().numpy()
 
 
@@ -199,10 +201,12 @@ def load_expressions(setting: str, expert: str, weight: float | None, every: int
 
 class FaceEncoder:
     def __init__(self, predictor: Predictor, detector: FaceDetector, *, batch_size: int = 64,
-                 primary_face: str = "dominant", expressions: FaceExpressions | None = None):
+                 primary_face: str = "dominant", expressions: FaceExpressions | None = None,
+                 detect_face_px: int = DETECT_FACE_PX):
         self.predictor, self.detector = predictor, detector
         self.batch_size, self.primary_face = batch_size, primary_face
         self.expressions = expressions
+        self.detect_face_px = detect_face_px     # faces.ScaledDetection; 0: every frame searched at full size
 
     def observe(self, frames: Iterable[Frame], tracker: FaceTracker | None = None, *,
                 watchers: Iterable[Callable[[Frame, list, list[int]], None]] = ()
@@ -217,6 +221,7 @@ class FaceEncoder:
         n_frames = 0
         expressions = self.expressions
         second, seen = None, {}    # sampled frames of each face so far in the current second
+        detection = ScaledDetection(self.detector, self.detect_face_px)
 
         def flush():
             if not pending:
@@ -239,7 +244,7 @@ class FaceEncoder:
             n_frames += 1
             if int(frame.t_s) != second:
                 second, seen = int(frame.t_s), {}
-            boxes = self.detector.detect(frame.image)
+            boxes = detection.detect(frame.image, frame.t_s)
             ids = tracker.update(frame.t_s, boxes, image=frame.image)
             for watch in watchers:
                 watch(frame, boxes, ids)

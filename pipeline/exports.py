@@ -53,15 +53,20 @@ def output_paths(out_json: str | Path, formats: Iterable[str]) -> dict[str, Path
     return {f: out_json.with_suffix(f".{f}") for f in formats}
 
 
-def check_not_source(video: str | Path | None, out_json: str | Path, formats: Iterable[str]) -> None:
+def check_not_source(video: str | Path | None, out_json: str | Path, formats: Iterable[str],
+                     inputs: Iterable[str | Path] = ()) -> None:
     """InputError when one of the outputs would replace ``video`` itself (``talk.mp4`` analysed
-    into its own folder with ``--formats mp4``; a ``face.png`` input with ``png``)."""
+    into its own folder with ``--formats mp4``; a ``face.png`` input with ``png``) or another of the
+    run's ``inputs`` (another video of the batch, the transcript): the user's file is never overwritten."""
     if video is None:
         return
     source = os.path.realpath(video)
+    others = {os.path.realpath(p) for p in inputs}
     for fmt, path in output_paths(out_json, ("json", *formats)).items():
-        if os.path.realpath(path) == source:
-            raise InputError(f"{video}: the {fmt} output {path} would replace the input video; choose another --out")
+        real = os.path.realpath(path)
+        if real == source or real in others:
+            what = "video" if real == source else "file"
+            raise InputError(f"{video}: the {fmt} output {path} would replace the input {what}; choose another --out")
 
 
 # ------------------------------------------------------------------ the table

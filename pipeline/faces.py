@@ -30,15 +30,21 @@ MIN_FACE_PX = 24     # smaller boxes carry no usable expression at 48 px input
 FACE_CROP_PX = 96    # crops handed to face models; each model's prepare() resizes (ours: 48)
 
 
+SHRUNK_STEP_PX = 32     # shrunk detection sizes (long side) are the nearest multiple of this ...
+SHRUNK_SIZES_KEPT = 4   # ... and a YuNet is kept for each of the last few
+
+
 class FaceDetector:
     """YuNet when a model file is given, Haar cascade otherwise. ``name`` says which ran."""
 
     def __init__(self, yunet_model: str | Path | None = None, *, score_threshold: float = YUNET_SCORE_THRESHOLD):
         self._yunet = None
         self._haar = None
+        self._shrunk: dict[tuple[int, int], cv2.FaceDetectorYN] = {}   # one YuNet per input size (see detect)
         if yunet_model is not None:
-            self._yunet = cv2.FaceDetectorYN.create(str(yunet_model), "", (320, 320), score_threshold,
-                                                    YUNET_NMS_THRESHOLD, YUNET_TOP_K)
+            self._make = lambda: cv2.FaceDetectorYN.create(str(yunet_model), "", (320, 320), score_threshold,
+                                                           YUNET_NMS_THRESHOLD, YUNET_TOP_K)
+            self._yunet = self._make()
             self.name = f"yunet:{Path(yunet_model).name}"
         else:
             cascade = Path(cv2.data.haarcascades) / HAAR_CASCADE
@@ -47,15 +53,38 @@ class FaceDetector:
                 raise RuntimeError(f"{cascade}: OpenCV Haar cascade could not be loaded")
             self.name = f"haar:{HAAR_CASCADE}"
 
-    def detect(self, image_bgr: np.ndarray) -> list[FaceBox]:
+    @property
+    def scalable(self) -> bool:
+        """True when ``detect(image, scale=...)`` below 1 is worth it (YuNet; Haar searches every scale anyway)."""
+        return self._yunet is not None
+
+    def detect(self, image_bgr: np.ndarray, scale: float = 1.0) -> list[FaceBox]:
+        """The faces in ``image_bgr``, boxes and keypoints in its pixels; ``scale`` < 1: YuNet looks
+        at the image shrunk by that factor (cheaper; see ScaledDetection), boxes mapped back."""
         h, w = image_bgr.shape[:2]
         boxes: list[FaceBox] = []
         if self._yunet is not None:
-            self._yunet.setInputSize((w, h))
-            _, faces = self._yunet.detect(image_bgr)
+            yunet = self._yunet
+            if scale < 1.0:
+                # the shrunk size in steps of SHRUNK_STEP_PX, each with its own YuNet: a YuNet told a new
+                # input size rebuilds itself (alternating two sizes on one cost 4.1 ms a frame, two 2.7)
+                side = min(max(w, h), max(SHRUNK_STEP_PX, round(max(w, h) * scale / SHRUNK_STEP_PX) * SHRUNK_STEP_PX))
+                sw, sh = max(1, round(w * side / max(w, h))), max(1, round(h * side / max(w, h)))
+                image_bgr = cv2.resize(image_bgr, (sw, sh), interpolation=cv2.INTER_AREA)
+                kx, ky = w / sw, h / sh
+                if (sw, sh) not in self._shrunk:
+                    if len(self._shrunk) >= SHRUNK_SIZES_KEPT:
+                        self._shrunk.pop(next(iter(self._shrunk)))
+                    self._shrunk[(sw, sh)] = self._make()
+                yunet = self._shrunk[(sw, sh)]
+            else:
+                sw, sh, kx, ky = w, h, 1.0, 1.0
+            yunet.setInputSize((sw, sh))
+            _, faces = yunet.detect(image_bgr)
             for row in (faces if faces is not None else []):
                 x, y, bw, bh = (float(v) for v in row[:4])
-                boxes.append(FaceBox(x, y, bw, bh, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32)))
+                points = row[4:14].reshape(5, 2).astype(np.float32) * np.float32([kx, ky])
+                boxes.append(FaceBox(x * kx, y * ky, bw * kx, bh * ky, float(row[14]), points))
         else:
             grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
             found, _, weights = self._haar.detectMultiScale3(grey, scaleFactor=1.1, minNeighbors=5,
@@ -63,6 +92,50 @@ class FaceDetector:
             for (x, y, bw, bh), wgt in zip(found, np.ravel(weights) if len(found) else []):
                 boxes.append(FaceBox(float(x), float(y), float(bw), float(bh), float(min(1.0, wgt / 10.0))))
         return [b for b in boxes if min(b.w, b.h) >= MIN_FACE_PX]
+
+
+# Detection between full-size passes at a smaller scale. YuNet's cost grows with the pixels it
+# scans (5.9 / 3.7 / 2.5 / 1.9 ms for a 256 / 192 / 160 / 128 px frame on the 2-core machine;
+# a 640x360 frame about 19 ms), while a face the CNN reads at 48 px needs far fewer pixels than a
+# close-up gives it. So one sampled frame a second (DETECT_FULL_EVERY_S), and any frame after one
+# without a face, is searched at full size; the others are shrunk so that the smallest face of the
+# frame before is DETECT_FACE_PX high, and searched again at full size whenever the shrunk search
+# finds fewer faces than that frame had. A face that appears small between two full passes is
+# found at the next (at most a second late). Measured against full-size detection on every frame:
+# models/weights/face_cnn.md, "Detection scale" (bench.face_stage --detect-face-px).
+DETECT_FACE_PX = 64
+DETECT_FULL_EVERY_S = 1.0
+DETECT_MIN_GAIN = 0.8        # a scale above this is not worth the resize: search at full size
+
+
+class ScaledDetection:
+    """``detect(image, t_s)``: one video's frames in time order through ``detector`` (see
+    DETECT_FACE_PX); ``face_px=0`` searches every frame at full size. ``full``/``shrunk``: counts."""
+
+    def __init__(self, detector: FaceDetector, face_px: int = DETECT_FACE_PX, full_every_s: float = DETECT_FULL_EVERY_S):
+        self.detector, self.face_px, self.full_every_s = detector, int(face_px), float(full_every_s)
+        self._last_full: float | None = None
+        self._previous: list[FaceBox] = []
+        self.full = self.shrunk = 0
+
+    def _scale(self, t_s: float) -> float:
+        if (not self.face_px or not self.detector.scalable or not self._previous or self._last_full is None
+                or t_s - self._last_full >= self.full_every_s - 1e-6 or t_s < self._last_full):
+            return 1.0
+        scale = self.face_px / min(min(b.w, b.h) for b in self._previous)
+        return 1.0 if scale > DETECT_MIN_GAIN else scale
+
+    def detect(self, image_bgr: np.ndarray, t_s: float) -> list[FaceBox]:
+        scale = self._scale(t_s)
+        boxes = self.detector.detect(image_bgr, scale) if scale < 1.0 else []
+        if scale < 1.0 and len(boxes) >= len(self._previous):
+            self.shrunk += 1
+        else:
+            boxes = self.detector.detect(image_bgr)
+            self._last_full = t_s
+            self.full += 1
+        self._previous = boxes
+        return boxes
 
 
 def aligned_crop(image_bgr: np.ndarray, box: FaceBox, size_px: int) -> np.ndarray:

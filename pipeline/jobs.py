@@ -245,15 +245,6 @@ class Prepared:
     todo: list[tuple[int, Job]] = field(default_factory=list)       # index, job left to analyse
 
 
-def check_not_input(job: Job, formats: Iterable[str], inputs: set[str]) -> None:
-    """InputError when an output of ``job`` would replace one of the run's inputs (its own video,
-    another video of the batch, the transcript): the user's file is never overwritten."""
-    for fmt, path in exports.output_paths(job.out, formats).items():
-        if _real(path) in inputs:
-            raise InputError(f"{job.video}: the {fmt} output {path} would replace an input file; "
-                             f"choose another --out")
-
-
 def prepare(videos: list[tuple[Path, Path]], cfg: AnalyzeConfig, request: Request) -> Prepared:
     """Plan a batch: settings key, outputs, and every check that needs no model. Raises
     PipelineError for what stops the whole run (no videos, a bad transcript); a problem of one
@@ -277,7 +268,7 @@ def prepare(videos: list[tuple[Path, Path]], cfg: AnalyzeConfig, request: Reques
         existing = preflight.existing_result(job)
         try:
             preflight.check_output(job, writable)
-            check_not_input(job, formats, inputs)
+            exports.check_not_source(job.video, job.out, formats, inputs)
             if not job.video.exists():
                 raise InputError(f"{job.video}: no such file")
             preflight.check_owner(job, existing, force=request.force)

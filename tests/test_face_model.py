@@ -177,8 +177,8 @@ def test_pipeline_face_predictor_averages_the_mirror():
 
     assert face_cnn.DEFAULT_TTA == "flip"
     loaded = registry.load("face-cnn")
-    flip = ShippedFace(loaded, torch.device("cpu"))
-    plain = ShippedFace(loaded, torch.device("cpu"), tta=None)
+    flip = ShippedFace(loaded, torch.device("cpu"), precision="float32")
+    plain = ShippedFace(loaded, torch.device("cpu"), tta=None, precision="float32")
     assert flip.describe()["tta"] == "flip" and flip.describe()["sha256"] == loaded.sha256
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
@@ -288,7 +288,7 @@ def test_output_ensemble_mixes_member_probabilities_and_round_trips(tmp_path):
     loaded = registry.load(tmp_path / "ens.safetensors", kind="face")
     assert loaded.module.config.members == 2 and loaded.module.config.member_weights == (1.0, 3.0)
     crops = np.random.default_rng(0).integers(0, 256, (3, 60, 60), dtype=np.uint8)
-    probs, embs = ShippedFace(loaded, torch.device("cpu"), tta=None).predict(crops)
+    probs, embs = ShippedFace(loaded, torch.device("cpu"), tta=None, precision="float32").predict(crops)
     with torch.no_grad():
         la, lb = a(prepare(crops, SMALL)), b(prepare(crops, SMALL))
     np.testing.assert_allclose(probs, (0.25 * torch.softmax(la, 1) + 0.75 * torch.softmax(lb, 1)).numpy(), atol=1e-5)
@@ -299,3 +299,29 @@ def test_output_ensemble_mixes_member_probabilities_and_round_trips(tmp_path):
         ensemble_of([(SMALL, a.state_dict()), (SMALL, b.state_dict())], [1.0])
     with pytest.raises(ValueError, match="member_weights"):
         FaceCNN(dataclasses.replace(SMALL, members=2, member_weights=(1.0, -1.0)))
+
+
+def test_precision_auto_follows_the_cpu_and_bfloat16_keeps_the_labels_of_real_faces():
+    """``auto`` is bfloat16 exactly where the CPU computes it natively (never on a GPU); bfloat16
+    and float32 give the same label to nearly every real face (FER2013 PublicTest's first 512)."""
+    from emotion_pipeline.corpora.faces import fer_faces
+    from emotion_pipeline.data import data_path
+    from emotion_pipeline.encoders import ShippedFace
+    from emotion_pipeline.models import face_cnn
+
+    assert face_cnn.resolve_precision("auto") == ("bfloat16" if face_cnn.native_bf16() else "float32")
+    assert face_cnn.resolve_precision("auto", "cuda") == "float32"
+    assert face_cnn.resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        face_cnn.resolve_precision("int8")
+    loaded = registry.load("face-cnn")
+    auto = ShippedFace(loaded, torch.device("cpu"))
+    assert auto.describe()["precision"] == face_cnn.resolve_precision("auto")   # the output records the one used
+    path = data_path("faces", "fer2013", "fer2013_publictest_3589.npz")
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    crops = fer_faces(path).images[:512]
+    p32, _ = ShippedFace(loaded, torch.device("cpu"), precision="float32").predict(crops)
+    p16, _ = ShippedFace(loaded, torch.device("cpu"), precision="bfloat16").predict(crops)
+    assert np.abs(p32 - p16).max() < 0.05
+    assert (p32.argmax(1) == p16.argmax(1)).mean() >= 0.99

@@ -69,7 +69,7 @@ def test_annotated_mp4_never_replaces_the_input_video(tmp_path):
     r = cli("analyze", video, "--out", tmp_path / "dir", "--formats", "json,mp4", *FAST)
     lines = told(r)
     assert r.returncode == 1 and len(lines) == 1, r.stderr
-    assert str(video) in lines[0] and "would replace an input" in lines[0]
+    assert str(video) in lines[0] and "would replace the input video" in lines[0]
     assert digest(video) == before and not (tmp_path / "dir" / "talk.json").exists()
     no_parts(tmp_path)
 
