@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
@@ -216,45 +217,51 @@ class FaceEncoder:
         ``watchers``: called with each frame, its boxes and their face_ids (people.IdentitySampler)."""
         watchers = tuple(watchers)
         tracker = tracker if tracker is not None else FaceTracker()
-        pending: list[tuple[float, int, Any, np.ndarray, bool]] = []
+        pending: list[tuple[float, int, Any, np.ndarray, Future | None]] = []
         observations: list[FaceObservation] = []
         n_frames = 0
         expressions = self.expressions
         second, seen = None, {}    # sampled frames of each face so far in the current second
         detection = ScaledDetection(self.detector, self.detect_face_px)
+        # The landmarker reads each chosen crop on a thread of its own as soon as the crop exists:
+        # MediaPipe's graph computes while this thread decodes and detects the next frames (on
+        # Obama_clip1 the main thread had waited 16 ms per read, README "Speed").
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmarker") if expressions is not None else None
 
         def flush():
             if not pending:
                 return
-            crops = np.stack([p[3] for p in pending])
-            probs, embs = self.predictor.predict(crops)
-            read = np.asarray([p[4] for p in pending])
-            shapes: list[np.ndarray | None] = [None] * len(pending)
-            expert: list[np.ndarray | None] = [None] * len(pending)
-            if read.any():
-                bs, ep, found = expressions.read(crops[read])
-                for j, i in enumerate(np.flatnonzero(read)):
-                    if found[j]:
-                        shapes[i], expert[i] = bs[j], (None if ep is None else ep[j])
-            for (t, fid, box, _, _), p, e, b, x in zip(pending, probs, embs, shapes, expert):
+            probs, embs = self.predictor.predict(np.stack([p[3] for p in pending]))
+            for (t, fid, box, _, read), p, e in zip(pending, probs, embs):
+                b = x = None
+                if read is not None:
+                    bs, ep, found = read.result()
+                    if found[0]:
+                        b, x = bs[0], (None if ep is None else ep[0])
                 observations.append(FaceObservation(t, fid, box, p, e, b, x))
             pending.clear()
 
-        for frame in frames:
-            n_frames += 1
-            if int(frame.t_s) != second:
-                second, seen = int(frame.t_s), {}
-            boxes = detection.detect(frame.image, frame.t_s)
-            ids = tracker.update(frame.t_s, boxes, image=frame.image)
-            for watch in watchers:
-                watch(frame, boxes, ids)
-            for box, fid in zip(boxes, ids):
-                k = seen[fid] = seen.get(fid, -1) + 1
-                pending.append((frame.t_s, fid, box, aligned_crop(frame.image, box, FACE_CROP_PX),
-                                expressions is not None and k % expressions.every == 0))
-            if len(pending) >= self.batch_size:
-                flush()
-        flush()
+        try:
+            for frame in frames:
+                n_frames += 1
+                if int(frame.t_s) != second:
+                    second, seen = int(frame.t_s), {}
+                boxes = detection.detect(frame.image, frame.t_s)
+                ids = tracker.update(frame.t_s, boxes, image=frame.image)
+                for watch in watchers:
+                    watch(frame, boxes, ids)
+                for box, fid in zip(boxes, ids):
+                    k = seen[fid] = seen.get(fid, -1) + 1
+                    crop = aligned_crop(frame.image, box, FACE_CROP_PX)
+                    read = (reader.submit(expressions.read, crop[None])
+                            if reader is not None and k % expressions.every == 0 else None)
+                    pending.append((frame.t_s, fid, box, crop, read))
+                if len(pending) >= self.batch_size:
+                    flush()
+            flush()
+        finally:
+            if reader is not None:
+                reader.shutdown(wait=True, cancel_futures=True)
         return observations, tracker, n_frames
 
     def _face_scores(self, mine: list[FaceObservation]) -> tuple[np.ndarray, np.ndarray | None, int]:
