@@ -6,7 +6,7 @@
 Each variant (a model, ``NAME@float32`` / ``NAME@bfloat16`` for its precision, default analyze's
 ``auto``; times each ``--detect-face-px``, 0 = every frame searched at full size) gets its own
 ``Analyzer`` (default settings otherwise, ``whisper_model=none``); the face pass
-(``FaceEncoder.observe``: decoding, detection, tracks, crops, the CNN with its TTA, the landmarker,
+(``Analyzer.face_frames`` + ``FaceEncoder.observe``: decoding, detection, tracks, crops, the CNN with its TTA, the landmarker,
 re-identification) runs once to warm up, then ``--repeat`` times per model, alternating, so that a
 noisy shared machine affects every model alike. Prints wall and CPU seconds (every thread) per
 minute of video: median (min-max).
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def face_pass(an: Analyzer) -> tuple[float, float]:
         crew = an.cast(info)
-        frames = demux.iter_frames(info.path, sample_fps=an.cfg.frames_per_second, max_side_px=an.cfg.max_frame_side_px,
-                                   coverage=demux.Coverage("video", demux.VIDEO_GAP_S, info.video_start_s))
+        frames = an.face_frames(info, demux.Coverage("video", demux.VIDEO_GAP_S, info.video_start_s))
         t, c = time.perf_counter(), time.process_time()
         an.face.observe(frames, watchers=crew.watchers)
         per_min = 60 / info.duration_s

@@ -247,8 +247,7 @@ class Analyzer:
         probes: list = []   # a few sampled frames, looked at upside down when no face is found
         crew = self.cast(info)
         if info.has_video:
-            frames = _kept(demux.iter_frames(info.path, sample_fps=cfg.frames_per_second,
-                                             max_side_px=cfg.max_frame_side_px, coverage=video_cov), probes)
+            frames = _kept(self.face_frames(info, video_cov), probes)
             frames = tqdm(frames, total=int(math.ceil(info.duration_s * cfg.frames_per_second)), unit="frame",
                           desc=f"faces {Path(info.path).name}", disable=not cfg.progress, leave=False)
             observations, tracker, n_frames = self.face.observe(frames, watchers=crew.watchers)
@@ -354,6 +353,13 @@ class Analyzer:
             if envelope is not None:
                 envelope.push(chunk.samples)
             yield chunk
+
+    def face_frames(self, info: VideoInfo, coverage: demux.Coverage) -> Iterator:
+        """The face pass's frames of ``info``'s video, decoded ahead on a thread of their own
+        (demux.prefetched; ``coverage`` is complete once they are all taken)."""
+        cfg = self.cfg
+        return demux.prefetched(demux.iter_frames(info.path, sample_fps=cfg.frames_per_second,
+                                                  max_side_px=cfg.max_frame_side_px, coverage=coverage))
 
     def cast(self, info: VideoInfo) -> cast.Cast:
         """One video's people and speakers (pipeline/cast.py), fed by the face pass and the audio."""

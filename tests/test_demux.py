@@ -93,3 +93,36 @@ def test_bad_inputs_raise_one_line_errors(tmp_path, make, message):
         demux.probe(path)
     assert message in str(err.value) and str(path) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_prefetched_keeps_order_raises_where_consumed_and_stops_with_its_consumer():
+    import threading
+
+    from emotion_pipeline.demux import prefetched
+
+    assert list(prefetched(iter(range(100)), depth=3)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise ValueError("bad packet")
+    got = []
+    with pytest.raises(ValueError, match="bad packet"):
+        for x in prefetched(broken()):
+            got.append(x)
+    assert got == [1]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+    stream = prefetched(endless(), depth=2)
+    assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
+    stream.close()   # the consumer stops early: the producer stops and closes its source
+    assert closed.wait(5)
+    assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
