@@ -187,22 +187,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _check_yaml(path: str) -> None:
     """ConfigError, one line, for a training config that is not there or is not YAML (before
     the trainer reads it and asks for a ``task:`` key it could not have found)."""
-    import yaml
+    from emotion_pipeline.config import read_yaml
 
-    from emotion_pipeline.config import MAX_CONFIG_BYTES, safe_yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{path}: config file not found" + ("" if p.suffix else
-                          " (give the task and a YAML file: train face configs/face_tiny.yaml)"))
-    if p.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {p.stat().st_size:,} bytes is not a config (at most {MAX_CONFIG_BYTES:,})")
-    try:
-        data = safe_yaml(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of settings")
+    read_yaml(path, "" if Path(path).suffix else " (give the task and a YAML file: train face configs/face_tiny.yaml)")
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -216,6 +216,25 @@ def _parse_override(text: str, label: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def read_yaml(path: str | Path, missing_hint: str = "") -> dict[str, Any]:
+    """The mapping in the YAML file ``path``; ConfigError, one line naming the file, when it is not
+    there (``missing_hint`` appended), too large, unreadable, not YAML or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found{missing_hint}")
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a config (at most {MAX_CONFIG_BYTES:,})")
+        data = safe_yaml(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of settings")
+    return data
+
+
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
          label: str = "--set") -> T:
     """Read YAML (if given) into ``cls``, apply ``key=value`` overrides, validate everything.
@@ -224,20 +243,7 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            if path.stat().st_size > MAX_CONFIG_BYTES:
-                raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a config (at most {MAX_CONFIG_BYTES:,})")
-            data = safe_yaml(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read the config ({e})") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        data, where = read_yaml(path), str(path)
     origins: dict[str, str] = {}
     for item in overrides:
         keys, value = _parse_override(item, label)
