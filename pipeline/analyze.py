@@ -247,10 +247,13 @@ class Analyzer:
         probes: list = []   # a few sampled frames, looked at upside down when no face is found
         crew = self.cast(info)
         if info.has_video:
-            frames = _kept(self.face_frames(info, video_cov), probes)
-            frames = tqdm(frames, total=int(math.ceil(info.duration_s * cfg.frames_per_second)), unit="frame",
-                          desc=f"faces {Path(info.path).name}", disable=not cfg.progress, leave=False)
-            observations, tracker, n_frames = self.face.observe(frames, watchers=crew.watchers)
+            decoded = self.face_frames(info, video_cov)
+            frames = tqdm(_kept(decoded, probes), total=int(math.ceil(info.duration_s * cfg.frames_per_second)),
+                          unit="frame", desc=f"faces {Path(info.path).name}", disable=not cfg.progress, leave=False)
+            try:
+                observations, tracker, n_frames = self.face.observe(frames, watchers=crew.watchers)
+            finally:
+                decoded.close()   # a face pass that fails stops the decoding thread and closes the file now
         timings["faces"] = time.perf_counter() - t0
         timings["faces_cpu"] = time.process_time() - cpu0   # CPU seconds of every thread (decoding included)
         expression = self._expression_status(info.has_video, observations if info.has_video else [])
