@@ -26,23 +26,18 @@ from emotion_pipeline.data import data_path
 
 
 class _Shrunk:
-    """A detector for photos: full size first, then the photo shrunk so the smallest face is ``px``
-    high (ScaledDetection's shrunk search), falling back to full size as ScaledDetection does."""
+    """A detector for photos that searches each one as ScaledDetection searches a frame between two
+    full-size passes: at full size first, then shrunk (with the same fallback to full size)."""
 
     def __init__(self, base, px: int):
         self.base, self.px, self.name = base, px, f"{base.name}@{px}"
 
     def detect(self, image):
-        from emotion_pipeline.faces import DETECT_MIN_GAIN
+        from emotion_pipeline.faces import ScaledDetection
 
-        boxes = self.base.detect(image)
-        if not boxes or not self.px:
-            return boxes
-        scale = self.px / min(min(b.w, b.h) for b in boxes)
-        if scale > DETECT_MIN_GAIN:
-            return boxes
-        small = self.base.detect(image, scale)
-        return small if len(small) >= len(boxes) else boxes
+        detection = ScaledDetection(self.base, self.px)
+        boxes = detection.detect(image, 0.0)                  # the full-size pass of a second ...
+        return detection.detect(image, 0.25) if self.px else boxes   # ... and the next sampled frame
 
 
 def photos(sets: list[str], sizes: list[int], model: str, folds: int, fold: int) -> None:

@@ -49,13 +49,13 @@ def face_predictor(model: str, tta: str = "flip"):
     import torch
 
     from emotion_pipeline.encoders import ShippedFace, load_predictor
-    from emotion_pipeline.models.face_cnn import resolve_precision, tta_mode
+    from emotion_pipeline.models.face_cnn import tta_mode
 
     name, precision = model_spec(model)
     predictor = load_predictor("face", name, device=torch.device("cpu"), offline=True)
     if isinstance(predictor, ShippedFace):
         predictor.tta = tta_mode(tta)
-        predictor.precision = resolve_precision(precision)
+        predictor.precision = precision
     return predictor
 
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emotion_pipeline.models import face_cnn, registry, sources
+from emotion_pipeline.models import registry, sources
 from emotion_pipeline import cast, demux, fuse, preflight, seconds, speaker, transcribe
 from emotion_pipeline.config import AnalyzeConfig, to_dict
 from emotion_pipeline.encoders import (AudioEncoder, FaceEncoder, ShippedFace, TextEncoder, audio_window_s,
@@ -90,7 +90,7 @@ class Analyzer:
             sources.sha256_file(detector_file) if detector_file else None)}
         face = load_predictor("face", cfg.face_model, device=self.device, offline=offline)
         if isinstance(face, ShippedFace):   # a hub model keeps its own precision
-            face.precision = face_cnn.resolve_precision(cfg.face_precision, self.device)
+            face.precision = cfg.face_precision
         # the face landmarker on the same crops (blendshapes) and the blendshape expert combined with the CNN;
         # without mediapipe or the landmarker's file the face modality is the CNN's alone, and the JSON says why
         expressions, self.expression_problem = load_expressions(

@@ -572,20 +572,24 @@ def prefetched(items: Iterator[T], depth: int = PREFETCH_FRAMES) -> Iterator[T]:
     box: queue.Queue = queue.Queue(depth)
     stop, end = threading.Event(), object()
 
+    def put(entry: tuple) -> bool:
+        """Hand ``entry`` over; False once the consumer has stopped (a full box never blocks it)."""
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        box.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((item, None)):
                     return
-            box.put((end, None))
+            put((end, None))
         except BaseException as e:   # noqa: BLE001 - handed to the consumer, raised there
-            box.put((end, e))
+            put((end, e))
         finally:
             close = getattr(items, "close", None)
             if close is not None:

@@ -67,14 +67,15 @@ class ShippedFace(_Shipped):
     """The face CNN through ``models.face_cnn.predict`` (grey conversion, 48 px, centre crop, and
     the test-time augmentation ``tta``: by default ``DEFAULT_TTA``, the crop and its mirror)."""
     tta: str | None = face_cnn.DEFAULT_TTA
-    precision: str = "auto"    # face_cnn.PRECISIONS; the one used is recorded ("auto" resolved here)
+    precision: str = "auto"    # face_cnn.PRECISIONS setting; face_cnn.predict resolves "auto", describe() records the result
 
     def __post_init__(self):
         self.tta = face_cnn.tta_mode(self.tta)
-        self.precision = face_cnn.resolve_precision(self.precision, self.device)
+        face_cnn.resolve_precision(self.precision)   # an unknown setting fails here, not at the first face
 
     def describe(self) -> dict[str, Any]:
-        return {**self.loaded.describe(), "tta": self.tta, "precision": self.precision}
+        return {**self.loaded.describe(), "tta": self.tta,
+                "precision": face_cnn.resolve_precision(self.precision, self.device)}
 
     def predict(self, crops_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, emb = face_cnn.predict(self.loaded.module, crops_bgr, tta=self.tta, precision=self.precision)

@@ -125,4 +125,12 @@ def test_prefetched_keeps_order_raises_where_consumed_and_stops_with_its_consume
     assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
     stream.close()   # the consumer stops early: the producer stops and closes its source
     assert closed.wait(5)
+    # a producer that has finished while its box is full does not hold a consumer that stops
+    import time
+    full = prefetched(iter(range(3)), depth=2)   # all handed over but the end mark
+    next(full)
+    time.sleep(0.3)
+    t = time.perf_counter()
+    full.close()
+    assert time.perf_counter() - t < 1.0
     assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())

@@ -309,6 +309,12 @@ def test_precision_auto_follows_the_cpu_and_bfloat16_keeps_the_labels_of_real_fa
     from emotion_pipeline.encoders import ShippedFace
     from emotion_pipeline.models import face_cnn
 
+    from emotion_pipeline.config import AnalyzeConfig, SettingError
+
+    for p in face_cnn.PRECISIONS:   # the config accepts exactly the precisions the model knows
+        assert AnalyzeConfig(face_precision=p).face_precision == p
+    with pytest.raises(SettingError, match="face_precision"):
+        AnalyzeConfig(face_precision="int8")
     assert face_cnn.resolve_precision("auto") == ("bfloat16" if face_cnn.native_bf16() else "float32")
     assert face_cnn.resolve_precision("auto", "cuda") == "float32"
     assert face_cnn.resolve_precision("float32") == "float32"
@@ -317,6 +323,8 @@ def test_precision_auto_follows_the_cpu_and_bfloat16_keeps_the_labels_of_real_fa
     loaded = registry.load("face-cnn")
     auto = ShippedFace(loaded, torch.device("cpu"))
     assert auto.describe()["precision"] == face_cnn.resolve_precision("auto")   # the output records the one used
+    with pytest.raises(ValueError, match="precision"):
+        ShippedFace(loaded, torch.device("cpu"), precision="half")
     path = data_path("faces", "fer2013", "fer2013_publictest_3589.npz")
     if not path.exists():
         pytest.skip(f"{path} not present")

@@ -88,6 +88,9 @@ def test_scaled_detection_finds_the_faces_full_size_detection_finds():
     assert min(overlap) > 0.8 and np.median(overlap) > 0.9
     assert max(keypoints) < 0.15 and np.median(keypoints) < 0.07
     assert scaled.shrunk >= 0.6 * len(frames) and scaled.full >= int(frames[-1].t_s)
+    from emotion_pipeline.config import AnalyzeConfig
+    from emotion_pipeline.faces import DETECT_FACE_PX
+    assert AnalyzeConfig().detect_face_px == DETECT_FACE_PX   # analyze's default is the measured one
     off = ScaledDetection(det, face_px=0)
     for f in frames[:8]:
         off.detect(f.image, f.t_s)
