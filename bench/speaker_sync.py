@@ -1,5 +1,6 @@
-"""How a mouth moves with the voice it speaks, and with a voice it does not: the distributions
-behind pipeline/speaker.py (SPEAKING, NOT_SPEAKING), and the active speaker found on built clips.
+"""How a mouth moves with the voice it speaks, and with a voice it does not (per-second correlations
+over SYNC_WINDOW_S, what the sync check of pipeline/speaker.py averages), and the active speaker found
+on built clips.
 
     python -m bench.speaker_sync [--json out.json] [--clips]
 
@@ -71,8 +72,7 @@ def distributions(clips: list[Path], detector, reader_factory) -> dict:
     pos, neg = np.array(pos), np.array(neg)
     return {"speaking": [round(float(pos.mean()), 3), round(float(pos.std()), 3), len(pos)],
             "not_speaking": [round(float(neg.mean()), 3), round(float(neg.std()), 3), len(neg)],
-            "auc": round(float((pos[:, None] > neg[None, :]).mean()), 3), "video_lags_s": lags,
-            "in_code": {"speaking": speaker.SPEAKING, "not_speaking": speaker.NOT_SPEAKING}}
+            "auc": round(float((pos[:, None] > neg[None, :]).mean()), 3), "video_lags_s": lags}
 
 
 # Each talking clip's own audio-to-picture lag (how late its voice comes after its mouth; jawOpen

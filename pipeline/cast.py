@@ -94,8 +94,8 @@ class Cast:
         speakers, frames_read = None, 0
         if self.speaker_mode != "off":
             speech = [i < len(voice_rows) and voice_rows[i] is not None for i in range(n_seconds)]
-            scores, in_sync, frames_read = self._read_lips(observations, speech, on_screen, n_seconds)
-            speakers = speaker.decide(n_seconds, speech, [list(at) for at in faces_at], scores, person_of,
+            evidence, in_sync, frames_read = self._read_lips(observations, speech, on_screen, n_seconds)
+            speakers = speaker.decide(n_seconds, speech, [list(at) for at in faces_at], evidence, person_of,
                                       in_sync=in_sync)
         chosen, apart = {}, set()
         if speakers is not None and self.primary_face == "speaker":
@@ -109,9 +109,9 @@ class Cast:
         rows = with_people(rows, observations, person_of, self._scale(), n_seconds)
         return CastResult(person_of, rows, speakers, frozenset(apart), on_screen, frames_read)
 
-    def _read_lips(self, observations, speech, on_screen, n_seconds) -> tuple[dict | None, bool, int]:
-        """(the mouths' sync scores, whether any mouth is in sync with the voice, frames read); scores
-        None where mouths are not read: mode auto with no second of speech shared by two people on
+    def _read_lips(self, observations, speech, on_screen, n_seconds) -> tuple[speaker.Evidence | None, bool, int]:
+        """(the mouths' readings against the voice, whether any mouth is in sync with the voice, frames
+        read); evidence None where mouths are not read: mode auto with no second of speech shared by two people on
         screen, or no mouth reader."""
         shared = any(sp and len(p) >= 2 for sp, p in zip(speech, on_screen))
         if self.mouth_reader is None or not (shared or self.speaker_mode == "lips"):
@@ -132,7 +132,7 @@ class Cast:
         envelope = self.envelope.band()
         z = speaker.sync_z(mouths, envelope)
         log.debug("mouths against the voice: z %.2f over %d frames", z, mouths.frames)
-        return speaker.sync_scores(mouths, envelope, sorted(wanted)), z >= speaker.SYNC_MIN_Z, mouths.frames
+        return speaker.frame_evidence(mouths, envelope), z >= speaker.SYNC_MIN_Z, mouths.frames
 
     def people(self, found: CastResult, face_encoder, tracker, observations: Sequence[FaceObservation],
                timeline_of, main) -> tuple[Person, ...]:

@@ -30,18 +30,36 @@ def test_envelope_follows_syllables_and_ignores_chunking():
     assert np.argmax(spectrum[1:]) + 1 == 4 * 2          # 200 samples at 100/s: 4 Hz is bin 8
 
 
+def _evidence(per_face: dict[int, list[tuple[float, float, float]]], n_s: float = 8.0) -> speaker.Evidence:
+    """Readings at MOUTH_FPS; per face, (from s, to s, value) stretches; -0.1 elsewhere."""
+    t = np.arange(0, n_s, 1 / speaker.MOUTH_FPS)
+    values = {}
+    for fid, stretches in per_face.items():
+        v = np.full(len(t), -0.1)
+        for a, b, x in stretches:
+            v[(t >= a) & (t < b)] = x
+        values[fid] = v
+    return speaker.Evidence({fid: t for fid in per_face}, values)
+
+
 def test_decide_silence_no_face_one_face_and_the_sticky_speaker():
     on = [[0, 1]] * 6 + [[0]] + [[]]
     speech = [True] * 5 + [False, True, True]
-    scores = {s: {0: 0.5, 1: 0.0} for s in range(3)} | {s: {0: 0.0, 1: 0.5} for s in range(3, 5)}
-    got = speaker.decide(8, speech, on, scores | {6: {0: 0.0}}, {0: 0, 1: 1})
+    evidence = _evidence({0: [(0, 3, 0.4)], 1: [(3, 5, 0.4), (1.5, 1.58, 2.0)]})   # one loud reading of face 1 in second 1
+    got = speaker.decide(8, speech, on, evidence, {0: 0, 1: 1})
     assert [g.person_id for g in got[:5]] == [0, 0, 0, 1, 1] and {g.basis for g in got[:5]} == {"lips"}
     assert got[5] == Speaker(None, "silence") and got[7] == Speaker(None, "no face")
     assert got[6].person_id is None                     # one face on screen, its mouth not with the voice
     unread = speaker.decide(8, speech, on, None, {0: 0, 1: 1})
     assert unread[0] == Speaker(None, "unread") and unread[6] == Speaker(0, "one face")
-    apart = speaker.decide(8, speech, on, scores, {0: 0, 1: 1}, in_sync=False)
+    apart = speaker.decide(8, speech, on, evidence, {0: 0, 1: 1}, in_sync=False)
     assert all(g.person_id is None for g in apart)
+    # a person joined from two tracks counts as one; a person not on screen that second is never chosen
+    joined = speaker.decide(3, [True] * 3, [[0, 2], [2], [2]], _evidence({0: [(0, 3, 0.4)], 2: [(1, 3, 0.4)]}, 3),
+                            {0: 7, 2: 7})
+    assert [g.person_id for g in joined] == [7, 7, 7]
+    gone = speaker.decide(2, [True, True], [[0, 1], [1]], _evidence({0: [(0, 2, 0.8)], 1: []}, 2), {0: 0, 1: 1})
+    assert gone[0].person_id == 0 and gone[1].person_id is None
 
 
 def _synthetic_mouths(seed: int, turns: bool, n_s: float = 8.0):
@@ -62,12 +80,48 @@ def _synthetic_mouths(seed: int, turns: bool, n_s: float = 8.0):
     return speaker.Mouths({0: t, 1: t}, values, len(t)), heard.astype(np.float32)
 
 
+def test_a_turn_ends_in_the_second_it_ends():
+    """8 s, face 0 heard for 4 s, then face 1: decided at the readings, each turn's seconds go to its
+    face (a window of seconds around each second would blur the second the turn changes in)."""
+    for seed in range(5):
+        mouths, heard = _synthetic_mouths(seed, True)
+        got = speaker.decide(8, [True] * 8, [[0, 1]] * 8, speaker.frame_evidence(mouths, heard), {0: 0, 1: 1})
+        assert sum(g.person_id == (0 if s < 4 else 1) for s, g in enumerate(got)) >= 7, (seed, got)
+
+
 def test_the_sync_check_holds_for_short_turns_and_not_for_a_voice_off_screen():
     """8 s, each face heard for 4 s only: in sync (25 shifted voices to compare with, not 8); a third
     person's voice: no better than the voice shifted out of sync."""
     assert all(speaker.sync_z(*_synthetic_mouths(seed, True)) >= speaker.SYNC_MIN_Z for seed in range(5))
     off = [speaker.sync_z(*_synthetic_mouths(seed, False)) for seed in range(10)]
     assert np.median(off) < speaker.SYNC_MIN_Z - 0.5 and abs(np.mean(off)) < 1.0
+
+
+@needs_data
+def test_a_mouth_reader_kept_for_the_next_video_reads_it_as_the_first():
+    """The analyzer keeps one reader for all its videos and closes its landmarkers after each: the
+    next video's face 0, at the same times, reads the same (the landmarker's clock restarts too)."""
+    from conftest import VIDEO
+    from emotion_pipeline import demux
+    from emotion_pipeline.faces import FaceDetector, aligned_crop
+    from emotion_pipeline.models import registry
+
+    detector = FaceDetector(registry.load("yunet", kind="detector", offline=True).path)
+    crops = []
+    for frame in demux.iter_frames(VIDEO / "talking" / "Obama_clip1.mp4", sample_fps=speaker.MOUTH_FPS,
+                                   max_side_px=640):
+        if frame.t_s > 3.0:
+            break
+        crops.append((frame.t_s, aligned_crop(frame.image, detector.detect(frame.image)[0], speaker.MOUTH_CROP_PX)))
+    reader = speaker.load_mouth_reader()
+    try:
+        first = np.array([reader.read(0, crop, t) for t, crop in crops])
+        reader.close()
+        again = np.array([reader.read(0, crop, t) for t, crop in crops])
+    finally:
+        reader.close()
+    assert len(crops) >= 30 and first.std() > 0.02          # a talking mouth, read
+    assert np.abs(first - again).max() < 1e-3, np.abs(first - again).max()
 
 
 # ------------------------------------------------------------------ built videos
