@@ -408,22 +408,21 @@ def _viterbi(run: list[int], on_screen, evidence: Evidence, person_of) -> list[S
     if len(grid) == 0:
         return [Speaker(None, "unread")] * len(run)
     second_of = grid.astype(int)
-    emit = np.zeros((len(grid), k))
-    for j, pid in enumerate(states[:-1]):          # not on screen in that second: cannot be the speaker
-        emit[:, j] = np.where([any(person_of.get(f, f) == pid for f in on_screen[s]) for s in second_of], 0.0, -np.inf)
+    present = np.zeros((max(run) + 1, k), bool)       # not on screen in that second: cannot be the speaker
+    present[:, -1] = True
+    for s in run:
+        for f in on_screen[s]:
+            present[s, states.index(person_of.get(f, f))] = True
     read = np.zeros(len(grid), bool)
-    best: dict[tuple[int, int], float] = {}
+    best = np.full((len(grid), k), -np.inf)            # a person's best-agreeing track at each reading
     for fid, (t, v, inside) in mine.items():
-        j = states.index(person_of.get(fid, fid)) if person_of.get(fid, fid) in states else None
-        if j is None:
-            continue
-        idx = np.searchsorted(grid, t[inside])
-        read[idx] = True
-        for i, x in zip(idx, v[inside]):
-            best[(i, j)] = max(best.get((i, j), -np.inf), float(x))
-    for (i, j), x in best.items():
-        if np.isfinite(emit[i, j]):
-            emit[i, j] = x
+        pid = person_of.get(fid, fid)
+        if pid in states:
+            idx = np.searchsorted(grid, t[inside])
+            read[idx] = True
+            np.maximum.at(best[:, states.index(pid)], idx, v[inside])
+    emit = np.where(present[second_of], np.where(np.isfinite(best), best, 0.0), -np.inf)
+    emit[:, -1] = 0.0
     stay = np.where(np.eye(k, dtype=bool), 0.0, -SWITCH_COST)
     score, back = emit[0].copy(), np.zeros((len(grid), k), int)
     for i in range(1, len(grid)):
