@@ -90,7 +90,7 @@ class Analyzer:
             sources.sha256_file(detector_file) if detector_file else None)}
         face = load_predictor("face", cfg.face_model, device=self.device, offline=offline)
         if isinstance(face, ShippedFace):   # a hub model keeps its own precision
-            face.precision = cfg.face_precision
+            face = dataclasses.replace(face, precision=cfg.face_precision)
         # the face landmarker on the same crops (blendshapes) and the blendshape expert combined with the CNN;
         # without mediapipe or the landmarker's file the face modality is the CNN's alone, and the JSON says why
         expressions, self.expression_problem = load_expressions(

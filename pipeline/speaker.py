@@ -56,10 +56,9 @@ LAG_STEP_S = 0.04                 # measured 0.0 to 0.40 s (sources out of sync 
                                   # moves before the sound, so little room below 0
 LAG_REFINE_S = 0.08               # a track's own lag within this of the video's (a lag chosen per track alone
                                   # would be the best of many noise correlations for a face that does not speak)
-SYNC_WINDOW_S = 4.0               # the correlation of a second is taken over this much around it (AUC of
-                                  # speaking against not speaking on the shared clips: 0.93 at 5 s, 0.87 at 3 s;
-                                  # on the built turn-taking clips 4 s placed the turns best: 82 of 106 seconds
-                                  # right against 72 at 5 s and 73 at 6 s)
+SYNC_WINDOW_S = 4.0               # the sync check's per-second correlations are taken over this much around the
+                                  # second (AUC of speaking against not speaking on the shared clips: 0.93 at
+                                  # 5 s, 0.87 at 3 s); the speaker itself is decided at the readings (below)
 MIN_READINGS = 12                 # fewer mouth readings in a window: that face is not judged that second
 JAW_OPEN = 25                     # index of jawOpen among the landmarker's 52 blendshapes
 # Is any mouth on screen in sync with the voice at all? Each second's best-agreeing mouth (the highest
@@ -399,12 +398,10 @@ def decide(n_seconds: int, speech: Sequence[bool], on_screen: Sequence[Sequence[
 def _viterbi(run: list[int], on_screen, evidence: Evidence, person_of) -> list[Speaker]:
     """The speaker of each second of a stretch of speech: the most likely speaker at each mouth
     reading in it (states: a person on screen, or None), then each second's most frequent one."""
-    seconds = set(run)
     states = sorted({person_of.get(f, f) for s in run for f in on_screen[s]}) + [None]
     k = len(states)
-    mine = {fid: (t, v, np.fromiter((int(x) in seconds for x in t), bool, len(t)))
-            for fid, (t, v) in ((f, (evidence.times[f], evidence.values[f])) for f in evidence.times)}
-    grid = np.unique(np.concatenate([t[inside] for t, _, inside in mine.values()] or [np.zeros(0)]))
+    inside = {fid: np.isin(t.astype(int), run) for fid, t in evidence.times.items()}   # readings in the stretch
+    grid = np.unique(np.concatenate([t[inside[f]] for f, t in evidence.times.items()] or [np.zeros(0)]))
     if len(grid) == 0:
         return [Speaker(None, "unread")] * len(run)
     second_of = grid.astype(int)
@@ -415,12 +412,12 @@ def _viterbi(run: list[int], on_screen, evidence: Evidence, person_of) -> list[S
             present[s, states.index(person_of.get(f, f))] = True
     read = np.zeros(len(grid), bool)
     best = np.full((len(grid), k), -np.inf)            # a person's best-agreeing track at each reading
-    for fid, (t, v, inside) in mine.items():
+    for fid, t in evidence.times.items():
         pid = person_of.get(fid, fid)
         if pid in states:
-            idx = np.searchsorted(grid, t[inside])
+            idx = np.searchsorted(grid, t[inside[fid]])
             read[idx] = True
-            np.maximum.at(best[:, states.index(pid)], idx, v[inside])
+            np.maximum.at(best[:, states.index(pid)], idx, evidence.values[fid][inside[fid]])
     emit = np.where(present[second_of], np.where(np.isfinite(best), best, 0.0), -np.inf)
     emit[:, -1] = 0.0
     stay = np.where(np.eye(k, dtype=bool), 0.0, -SWITCH_COST)
