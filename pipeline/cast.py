@@ -4,8 +4,9 @@ and each person's own fused timeline. It sits between the face pass and the fusi
 
     face pass ----watchers----> people.IdentitySampler (SFace, a few faces per track) --\\
     audio chunks -------------> speaker.Envelope (voice energy, 100 per second) ---------+--> Cast.finish:
-    face rows, voice rows (VAD-gated) ----------------------------------------------------/    people, speakers,
-                                                                                             the face fused each second
+                   (two faces at once) voices.VoiceTrack (CAM++ windows) ----------------+    people, voices,
+    face rows, voice rows (VAD-gated) ----------------------------------------------------/    speakers, the face
+                                                                                             fused each second
 
 A person's face is fused with the voice and words only in the seconds that person speaks
 (``primary_face: speaker``); a voice from off screen keeps its own verdict; a second without
@@ -21,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emotion_pipeline import people as people_mod, speaker
+from emotion_pipeline import people as people_mod, speaker, voices as voices_mod
 from emotion_pipeline.records import FaceObservation, ModalityScores, Person, PersonSecond, Speaker
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,39 @@ class Cast:
 
     def __init__(self, embedder: people_mod.FaceEmbedder | None, *, source_width_px: int | None,
                  speaker_mode: str = "auto", primary_face: str = "speaker", mouth_reader=None,
-                 mouth_frames=None, threshold: float = people_mod.REID_THRESHOLD):
+                 mouth_frames=None, threshold: float = people_mod.REID_THRESHOLD, voice_embedder=None):
         """``mouth_reader``: a callable giving a speaker.MouthReader (None: mouths never read);
-        ``mouth_frames``: a callable giving the video's frames at speaker.MOUTH_FPS."""
+        ``mouth_frames``: a callable giving the video's frames at speaker.MOUTH_FPS;
+        ``voice_embedder``: a callable giving a voices.VoiceEmbedder (None: voices not told apart)."""
         self.sampler = people_mod.IdentitySampler(embedder)
         self.envelope = speaker.Envelope()
         self.source_width_px, self.threshold = source_width_px, threshold
         self.speaker_mode, self.primary_face = speaker_mode, primary_face
         self.mouth_reader, self.mouth_frames = mouth_reader, mouth_frames
+        self.voice_embedder = voice_embedder
+        self.voice_track: voices_mod.VoiceTrack | None = None
+
+    def prepare(self, observations: Sequence[FaceObservation]) -> None:
+        """After the face pass, before the audio: where two faces are seen at once and mouths may be
+        read, the voices are embedded as the audio streams (single-face videos never pay for it)."""
+        if self.voice_embedder is None or self.mouth_reader is None or self.speaker_mode == "off":
+            return
+        at: dict[int, set[int]] = defaultdict(set)
+        for o in observations:
+            at[int(o.t_s)].add(o.face_id)
+        if not (any(len(f) >= 2 for f in at.values()) or (self.speaker_mode == "lips" and at)):
+            return
+        from emotion_pipeline.errors import ModelUnavailableError
+        try:
+            self.voice_track = voices_mod.VoiceTrack(self.voice_embedder())
+        except ModelUnavailableError as e:
+            log.warning("voices not told apart (the speaker decided reading by reading): %s", " ".join(str(e).split()))
+
+    def push(self, samples: np.ndarray) -> None:
+        """One chunk of the audio stream (16 kHz mono, on the timeline)."""
+        self.envelope.push(samples)
+        if self.voice_track is not None:
+            self.voice_track.push(samples)
 
     @property
     def watchers(self) -> tuple:
@@ -94,9 +120,14 @@ class Cast:
         speakers, frames_read = None, 0
         if self.speaker_mode != "off":
             speech = [i < len(voice_rows) and voice_rows[i] is not None for i in range(n_seconds)]
-            evidence, in_sync, frames_read = self._read_lips(observations, speech, on_screen, n_seconds)
+            evidence, in_sync, frames_read, mouths = self._read_lips(observations, speech, on_screen, n_seconds)
+            heard, links = None, None
+            if mouths is not None and self.voice_track is not None:
+                heard = voices_mod.label_seconds(*self.voice_track.windows(), speech, n_seconds)
+                links = speaker.voice_links(mouths, self.envelope.band(), heard, person_of, in_sync=in_sync)
+                log.debug("voices %d, linked %s", len({v for v in heard if v is not None}), links)
             speakers = speaker.decide(n_seconds, speech, [list(at) for at in faces_at], evidence, person_of,
-                                      in_sync=in_sync)
+                                      in_sync=in_sync, voices=heard, links=links)
         chosen, apart = {}, set()
         if speakers is not None and self.primary_face == "speaker":
             for s, sp in enumerate(speakers):
@@ -109,13 +140,14 @@ class Cast:
         rows = with_people(rows, observations, person_of, self._scale(), n_seconds)
         return CastResult(person_of, rows, speakers, frozenset(apart), on_screen, frames_read)
 
-    def _read_lips(self, observations, speech, on_screen, n_seconds) -> tuple[speaker.Evidence | None, bool, int]:
+    def _read_lips(self, observations, speech, on_screen, n_seconds
+                   ) -> tuple[speaker.Evidence | None, bool, int, speaker.Mouths | None]:
         """(the mouths' readings against the voice, whether any mouth is in sync with the voice, frames
-        read); evidence None where mouths are not read: mode auto with no second of speech shared by two people on
-        screen, or no mouth reader."""
+        read, the mouths); evidence None where mouths are not read: mode auto with no second of speech
+        shared by two people on screen, or no mouth reader."""
         shared = any(sp and len(p) >= 2 for sp, p in zip(speech, on_screen))
         if self.mouth_reader is None or not (shared or self.speaker_mode == "lips"):
-            return None, True, 0
+            return None, True, 0, None
         wanted = {s for s in range(n_seconds) if speech[s] and on_screen[s]}
         margin = int(np.ceil(speaker.SYNC_WINDOW_S / 2))
         wanted = {k for s in wanted for k in range(max(0, s - margin), min(n_seconds, s + margin + 1))}
@@ -124,7 +156,7 @@ class Cast:
             reader = self.mouth_reader()
         except ModelUnavailableError as e:
             log.warning("mouths not read (speakers of seconds with several faces unknown): %s", " ".join(str(e).split()))
-            return None, True, 0
+            return None, True, 0, None
         try:
             mouths = speaker.read_mouths(self.mouth_frames(), observations, wanted, reader)
         finally:
@@ -132,7 +164,7 @@ class Cast:
         envelope = self.envelope.band()
         z = speaker.sync_z(mouths, envelope)
         log.debug("mouths against the voice: z %.2f over %d frames", z, mouths.frames)
-        return speaker.frame_evidence(mouths, envelope), z >= speaker.SYNC_MIN_Z, mouths.frames
+        return speaker.frame_evidence(mouths, envelope), z >= speaker.SYNC_MIN_Z, mouths.frames, mouths
 
     def people(self, found: CastResult, face_encoder, tracker, observations: Sequence[FaceObservation],
                timeline_of, main) -> tuple[Person, ...]:

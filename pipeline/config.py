@@ -288,6 +288,9 @@ class AnalyzeConfig:
     face_expression_per_second: int = 1      # frames of each face the landmarker reads per second, at most (its cost)
     identity_model: str = "sface"            # face embeddings that join face tracks into people across gaps and cuts
                                              # (pipeline/people.py); none: every face track is its own person
+    voice_model: str = "campplus"            # speaker embeddings that tell the voices apart where two faces are seen at
+                                             # once, so the speaker is decided per voice (pipeline/voices.py); a state
+                                             # dict path; none: decided reading by reading
     speaker: str = "auto"                    # who speaks each second (pipeline/speaker.py): auto (mouths read against the
                                              # voice when two people share a second of speech; a lone face is the
                                              # speaker), lips (mouths read whenever a face and speech share a second), off

@@ -135,6 +135,7 @@ def table_rows(doc: dict[str, Any], *, faces: bool = False) -> list[dict[str, An
         base["words"] = text["words"] if text else None
         base["lost"] = "+".join(entry.get("lost") or []) or None
         base["speaker"] = entry.get("speaker")
+        base["voice"] = entry.get("voice")
         base["person_id"] = face.get("person_id") if face else None
         base["person_speaking"] = None
         base.update(_prediction_columns("person_fused", None))

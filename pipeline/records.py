@@ -167,6 +167,8 @@ class Speaker:
     person_id: int | None        # None: nobody visible speaks (silence, an off-screen voice, no face)
     basis: str                   # "silence", "no face", "lips" (mouth against voice), "one face"
                                  # (the only face on screen while someone speaks), "unread" (no mouth reading)
+    voice: int | None = None     # the voice heard (pipeline/voices.py: voices told apart, numbered as first
+                                 # heard); None: silence, or voices not told apart
 
 
 @dataclass(frozen=True)

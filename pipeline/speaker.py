@@ -13,6 +13,9 @@
       its product lies above FRAME_THRESHOLD, a change of speaker costs SWITCH_COST), so a turn
       ends where the products say, not where a window around the second ends; each second's speaker
       is the one of most of its readings
+    with the voices told apart (pipeline/voices.py, CAM++; the default): the speaker per voice instead,
+      from all the readings of the seconds that voice is heard (voice_links), so a turn ends where
+      the voice changes and a voice heard in several turns is judged on all of them
 
 A listener whose lips move, or a person talking on screen who is not the one heard, has no
 correlation with the heard voice at any lag; a voice from off screen correlates with nobody, and
@@ -361,12 +364,96 @@ def frame_evidence(mouths: Mouths, envelope: np.ndarray, *, lag_s: float | None 
     return Evidence(times, values)
 
 
+# ---------------------------------------------------------------------------- voices to people
+# With the voices told apart (pipeline/voices.py), the speaker is decided per voice, from the mouth
+# readings of all the seconds that voice is heard, not per reading: a turn then ends where the voice
+# changes, and a voice heard in several turns gathers the evidence of all of them. For each voice
+# and person on screen: the mean product of their mouth and the voice (frame_evidence + FRAME_THRESHOLD)
+# over the voice's seconds, as a z-score against the same with the voice shifted out of sync (the
+# shifts of sync_z). Where the video's sync check passes, each voice goes to the person whose z is
+# highest, if at least VOICE_LINK_Z; where it fails (too little in sync over the whole video, as in
+# short clips of two 4-s turns), voices are still linked one to one (a person has one voice here)
+# if together they stand out: each link's z at least VOICE_PAIR_Z and their sum over sqrt(links) at
+# least VOICE_JOINT_Z, else nobody visible speaks. Chosen on the CHOSEN_ON clips of
+# bench/speaker_sync.py (from their mouth readings cached once); `python -m bench.speaker_sync --clips`,
+# speech seconds right against the decoding at each reading: chosen on 91 -> 110 of 137, held out
+# 77 -> 97 of 145; off-screen voices given to someone 8 -> 8 of 59 (one 8-s clip whose sync check
+# passes, z 1.63); --aligned 91 -> 108, 84 -> 93, 0 -> 0. With each voice given its true person,
+# 132 and 136: the voices themselves are told apart; linking a short one to its mouth is what fails.
+VOICE_LINK_Z = 0.0
+VOICE_PAIR_Z = 1.0
+VOICE_JOINT_Z = 1.5
+VOICE_MIN_READINGS = 20           # a voice and a person judged on fewer mouth readings (1.6 s) are not linked
+
+
+def _voice_means(evidence: Evidence, voice_of: np.ndarray, person_of: dict[int, int],
+                 persons: list[int], n_voices: int) -> tuple[np.ndarray, np.ndarray]:
+    """(voices x persons) mean of mouth x voice over the voice's seconds, and the readings counted."""
+    total = np.zeros((n_voices, len(persons)))
+    count = np.zeros((n_voices, len(persons)))
+    for fid, t in evidence.times.items():
+        pid = person_of.get(fid, fid)
+        if pid not in persons:
+            continue
+        s = np.clip(t.astype(int), 0, len(voice_of) - 1)
+        v = voice_of[s]
+        ok = v >= 0
+        j = persons.index(pid)
+        total[:, j] += np.bincount(v[ok], weights=evidence.values[fid][ok] + FRAME_THRESHOLD, minlength=n_voices)
+        count[:, j] += np.bincount(v[ok], minlength=n_voices)
+    return total / np.maximum(count, 1), count
+
+
+def voice_links(mouths: Mouths, envelope: np.ndarray, voices: Sequence[int | None], person_of: dict[int, int], *,
+                in_sync: bool) -> dict[int, int]:
+    """voice id -> the person_id whose mouth speaks it (voices of nobody on screen left out)."""
+    voice_of = np.array([-1 if v is None else v for v in voices], int)
+    if not (voice_of >= 0).any():
+        return {}
+    n_voices = int(voice_of.max()) + 1
+    persons = sorted({person_of.get(f, f) for f in mouths.times})
+    if not persons:
+        return {}
+    mean, count = _voice_means(frame_evidence(mouths, envelope), voice_of, person_of, persons, n_voices)
+    n = len(envelope)
+    shifts = np.arange(NULL_SHIFT_S, n / ENVELOPE_HZ - NULL_SHIFT_S + 1e-9, NULL_STEP_S)
+    if len(shifts) < 4:
+        return {}
+    if len(shifts) > MAX_NULL_SHIFTS:
+        shifts = shifts[np.linspace(0, len(shifts) - 1, MAX_NULL_SHIFTS).astype(int)]
+    null = np.stack([_voice_means(frame_evidence(mouths, np.roll(envelope, int(round(d * ENVELOPE_HZ)))),
+                                  voice_of, person_of, persons, n_voices)[0] for d in shifts])
+    z = (mean - null.mean(0)) / np.maximum(null.std(0), 1e-6)
+    z[count < VOICE_MIN_READINGS] = -np.inf
+    if in_sync:
+        best = np.argmax(z, axis=1)
+        return {v: persons[int(best[v])] for v in range(n_voices) if z[v, best[v]] >= VOICE_LINK_Z}
+    # one to one, strongest first; the strongest set of links whose sum / sqrt(links) passes VOICE_JOINT_Z
+    pairs = sorted(((float(z[v, j]), v, j) for v in range(n_voices) for j in range(len(persons))
+                    if z[v, j] >= VOICE_PAIR_Z), reverse=True)
+    chosen, used_v, used_p = [], set(), set()
+    for zz, v, j in pairs:
+        if v not in used_v and j not in used_p:
+            chosen.append((zz, v, j))
+            used_v.add(v)
+            used_p.add(j)
+    joint = [sum(c[0] for c in chosen[:k]) / np.sqrt(k) for k in range(1, len(chosen) + 1)]
+    if not joint or max(joint) < VOICE_JOINT_Z:
+        return {}
+    k = int(np.argmax(joint)) + 1
+    return {v: persons[j] for _, v, j in chosen[:k]}
+
+
 # ---------------------------------------------------------------------------- the seconds
 def decide(n_seconds: int, speech: Sequence[bool], on_screen: Sequence[Sequence[int]],
-           evidence: Evidence | None, person_of: dict[int, int], *, in_sync: bool = True) -> list[Speaker]:
+           evidence: Evidence | None, person_of: dict[int, int], *, in_sync: bool = True,
+           voices: Sequence[int | None] | None = None, links: dict[int, int] | None = None) -> list[Speaker]:
     """Each second's Speaker. ``speech``: someone speaks (the VAD); ``on_screen``: the face_ids seen in
     each second; ``evidence``: frame_evidence (None: mouths not read); ``in_sync``: some mouth on
-    screen moves with the voice (sync_z): without, nobody visible speaks in any second."""
+    screen moves with the voice (sync_z): without, nobody visible speaks in any second. ``voices``:
+    each second's voice id (pipeline/voices.py; None: voices not told apart), with ``links``
+    (voice_links): the speaker of a second is its voice's person, where on screen, and ``in_sync``
+    has had its say in the links."""
     out: list[Speaker | None] = [None] * n_seconds
     run: list[int] = []
 
@@ -376,6 +463,9 @@ def decide(n_seconds: int, speech: Sequence[bool], on_screen: Sequence[Sequence[
                 out[s] = sp
             run.clear()
 
+    def voice(s):
+        return None if voices is None or s >= len(voices) else voices[s]
+
     for s in range(n_seconds):
         persons = {person_of.get(f, f) for f in on_screen[s]}
         if not speech[s]:
@@ -383,10 +473,13 @@ def decide(n_seconds: int, speech: Sequence[bool], on_screen: Sequence[Sequence[
             out[s] = Speaker(None, "silence")
         elif not persons:
             close_run()
-            out[s] = Speaker(None, "no face")
+            out[s] = Speaker(None, "no face", voice(s))
         elif evidence is None:
             close_run()
             out[s] = Speaker(next(iter(persons)), "one face") if len(persons) == 1 else Speaker(None, "unread")
+        elif voices is not None:
+            who = None if voice(s) is None else (links or {}).get(voice(s))
+            out[s] = Speaker(who if who in persons else None, "lips", voice(s))
         elif not in_sync:
             out[s] = Speaker(None, "lips")
         else:

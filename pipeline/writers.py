@@ -58,6 +58,7 @@ def timeline_entry(e: SecondEntry) -> dict[str, Any]:
         "text": _prediction(e.text, ("words", "context")),
         "fused": _fused(e),
         **({} if e.speaker is None else {"speaker": e.speaker.person_id, "speaker_basis": e.speaker.basis}),
+        **({} if e.speaker is None or e.speaker.voice is None else {"voice": e.speaker.voice}),
     }
 
 

@@ -53,7 +53,7 @@ def test_every_package_folder_is_installed():
 FLOORS = [
     ("base", ["labels", "languages", "errors", "fileio", "records", "data"]),
     ("models", ["models"]),
-    ("inputs", ["config", "corpora", "vad", "faces", "landmarks", "people", "speaker", "demux", "audio_windows", "plots",
+    ("inputs", ["config", "corpora", "vad", "faces", "landmarks", "people", "speaker", "voices", "demux", "audio_windows", "plots",
                 "writers", "metrics"]),
     ("encoders", ["transcribe", "encoders", "fuse", "preflight"]),
     ("analysis", ["seconds", "cast", "analyze"]),

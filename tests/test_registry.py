@@ -48,7 +48,7 @@ def test_every_row_loads_or_is_refused_cleanly_offline(name, empty_cache):
         assert name in str(e) or spec.location.split("/")[-1] in str(e) or "offline" in str(e)
         return
     assert spec.origin in ("shipped", "pypi") or registry.available_offline(spec)
-    if spec.kind in ("asr", "detector", "identity"):
+    if spec.kind in registry.FILE_KINDS:
         assert isinstance(loaded, ModelFiles) and loaded.path.exists() and len(loaded.sha256) == 64
     else:
         assert isinstance(loaded, registry.LoadedModel) and registry.ARCH_KIND[loaded.arch] == spec.kind

@@ -97,6 +97,29 @@ def test_the_sync_check_holds_for_short_turns_and_not_for_a_voice_off_screen():
     assert np.median(off) < speaker.SYNC_MIN_Z - 0.5 and abs(np.mean(off)) < 1.0
 
 
+def test_each_voice_goes_to_the_mouth_that_speaks_it():
+    """Voices told apart (voices.label_seconds): 8 s, face 0's voice for 4 s, then face 1's. Each voice
+    goes to its own face, whether or not the video's sync check passed (one to one, together); every
+    second of a voice gets that person; a third person's voice is linked to nobody in most videos."""
+    heard = [0] * 4 + [1] * 4
+    for seed in range(5):
+        mouths, env = _synthetic_mouths(seed, True)
+        for in_sync in (True, False):
+            links = speaker.voice_links(mouths, env, heard, {0: 0, 1: 1}, in_sync=in_sync)
+            assert links == {0: 0, 1: 1}, (seed, in_sync, links)
+        got = speaker.decide(8, [True] * 8, [[0, 1]] * 8, speaker.frame_evidence(mouths, env), {0: 0, 1: 1},
+                             voices=heard, links=links)
+        assert [g.person_id for g in got] == heard and [g.voice for g in got] == heard
+        assert {g.basis for g in got} == {"lips"}
+    off = [speaker.voice_links(*_synthetic_mouths(seed, False), [0] * 8, {0: 0, 1: 1}, in_sync=False)
+           for seed in range(10)]
+    assert sum(bool(links) for links in off) <= 2, off
+    # a voice linked to someone not on screen that second: nobody visible speaks it
+    got = speaker.decide(2, [True, True], [[0, 1], [1]], speaker.frame_evidence(mouths, env), {0: 0, 1: 1},
+                         voices=[0, 0], links={0: 0})
+    assert got[0].person_id == 0 and got[1] == Speaker(None, "lips", 0)
+
+
 @needs_data
 def test_a_mouth_reader_kept_for_the_next_video_reads_it_as_the_first():
     """The analyzer keeps one reader for all its videos and closes its landmarkers after each: the
@@ -165,6 +188,10 @@ def test_the_speaking_person_of_two_taking_turns(analyzer, clips):
         if e["speaker"] is not None:
             assert e["face"]["person_id"] == e["speaker"] and e["speaker_basis"] == "lips"
             assert {"face", "audio"} <= set(e["fused"]["modalities"])
+    # the voices told apart: one for A's two turns, another for B's
+    heard = {w: {e.get("voice") for e in speech if next(x for a, b, x in truth if a <= e["start_s"] < b) == w
+                 and int(e["start_s"]) not in (6, 12)} for w in "AB"}
+    assert len(heard["A"]) == len(heard["B"]) == 1 and heard["A"] != heard["B"] and None not in heard["A"] | heard["B"]
     # each person's own timeline: the voice only in their own seconds
     people = {p["person_id"]: p for p in doc["people"]}
     for pid, p in people.items():
@@ -177,6 +204,7 @@ def test_the_speaking_person_of_two_taking_turns(analyzer, clips):
     from emotion_pipeline.exports import csv_text
     rows = list(csv.DictReader(io.StringIO(csv_text(doc))))
     assert len(rows) == 2 * len(doc["timeline"])
+    assert {r["voice"] for r in rows if r["speaker"]} == {"0", "1"}
     assert {(r["start_s"], r["person_id"]) for r in rows} == {(str(e["start_s"]), str(p)) for e in doc["timeline"]
                                                               for p in people}
     assert all(r["person_fused_label"] and r["person_speaking"] in ("True", "False") for r in rows)
@@ -193,5 +221,6 @@ def test_a_voice_from_off_screen_is_nobody_on_screen(analyzer, clips):
     speech = [e for e in doc["timeline"] if e["audio"] is not None]
     assert len(speech) >= 12
     assert all(e["speaker"] is None and e["speaker_basis"] == "lips" for e in speech)
+    assert {e.get("voice") for e in speech} == {0}          # one voice, heard throughout
     assert all("face" not in e["fused"]["modalities"] for e in speech)
     assert all(p["seconds_speaking"] == 0 for p in doc["people"])
