@@ -311,6 +311,57 @@ _JS = """
 """
 
 
+def span_speaker(doc: dict[str, Any], start_s: float, end_s: float) -> str:
+    """Who speaks most of [start_s, end_s], in words: "P<person_id>" (with its voice where voices were
+    told apart), "voice <n>, off screen", or "" where the seconds say nothing (one overlap-weighted
+    vote per second that has a speaker or a voice)."""
+    votes: dict[tuple, float] = {}
+    for entry in doc["timeline"]:
+        overlap = min(end_s, entry["end_s"]) - max(start_s, entry["start_s"])
+        if overlap > 0 and (entry.get("speaker") is not None or entry.get("voice") is not None):
+            key = (entry.get("speaker"), entry.get("voice"))
+            votes[key] = votes.get(key, 0.0) + overlap
+    if not votes:
+        return ""
+    person, voice = max(votes, key=votes.get)
+    if person is None:
+        return f"voice {voice}, off screen"
+    return f"P{person}" + (f" (voice {voice})" if voice is not None else "")
+
+
+def _people_html(doc: dict[str, Any]) -> list[str]:
+    """The People table: per person, seconds on screen and speaking, the voices they speak, their own
+    most frequent fused label; voices heard with nobody on screen speaking them."""
+    e = html.escape
+    people = doc.get("people") or []
+    if len(people) < 2:
+        return []
+    speaking_voices: dict[int, set[int]] = {}
+    off: dict[int, int] = {}
+    for entry in doc["timeline"]:
+        v = entry.get("voice")
+        if v is None:
+            continue
+        if entry.get("speaker") is not None:
+            speaking_voices.setdefault(entry["speaker"], set()).add(v)
+        else:
+            off[v] = off.get(v, 0) + 1
+    rows = ["<h2>People</h2><p class='meta'>who speaks: each person's mouth read against the voice; "
+            "voices told apart by speaker embeddings (numbered as first heard)</p><table><tr><th>person</th>"
+            "<th>on screen</th><th>speaking</th><th>voices</th><th>most often</th></tr>"]
+    for p in people:
+        labels = [t["fused"]["label"] for t in p["timeline"] if t.get("fused")]
+        top = max(set(labels), key=labels.count) if labels else None
+        voices = ", ".join(str(v) for v in sorted(speaking_voices.get(p["person_id"], ()))) or "-"
+        rows.append(f"<tr><td>P{p['person_id']}</td><td>{p['seconds_on_screen']} s</td><td>{p['seconds_speaking']} s</td>"
+                    f"<td>{e(voices)}</td><td>{_chip(top)}</td></tr>")
+    for v, n in sorted(off.items()):
+        rows.append(f"<tr><td>voice {v}, off screen (or not matched to a face)</td><td>-</td><td>{n} s</td>"
+                    f"<td>{v}</td><td></td></tr>")
+    rows.append("</table>")
+    return rows
+
+
 def _chip(label: str | None, text: str | None = None) -> str:
     from emotion_pipeline.plots import LABEL_COLOUR
     if label is None:
@@ -343,8 +394,8 @@ def _video_tag(video: Path | None, html_path: Path) -> tuple[str, str]:
 
 def html_text(doc: dict[str, Any], html_path: str | Path, video: str | Path | None = None) -> str:
     """The self-contained report: summary, plot (inline PNG), video (embedded when at most
-    EMBED_VIDEO_MAX_BYTES, else referenced relative to the HTML), transcript with each segment's
-    emotion, per-modality status, and the models/software/settings behind it. No network."""
+    EMBED_VIDEO_MAX_BYTES, else referenced relative to the HTML), the people and who speaks (with
+    several people), transcript with each segment's emotion (and speaker), per-modality status, and the models/software/settings behind it. No network."""
     from emotion_pipeline.plots import figure_bytes
 
     html_path = Path(html_path)
@@ -380,17 +431,22 @@ def html_text(doc: dict[str, Any], html_path: str | Path, video: str | Path | No
     parts.append("</table></div></div>")
     parts.append(f"<h2>Timeline</h2><img class='plot' id='plot' alt='emotion timeline' src='data:image/png;base64,{png}'>")
 
+    people_rows = _people_html(doc)
+    parts.extend(people_rows)
+    many = bool(people_rows)    # several people: each transcript line says who speaks it
     parts.append("<h2>Transcript</h2>")
     segments = (doc.get("transcript") or {}).get("segments") or []
     if segments:
         parts.append(f"<p class='meta'>source: {e(doc['transcript']['source'])}, language "
                      f"{e(str(doc['transcript'].get('language')))}; each line's emotion is the fused scores "
-                     f"averaged over its span</p><table><tr><th>time</th><th>emotion</th><th>words</th></tr>")
+                     f"averaged over its span</p><table><tr><th>time</th><th>emotion</th>"
+                     + ("<th>who</th>" if many else "") + "<th>words</th></tr>")
         for seg in segments:
             emo = span_emotion(doc, seg["start_s"], seg["end_s"])
             chip = _chip(emo[0], f"{emo[0]} {emo[1]:.0%}") if emo else _chip(None)
+            who = f"<td>{e(span_speaker(doc, seg['start_s'], seg['end_s']))}</td>" if many else ""
             parts.append(f"<tr><td><a class='t' data-t='{seg['start_s']}'>{_clock(seg['start_s'])}</a></td>"
-                         f"<td>{chip}</td><td>{e(seg['text'].strip())}</td></tr>")
+                         f"<td>{chip}</td>{who}<td>{e(seg['text'].strip())}</td></tr>")
         parts.append("</table>")
     else:
         reason = doc.get("modalities", {}).get("text", {}).get("reason")

@@ -192,6 +192,12 @@ def test_the_speaking_person_of_two_taking_turns(analyzer, clips):
     heard = {w: {e.get("voice") for e in speech if next(x for a, b, x in truth if a <= e["start_s"] < b) == w
                  and int(e["start_s"]) not in (6, 12)} for w in "AB"}
     assert len(heard["A"]) == len(heard["B"]) == 1 and heard["A"] != heard["B"] and None not in heard["A"] | heard["B"]
+    # the report: who speaks, and each stretch's speaker with their voice
+    from emotion_pipeline.exports import html_text, span_speaker
+    assert span_speaker(doc, 0, 6) == f"P{left} (voice {next(iter(heard['A']))})"
+    assert span_speaker(doc, 6, 12) == f"P{right} (voice {next(iter(heard['B']))})"
+    page = html_text(doc, clips / "turns.html")
+    assert "<h2>People</h2>" in page and f"<td>P{left}</td><td>18 s</td>" in page
     # each person's own timeline: the voice only in their own seconds
     people = {p["person_id"]: p for p in doc["people"]}
     for pid, p in people.items():
@@ -222,5 +228,7 @@ def test_a_voice_from_off_screen_is_nobody_on_screen(analyzer, clips):
     assert len(speech) >= 12
     assert all(e["speaker"] is None and e["speaker_basis"] == "lips" for e in speech)
     assert {e.get("voice") for e in speech} == {0}          # one voice, heard throughout
+    from emotion_pipeline.exports import span_speaker
+    assert span_speaker(doc, 0, 15) == "voice 0, off screen"
     assert all("face" not in e["fused"]["modalities"] for e in speech)
     assert all(p["seconds_speaking"] == 0 for p in doc["people"])
