@@ -164,6 +164,8 @@ class Painter:
             draw.rectangle([x, y, x + bw, y + bh], outline=colour, width=4 if primary else 2)
             who = f" P{info['person_id']}" if info and info.get("person_id", -1) >= 0 else ""
             speaking = " speaking" if info and who and info["person_id"] == entry.get("speaker") else ""
+            if speaking and entry.get("voice") is not None:
+                speaking += f" (voice {entry['voice']})"
             text = f"#{fid}{who} {info['label']} {max(info['scores'].values()):.0%}{speaking}" if info else f"#{fid}"
             tw, th = draw.textbbox((0, 0), text, font=self.font)[2:]
             ty = y - th - 6 if y - th - 6 >= 0 else y + bh + 2
