@@ -10,9 +10,11 @@ on built clips.
    deviation, and the AUC of the two.
 2. ``--clips``: videos built with ffmpeg: two people side by side taking turns, only one heard at a
    time (CHOSEN_ON: the pairs and turns the settings were chosen on; HELD_OUT: other stretches of the
-   clips, other pairs, 2-5 s turns); two-shots under a third person's voice. ``--aligned``: the same
-   with every source's audio moved to one common lag (SOURCE_LAG_S), as in one real recording. The speaker right in what share of the speech seconds,
-   and how many seconds of the off-screen voice were given to someone on screen.
+   clips, other pairs, 2-5 s turns); two-shots under a third person's voice; interviews (INTERVIEW,
+   INTERVIEW_HELD): two people on screen, one of them heard, an off-screen interviewer for one turn,
+   then the first person again. ``--aligned``: the same with every source's audio moved to one
+   common lag (SAME_LAG_S), as in one real recording. The speaker right in what share of the speech
+   seconds, and how many seconds of the off-screen voice were given to someone on screen.
 Credit the talking clips' sources when quoting the figures.
 """
 from __future__ import annotations
@@ -92,6 +94,12 @@ CHOSEN_ON_OFF = [(O, 0, N, 0, AN, 0, 15), (AN, 0, N, 0, O, 0, 15), (O, 0, AN, 0,
 HELD_OUT = [(O, 6, AN, 8, 3, 4), (AN, 10, N, 4, 3, 4), (N, 6, O, 8, 3, 4), (AN, 8, O, 4, 5, 3), (O, 5, N, 3, 5, 3),
             (N, 2, AN, 9, 5, 3), (K, 0, O, 10, 4, 2), (F, 2, AN, 12, 4, 2), (AN, 15, F, 0, 4, 2), (O, 12, K, 0, 4, 2),
             (N, 10, F, 1, 4, 2), (O, 10, N, 8, 2, 4), (AN, 5, K, 0, 2, 4), (AN, 12, O, 10, 2.5, 4)]
+# interviews: a and b on screen, a heard, then an off-screen interviewer c for one turn, then a again
+# (turn length last). VOICE_SECOND_Z was chosen on INTERVIEW; INTERVIEW_HELD was built after that.
+INTERVIEW = [(O, 0, N, 0, AN, 0, 6), (N, 0, AN, 0, O, 0, 6), (AN, 0, O, 0, N, 0, 6), (O, 5, AN, 5, K, 0, 5),
+             (N, 3, O, 3, F, 0, 5), (AN, 8, N, 8, O, 10, 4)]
+INTERVIEW_HELD = [(O, 3, AN, 3, N, 4, 5), (AN, 10, O, 5, K, 0, 4), (N, 2, AN, 9, O, 6, 5), (O, 6, N, 6, F, 0, 4),
+                  (AN, 2, N, 0, O, 2, 6), (K, 0, O, 12, AN, 5, 2.5), (O, 1, K, 0, N, 8, 2.5), (F, 0, AN, 6, O, 8, 3)]
 HELD_OUT_OFF = [(AN, 10, O, 5, N, 5, 12), (F, 0, K, 0, O, 10, 8), (N, 5, F, 0, AN, 5, 10), (K, 0, AN, 12, F, 0, 8),
                 (O, 8, F, 0, K, 0, 8), (AN, 3, N, 3, O, 3, 15)]
 
@@ -131,6 +139,46 @@ def build_off_screen(folder, talking, a, oa, b, ob, c, oc, seconds, aligned=Fals
     return out
 
 
+def build_interview(folder, talking, a, oa, b, ob, c, oc, turn_s, aligned=False):
+    """a and b side by side, both talking on screen; a heard, then c (not on screen) for one turn, then a."""
+    from conftest import ffmpeg
+    import people_clips as pc
+    out = folder / f"interview_{a}{oa}_{b}{ob}_{c}{oc}{'_aligned' if aligned else ''}.mp4"
+    c_on = f"between(t,{turn_s},{2 * turn_s})"
+    (ia, fa), (ic, fc) = _audio_in(talking, a, oa, aligned), _audio_in(talking, c, oc, aligned)
+    ffmpeg("-ss", str(oa), "-i", str(talking[a]), "-ss", str(ob), "-i", str(talking[b]), *ia, *ic, "-filter_complex",
+           f"[0:v]{pc._V}[l];[1:v]{pc._V}[r];[l][r]hstack[v];"
+           f"[2:a]{fa}{pc._A},volume='1-({c_on})':eval=frame[a0];[3:a]{fc}{pc._A},volume='{c_on}':eval=frame[a1];"
+           "[a0][a1]amix=inputs=2:normalize=0[a]", "-map", "[v]", "-map", "[a]", "-t", str(3 * turn_s), *pc.X264,
+           str(out))
+    return out, [(0.0, turn_s, "A"), (turn_s, 2 * turn_s, None), (2 * turn_s, 3 * turn_s, "A")]
+
+
+def interviews(analyzer, folder, talking, aligned: bool = False, clips=INTERVIEW) -> dict:
+    """A's seconds given to A, and the off-screen interviewer's given to someone on screen."""
+    part: dict = {}
+    tot = {"a_seconds": 0, "a_right": 0, "interviewer_seconds": 0, "interviewer_given_to_someone": 0}
+    for a, oa, b, ob, c, oc, turn_s in clips:
+        video, truth = build_interview(folder, talking, a, oa, b, ob, c, oc, turn_s, aligned)
+        doc = analyzer.analyze(video)
+        people = _left_right(doc)
+        one = dict.fromkeys(tot, 0)
+        for e in doc["timeline"]:
+            if e["audio"] is None:
+                continue
+            who = next(w for s0, s1, w in truth if s0 <= e["start_s"] < s1)
+            if who is None:
+                one["interviewer_seconds"] += 1
+                one["interviewer_given_to_someone"] += e.get("speaker") is not None
+            else:
+                one["a_seconds"] += 1
+                one["a_right"] += e.get("speaker") == people.get(who)
+        part[f"{a}@{oa} | {b}@{ob}, {c}@{oc} off screen ({turn_s:g}-s turns)"] = one
+        tot = {k: tot[k] + one[k] for k in tot}
+    part["interviews, all"] = tot
+    return part
+
+
 def built_clips(analyzer, aligned: bool = False) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import people_clips as pc
@@ -164,6 +212,8 @@ def built_clips(analyzer, aligned: bool = False) -> dict:
                 "speech_seconds": len(speech), "given_to_someone_on_screen": given}
         part["off screen, all"] = {"speech_seconds": speech_all, "given_to_someone_on_screen": given_all}
         results[split] = part
+    results["interviews: chosen on"] = interviews(analyzer, folder, talking, aligned, INTERVIEW)
+    results["interviews: held out"] = interviews(analyzer, folder, talking, aligned, INTERVIEW_HELD)
     return results
 
 
