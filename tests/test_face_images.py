@@ -133,7 +133,8 @@ def test_face_trainer_with_photo_sets(tmp_path):
 
     cfg = load(face.FaceConfig, None, [f"out_dir={tmp_path}/run", "epochs=1", "max_per_split=256", "threads=1",
                                        "targets=ferplus", "photo_sets=[faces/ckplus48]", "photo_repeat=1",
-                                       "progress=false", "augment={lowres_p: 0.5, blur_p: 0.5, contrast: 0.2}"])
+                                       "progress=false", "augment={lowres_p: 0.5, blur_p: 0.5, contrast: 0.2}",
+                                       "model={widths: [8, 16], embed_dim: 16}"])   # a tiny network: seconds
     results = face.run(cfg)
     ck = results["validation_photos"]["none"]["ckplus48"]
     assert ck["n"] > 50 and 0.0 <= ck["accuracy"] <= 1.0

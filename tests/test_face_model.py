@@ -303,7 +303,8 @@ def test_output_ensemble_mixes_member_probabilities_and_round_trips(tmp_path):
 
 def test_precision_auto_follows_the_cpu_and_bfloat16_keeps_the_labels_of_real_faces():
     """``auto`` is bfloat16 exactly where the CPU computes it natively (never on a GPU); bfloat16
-    and float32 give the same label to nearly every real face (FER2013 PublicTest's first 512)."""
+    and float32 give the same label to nearly every real face (FER2013 PublicTest's first 512, or
+    128 where the CPU emulates bfloat16: 5x slower than float32 there)."""
     from emotion_pipeline.corpora.faces import fer_faces
     from emotion_pipeline.data import data_path
     from emotion_pipeline.encoders import ShippedFace
@@ -328,7 +329,7 @@ def test_precision_auto_follows_the_cpu_and_bfloat16_keeps_the_labels_of_real_fa
     path = data_path("faces", "fer2013", "fer2013_publictest_3589.npz")
     if not path.exists():
         pytest.skip(f"{path} not present")
-    crops = fer_faces(path).images[:512]
+    crops = fer_faces(path).images[:512 if face_cnn.native_bf16() else 128]
     p32, _ = ShippedFace(loaded, torch.device("cpu"), precision="float32").predict(crops)
     p16, _ = ShippedFace(loaded, torch.device("cpu"), precision="bfloat16").predict(crops)
     assert np.abs(p32 - p16).max() < 0.05
