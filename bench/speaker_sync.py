@@ -112,19 +112,24 @@ def _audio_in(talking, clip, start, aligned):
     return ["-ss", f"{start}", "-i", str(talking[clip])], f"adelay={int(round(-s * 1000))},"
 
 
-def build_turns(folder, talking, a, oa, b, ob, turn_s, turns, aligned=False):
-    """a (left, from oa s) and b (right, from ob s), both talking on screen, only one heard at a time."""
+def build_turns(folder, talking, a, oa, b, ob, turn_s, turns, aligned=False, off_screen=None):
+    """a (left, from oa s) and b (right, from ob s), both talking on screen, only one heard at a time:
+    a's voice, then b's, in turns; with ``off_screen`` (c, oc), c's voice (not on screen, an
+    interviewer) in b's turns instead. Returns the video and its (start, end, "A" | "B" | None)."""
     from conftest import ffmpeg
     import people_clips as pc
-    out = folder / f"turns_{a}{oa}_{b}{ob}_{turn_s:g}x{turns}{'_aligned' if aligned else ''}.mp4"
-    b_on = "+".join(f"between(t,{k * turn_s},{(k + 1) * turn_s})" for k in range(1, turns, 2))
-    (ia, fa), (ib, fb) = _audio_in(talking, a, oa, aligned), _audio_in(talking, b, ob, aligned)
-    ffmpeg("-ss", str(oa), "-i", str(talking[a]), "-ss", str(ob), "-i", str(talking[b]), *ia, *ib, "-filter_complex",
+    c, oc = off_screen or (b, ob)
+    tag = f"_{c}{oc}off" if off_screen else ""
+    out = folder / f"turns_{a}{oa}_{b}{ob}{tag}_{turn_s:g}x{turns}{'_aligned' if aligned else ''}.mp4"
+    c_on = "+".join(f"between(t,{k * turn_s},{(k + 1) * turn_s})" for k in range(1, turns, 2))
+    (ia, fa), (ic, fc) = _audio_in(talking, a, oa, aligned), _audio_in(talking, c, oc, aligned)
+    ffmpeg("-ss", str(oa), "-i", str(talking[a]), "-ss", str(ob), "-i", str(talking[b]), *ia, *ic, "-filter_complex",
            f"[0:v]{pc._V}[l];[1:v]{pc._V}[r];[l][r]hstack[v];"
-           f"[2:a]{fa}{pc._A},volume='1-({b_on})':eval=frame[a0];[3:a]{fb}{pc._A},volume='{b_on}':eval=frame[a1];"
+           f"[2:a]{fa}{pc._A},volume='1-({c_on})':eval=frame[a0];[3:a]{fc}{pc._A},volume='{c_on}':eval=frame[a1];"
            "[a0][a1]amix=inputs=2:normalize=0[a]", "-map", "[v]", "-map", "[a]", "-t", str(turn_s * turns), *pc.X264,
            str(out))
-    return out, [(k * turn_s, (k + 1) * turn_s, "A" if k % 2 == 0 else "B") for k in range(turns)]
+    second = None if off_screen else "B"
+    return out, [(k * turn_s, (k + 1) * turn_s, "A" if k % 2 == 0 else second) for k in range(turns)]
 
 
 def build_off_screen(folder, talking, a, oa, b, ob, c, oc, seconds, aligned=False):
@@ -139,44 +144,45 @@ def build_off_screen(folder, talking, a, oa, b, ob, c, oc, seconds, aligned=Fals
     return out
 
 
-def build_interview(folder, talking, a, oa, b, ob, c, oc, turn_s, aligned=False):
-    """a and b side by side, both talking on screen; a heard, then c (not on screen) for one turn, then a."""
-    from conftest import ffmpeg
-    import people_clips as pc
-    out = folder / f"interview_{a}{oa}_{b}{ob}_{c}{oc}{'_aligned' if aligned else ''}.mp4"
-    c_on = f"between(t,{turn_s},{2 * turn_s})"
-    (ia, fa), (ic, fc) = _audio_in(talking, a, oa, aligned), _audio_in(talking, c, oc, aligned)
-    ffmpeg("-ss", str(oa), "-i", str(talking[a]), "-ss", str(ob), "-i", str(talking[b]), *ia, *ic, "-filter_complex",
-           f"[0:v]{pc._V}[l];[1:v]{pc._V}[r];[l][r]hstack[v];"
-           f"[2:a]{fa}{pc._A},volume='1-({c_on})':eval=frame[a0];[3:a]{fc}{pc._A},volume='{c_on}':eval=frame[a1];"
-           "[a0][a1]amix=inputs=2:normalize=0[a]", "-map", "[v]", "-map", "[a]", "-t", str(3 * turn_s), *pc.X264,
-           str(out))
-    return out, [(0.0, turn_s, "A"), (turn_s, 2 * turn_s, None), (2 * turn_s, 3 * turn_s, "A")]
+def _seconds(doc, truth) -> dict:
+    """A built clip's speech seconds: those of someone on screen given to them, and those of a voice
+    from off screen given to someone on screen."""
+    people = _left_right(doc)
+    n = dict.fromkeys(("speech_seconds", "right", "off_screen_seconds", "given_to_someone_on_screen"), 0)
+    for e in doc["timeline"]:
+        if e["audio"] is None:
+            continue
+        who = next(w for s0, s1, w in truth if s0 <= e["start_s"] < s1)
+        if who is None:
+            n["off_screen_seconds"] += 1
+            n["given_to_someone_on_screen"] += e.get("speaker") is not None
+        else:
+            n["speech_seconds"] += 1
+            n["right"] += e.get("speaker") == people.get(who)
+    return n
 
 
-def interviews(analyzer, folder, talking, aligned: bool = False, clips=INTERVIEW) -> dict:
-    """A's seconds given to A, and the off-screen interviewer's given to someone on screen."""
+def _scored(analyzer, clips, folder, talking, aligned, total: str) -> dict:
+    """Each clip's _seconds and their sum under ``total``; a clip is (a, oa, b, ob, turn_s, turns) for
+    turns, or (a, oa, b, ob, c, oc, turn_s) for an interview (a, then c off screen, then a)."""
     part: dict = {}
-    tot = {"a_seconds": 0, "a_right": 0, "interviewer_seconds": 0, "interviewer_given_to_someone": 0}
-    for a, oa, b, ob, c, oc, turn_s in clips:
-        video, truth = build_interview(folder, talking, a, oa, b, ob, c, oc, turn_s, aligned)
-        doc = analyzer.analyze(video)
-        people = _left_right(doc)
-        one = dict.fromkeys(tot, 0)
-        for e in doc["timeline"]:
-            if e["audio"] is None:
-                continue
-            who = next(w for s0, s1, w in truth if s0 <= e["start_s"] < s1)
-            if who is None:
-                one["interviewer_seconds"] += 1
-                one["interviewer_given_to_someone"] += e.get("speaker") is not None
-            else:
-                one["a_seconds"] += 1
-                one["a_right"] += e.get("speaker") == people.get(who)
-        part[f"{a}@{oa} | {b}@{ob}, {c}@{oc} off screen ({turn_s:g}-s turns)"] = one
-        tot = {k: tot[k] + one[k] for k in tot}
-    part["interviews, all"] = tot
+    for clip in clips:
+        if len(clip) == 6:
+            a, oa, b, ob, turn_s, turns = clip
+            name, built = f"{a}@{oa} | {b}@{ob} ({turns} turns of {turn_s:g} s)", build_turns(
+                folder, talking, a, oa, b, ob, turn_s, turns, aligned)
+        else:
+            a, oa, b, ob, c, oc, turn_s = clip
+            name, built = f"{a}@{oa} | {b}@{ob}, {c}@{oc} off screen ({turn_s:g}-s turns)", build_turns(
+                folder, talking, a, oa, b, ob, turn_s, 3, aligned, off_screen=(c, oc))
+        part[name] = _seconds(analyzer.analyze(built[0]), built[1])
+    part[total] = _total(part.values())
     return part
+
+
+def _total(rows) -> dict:
+    rows = list(rows)
+    return {k: sum(r[k] for r in rows) for k in rows[0]}
 
 
 def built_clips(analyzer, aligned: bool = False) -> dict:
@@ -186,34 +192,14 @@ def built_clips(analyzer, aligned: bool = False) -> dict:
     talking = {p.stem: p for p in sorted(pc.TALKING.glob("*.mp4"))}
     results = {}
     for split, turn_set, off_set in (("chosen on", CHOSEN_ON, CHOSEN_ON_OFF), ("held out", HELD_OUT, HELD_OUT_OFF)):
-        part: dict = {}
-        right_all = total_all = 0
-        for a, oa, b, ob, turn_s, turns in turn_set:
-            video, truth = build_turns(folder, talking, a, oa, b, ob, turn_s, turns, aligned)
-            doc = analyzer.analyze(video)
-            people = _left_right(doc)
-            right = total = 0
-            for e in doc["timeline"]:
-                if e["audio"] is None:
-                    continue
-                who = next(w for s0, s1, w in truth if s0 <= e["start_s"] < s1)
-                total += 1
-                right += e.get("speaker") == people.get(who)
-            right_all, total_all = right_all + right, total_all + total
-            part[f"{a}@{oa} | {b}@{ob} ({turns} turns of {turn_s:g} s)"] = {"speech_seconds": total, "right": right}
-        part["turns, all"] = {"speech_seconds": total_all, "right": right_all}
-        given_all = speech_all = 0
-        for a, oa, b, ob, c, oc, seconds in off_set:
-            doc = analyzer.analyze(build_off_screen(folder, talking, a, oa, b, ob, c, oc, seconds, aligned))
-            speech = [e for e in doc["timeline"] if e["audio"] is not None]
-            given = sum(e.get("speaker") is not None for e in speech)
-            given_all, speech_all = given_all + given, speech_all + len(speech)
-            part[f"off screen: {c}@{oc}'s voice over {a}@{oa} | {b}@{ob}"] = {
-                "speech_seconds": len(speech), "given_to_someone_on_screen": given}
-        part["off screen, all"] = {"speech_seconds": speech_all, "given_to_someone_on_screen": given_all}
+        part = _scored(analyzer, turn_set, folder, talking, aligned, "turns, all")
+        off = {f"off screen: {c}@{oc}'s voice over {a}@{oa} | {b}@{ob}": _seconds(
+            analyzer.analyze(build_off_screen(folder, talking, a, oa, b, ob, c, oc, seconds, aligned)),
+            [(0.0, np.inf, None)]) for a, oa, b, ob, c, oc, seconds in off_set}
+        part.update(off, **{"off screen, all": _total(off.values())})
         results[split] = part
-    results["interviews: chosen on"] = interviews(analyzer, folder, talking, aligned, INTERVIEW)
-    results["interviews: held out"] = interviews(analyzer, folder, talking, aligned, INTERVIEW_HELD)
+    results["interviews: chosen on"] = _scored(analyzer, INTERVIEW, folder, talking, aligned, "interviews, all")
+    results["interviews: held out"] = _scored(analyzer, INTERVIEW_HELD, folder, talking, aligned, "interviews, all")
     return results
 
 

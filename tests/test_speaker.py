@@ -124,7 +124,8 @@ def test_each_voice_goes_to_the_mouth_that_speaks_it():
 def test_an_interviewer_off_screen_is_not_given_to_the_other_face():
     """8 s, face 0 heard for 4 s, then an off-screen voice (face 1's mouth moving without it): the
     video is in sync (face 0), which vouches for face 0's voice only; the interviewer's voice is
-    linked to face 1 only on evidence of its own (VOICE_SECOND_Z), so in about a quarter of the videos (chance gives 31 %)."""
+    linked to face 1 only on evidence of its own (VOICE_SECOND_Z): in about a quarter of the videos
+    (z >= 0.5 by chance: 31 %)."""
     heard = [0] * 4 + [1] * 4
     links = [speaker.voice_links(*_synthetic_mouths(seed, True, then=2), heard, {0: 0, 1: 1}, in_sync=True)
              for seed in range(40)]
